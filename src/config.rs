@@ -1,0 +1,493 @@
+//! Daemon configuration: `config/genq.toml`, overridden by `GENQ_*` environment variables.
+//!
+//! Every field has a default in code, so a daemon starts with no file at all; the shipped
+//! `config/genq.toml` documents each default. Environment overrides are applied generically
+//! (`GENQ_<SECTION>_<KEY>`, matched against the keys that exist), so a new field never needs
+//! a hand-written override.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Default database URL when neither the config file nor `DATABASE_URL` sets one.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Errors while loading configuration. They name the file or variable at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file or an override is not valid.
+    #[error("invalid configuration ({origin}): {message}")]
+    Invalid {
+        /// Where the bad value came from.
+        origin: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Database connection.
+    pub database: DatabaseConfig,
+    /// Claiming, leases and shutdown.
+    pub worker: WorkerConfig,
+    /// Retry delays after failed attempts.
+    pub backoff: BackoffConfig,
+    /// Deletion of finished jobs.
+    pub prune: PruneConfig,
+    /// HTTP server.
+    pub http: HttpConfig,
+    /// Per-kind attempt time limits. Defaults to none (every kind uses `worker.job_timeout`).
+    #[serde(with = "duration_map")]
+    pub timeouts: BTreeMap<String, Duration>,
+    /// Queues this daemon works. Defaults to `default` (50) and `maintenance` (2).
+    pub queues: BTreeMap<String, QueueConfig>,
+    /// Periodic jobs. Defaults to none besides the built-in prune job.
+    pub periodic: Vec<PeriodicConfig>,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Connection URL. Defaults to `postgres://postgres@127.0.0.1:5432/postgres`;
+    /// `DATABASE_URL` overrides it.
+    pub url: String,
+    /// Pool size. Defaults to 10.
+    pub max_connections: u32,
+    /// Wait for a pooled connection. Defaults to 10 s.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// `idle_in_transaction_session_timeout` of the daemon's sessions. Defaults to 60 s.
+    #[serde(with = "humantime_serde")]
+    pub idle_in_transaction_timeout: Duration,
+}
+
+/// `[worker]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Worker identity. Defaults to empty, meaning `<hostname>-<pid>`.
+    pub id: String,
+    /// Lease length. Defaults to 30 s.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// Heartbeat interval. Defaults to 5 s.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Expired-lease scan interval. Defaults to 5 s.
+    #[serde(with = "humantime_serde")]
+    pub rescue_interval: Duration,
+    /// Fallback poll interval. Defaults to 1 s.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Most jobs per claim statement. Defaults to 500.
+    pub claim_batch: u32,
+    /// Most outcomes per completion statement. Defaults to 5000.
+    pub complete_batch: u32,
+    /// Shutdown grace period. Defaults to 30 s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Default attempt time limit. Defaults to 10 min.
+    #[serde(with = "humantime_serde")]
+    pub job_timeout: Duration,
+    /// Use LISTEN/NOTIFY wake-ups. Defaults to true.
+    pub listen: bool,
+}
+
+/// `[backoff]`: delay = min(max, base · 2^(attempt-1)) · (1 ± jitter).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackoffConfig {
+    /// First retry delay. Defaults to 1 s.
+    #[serde(with = "humantime_serde")]
+    pub base: Duration,
+    /// Largest retry delay. Defaults to 1 h.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+    /// Relative random spread. Defaults to 0.1.
+    pub jitter: f64,
+}
+
+/// `[prune]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PruneConfig {
+    /// Age after which completed and cancelled jobs are deleted. Defaults to 24 h.
+    #[serde(with = "humantime_serde")]
+    pub completed_after: Duration,
+    /// Age after which discarded jobs are deleted. Defaults to 7 days.
+    #[serde(with = "humantime_serde")]
+    pub discarded_after: Duration,
+    /// How often the prune job runs. Defaults to 1 min.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Rows per delete statement. Defaults to 1000.
+    pub batch: u32,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Bind address. Defaults to `127.0.0.1:9800`.
+    pub bind: String,
+}
+
+/// `[queues.NAME]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Jobs of this queue this daemon runs at once. Defaults to 50.
+    pub concurrency: u32,
+}
+
+/// `[[periodic]]`: one job per time slot, fleet-wide.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PeriodicConfig {
+    /// Unique name; the slot record is keyed by it.
+    pub name: String,
+    /// Job kind to enqueue.
+    pub kind: String,
+    /// Standard 5-field cron expression (UTC). Exactly one of `cron` and `every`.
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// Fixed interval, aligned to the Unix epoch. Exactly one of `cron` and `every`.
+    #[serde(default, with = "humantime_serde")]
+    pub every: Option<Duration>,
+    /// Queue. Defaults to `default`.
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    /// Payload. Defaults to `{}`.
+    #[serde(default = "empty_object")]
+    pub payload: serde_json::Value,
+}
+
+fn default_queue() -> String {
+    "default".into()
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: DEFAULT_DATABASE_URL.into(),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+            idle_in_transaction_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(5),
+            rescue_interval: Duration::from_secs(5),
+            poll_interval: Duration::from_secs(1),
+            claim_batch: 500,
+            complete_batch: 5000,
+            shutdown_grace: Duration::from_secs(30),
+            job_timeout: Duration::from_secs(600),
+            listen: true,
+        }
+    }
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(3600),
+            jitter: 0.1,
+        }
+    }
+}
+
+impl Default for PruneConfig {
+    fn default() -> Self {
+        Self {
+            completed_after: Duration::from_secs(24 * 3600),
+            discarded_after: Duration::from_secs(7 * 24 * 3600),
+            interval: Duration::from_secs(60),
+            batch: 1000,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:9800".into(),
+        }
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self { concurrency: 50 }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut queues = BTreeMap::new();
+        queues.insert("default".to_string(), QueueConfig::default());
+        queues.insert(
+            crate::jobs::MAINTENANCE_QUEUE.to_string(),
+            QueueConfig { concurrency: 2 },
+        );
+        Self {
+            database: DatabaseConfig::default(),
+            worker: WorkerConfig::default(),
+            backoff: BackoffConfig::default(),
+            prune: PruneConfig::default(),
+            http: HttpConfig::default(),
+            timeouts: BTreeMap::new(),
+            queues,
+            periodic: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads configuration: defaults, then the file (the given path, else `GENQ_CONFIG`,
+    /// else `config/genq.toml` if it exists), then environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let path = path
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("GENQ_CONFIG").map(PathBuf::from))
+            .or_else(|| {
+                let p = PathBuf::from("config/genq.toml");
+                p.exists().then_some(p)
+            });
+        let text = match &path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.clone(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let origin = path.map_or_else(|| "built-in defaults".into(), |p| p.display().to_string());
+        Self::from_toml_and_env(&text, &origin, &env)
+    }
+
+    /// Builds configuration from TOML text and a list of environment variables.
+    pub fn from_toml_and_env(
+        text: &str,
+        origin: &str,
+        env: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let invalid = |origin: &str, message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message,
+        };
+        let file: Config = toml::from_str(text).map_err(|e| invalid(origin, e.to_string()))?;
+        let mut value = toml::Value::try_from(&file).map_err(|e| invalid(origin, e.to_string()))?;
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix("GENQ_") else {
+                continue;
+            };
+            if rest == "CONFIG" || rest == "LOG_FORMAT" || rest == "LOG" {
+                continue;
+            }
+            if !apply_override(&mut value, rest, raw) {
+                tracing::debug!(variable = %name, "environment variable matches no config key");
+            }
+        }
+        for (name, raw) in env {
+            if name == "DATABASE_URL" && !env.iter().any(|(n, _)| n == "GENQ_DATABASE_URL") {
+                apply_override(&mut value, "DATABASE_URL", raw);
+            }
+        }
+        let config: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid("environment overrides", e.to_string()))?;
+        config.validate().map_err(|m| invalid(origin, m))?;
+        Ok(config)
+    }
+
+    /// Checks relations between fields that serde cannot.
+    fn validate(&self) -> Result<(), String> {
+        let w = &self.worker;
+        if w.heartbeat * 2 > w.lease {
+            return Err(format!(
+                "worker.heartbeat ({:?}) must be at most half of worker.lease ({:?})",
+                w.heartbeat, w.lease
+            ));
+        }
+        if w.claim_batch == 0 || w.complete_batch == 0 {
+            return Err("worker.claim_batch and worker.complete_batch must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.backoff.jitter) {
+            return Err("backoff.jitter must be in [0, 1)".into());
+        }
+        for p in &self.periodic {
+            if p.cron.is_some() == p.every.is_some() {
+                return Err(format!(
+                    "periodic job {:?}: set exactly one of `cron` and `every`",
+                    p.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Attempt time limit for a job kind.
+    pub fn timeout_for(&self, kind: &str) -> Duration {
+        self.timeouts
+            .get(kind)
+            .copied()
+            .unwrap_or(self.worker.job_timeout)
+    }
+}
+
+/// Sets the leaf whose path, joined by `_` and upper-cased, equals `key`. Values are parsed
+/// as TOML when they fit the existing leaf's type and kept as strings otherwise.
+fn apply_override(value: &mut toml::Value, key: &str, raw: &str) -> bool {
+    let toml::Value::Table(table) = value else {
+        return false;
+    };
+    for (name, child) in table.iter_mut() {
+        let upper = name.to_uppercase().replace('-', "_");
+        if key == upper {
+            if child.is_table() {
+                return false;
+            }
+            *child = parse_like(child, raw);
+            return true;
+        }
+        if let Some(rest) = key.strip_prefix(&format!("{upper}_")) {
+            if child.is_table() && apply_override(child, rest, raw) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn parse_like(existing: &toml::Value, raw: &str) -> toml::Value {
+    let parsed = match existing {
+        toml::Value::Integer(_) => raw.parse().ok().map(toml::Value::Integer),
+        toml::Value::Float(_) => raw.parse().ok().map(toml::Value::Float),
+        toml::Value::Boolean(_) => raw.parse().ok().map(toml::Value::Boolean),
+        _ => None,
+    };
+    parsed.unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+mod duration_map {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<String, Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        map.iter()
+            .map(|(k, v)| (k.clone(), humantime::format_duration(*v).to_string()))
+            .collect::<BTreeMap<_, _>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Duration>, D::Error> {
+        BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| {
+                humantime::parse_duration(&v)
+                    .map(|d| (k.clone(), d))
+                    .map_err(|e| serde::de::Error::custom(format!("timeouts.{k}: {e}")))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn shipped_file_equals_built_in_defaults() {
+        let text = include_str!("../config/genq.toml");
+        let parsed = Config::from_toml_and_env(text, "config/genq.toml", &[]).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let c = Config::from_toml_and_env(
+            "",
+            "test",
+            &env(&[
+                ("GENQ_WORKER_LEASE", "45s"),
+                ("GENQ_HTTP_BIND", "0.0.0.0:1234"),
+                ("GENQ_QUEUES_DEFAULT_CONCURRENCY", "7"),
+                ("GENQ_WORKER_POLL_INTERVAL", "250ms"),
+                ("GENQ_WORKER_LISTEN", "false"),
+                ("DATABASE_URL", "postgres://x@y/z"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.worker.lease, Duration::from_secs(45));
+        assert_eq!(c.http.bind, "0.0.0.0:1234");
+        assert_eq!(c.queues["default"].concurrency, 7);
+        assert_eq!(c.worker.poll_interval, Duration::from_millis(250));
+        assert!(!c.worker.listen);
+        assert_eq!(c.database.url, "postgres://x@y/z");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::from_toml_and_env("", "t", &env(&[("GENQ_WORKER_LEASE", "soon")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lease"), "{err}");
+        let err = Config::from_toml_and_env("[worker]\nheartbeat = \"20s\"\n", "t", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most half"), "{err}");
+        let err = Config::from_toml_and_env("[wroker]\n", "t", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("wroker"), "{err}");
+    }
+
+    #[test]
+    fn periodic_needs_one_schedule() {
+        let text = "[[periodic]]\nname='a'\nkind='k'\n";
+        assert!(Config::from_toml_and_env(text, "t", &[]).is_err());
+        let text = "[[periodic]]\nname='a'\nkind='k'\nevery='1m'\n";
+        let c = Config::from_toml_and_env(text, "t", &[]).unwrap();
+        assert_eq!(c.periodic[0].every, Some(Duration::from_secs(60)));
+    }
+}

@@ -1,0 +1,276 @@
+//! What a job handler is: a [`Worker`] for one kind with typed (serde) arguments, returning
+//! a [`JobError`] that says what the executor should do next.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use sqlx::{PgConnection, PgPool};
+
+use crate::queue::complete::{complete_in, FencedCompletionError};
+
+/// How an attempt failed, and therefore what happens next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobError {
+    /// Retry: after `after` if given (e.g. a provider's Retry-After), else after the
+    /// configured exponential backoff. Spends an attempt; out of attempts means discarded.
+    Retry {
+        /// Recorded in the job's error history.
+        message: String,
+        /// Explicit delay before the next attempt.
+        after: Option<Duration>,
+    },
+    /// Never retry: discard now (validation errors, moderation, bad input).
+    Permanent {
+        /// Recorded in the job's error history.
+        message: String,
+    },
+    /// Not a failure: run again after `after` without spending an attempt (e.g. a
+    /// provider's circuit is open).
+    Snooze {
+        /// Delay before the job is claimable again.
+        after: Duration,
+    },
+}
+
+impl JobError {
+    /// A retryable failure with backoff.
+    pub fn retry(message: impl Into<String>) -> Self {
+        Self::Retry {
+            message: message.into(),
+            after: None,
+        }
+    }
+
+    /// A retryable failure with an explicit delay.
+    pub fn retry_after(message: impl Into<String>, after: Duration) -> Self {
+        Self::Retry {
+            message: message.into(),
+            after: Some(after),
+        }
+    }
+
+    /// A permanent failure.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::Permanent {
+            message: message.into(),
+        }
+    }
+
+    /// A snooze.
+    pub fn snooze(after: Duration) -> Self {
+        Self::Snooze { after }
+    }
+}
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Retry { message, .. } => write!(f, "retryable: {message}"),
+            Self::Permanent { message } => write!(f, "permanent: {message}"),
+            Self::Snooze { after } => write!(f, "snoozed for {after:?}"),
+        }
+    }
+}
+
+/// Any error converts to a retryable failure, so handlers can use `?`.
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
+    fn from(err: E) -> Self {
+        Self::retry(format!("{:#}", anyhow::Error::from(err)))
+    }
+}
+
+/// What a handler knows about the attempt it runs.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    /// Job id.
+    pub id: i64,
+    /// This attempt (1-based). Together with `id`, the fencing token.
+    pub attempt: i32,
+    /// Attempt limit.
+    pub max_attempts: i32,
+    /// Queue.
+    pub queue: String,
+    /// Kind.
+    pub kind: String,
+    /// The daemon's pool, for the handler's own queries.
+    pub pool: PgPool,
+    recorded: Arc<AtomicBool>,
+}
+
+impl JobContext {
+    pub(crate) fn new(
+        id: i64,
+        attempt: i32,
+        max_attempts: i32,
+        queue: String,
+        kind: String,
+        pool: PgPool,
+    ) -> Self {
+        Self {
+            id,
+            attempt,
+            max_attempts,
+            queue,
+            kind,
+            pool,
+            recorded: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Records this job's completion inside the caller's transaction, so it commits
+    /// together with the handler's own writes (e.g. a credit capture). Fails with
+    /// [`FencedCompletionError::Fenced`] if this attempt no longer owns the job; the caller
+    /// must then roll back. Call it last before commit and return `Ok(())` after commit.
+    pub async fn complete_in(&self, conn: &mut PgConnection) -> Result<(), FencedCompletionError> {
+        complete_in(conn, self.id, self.attempt).await?;
+        self.recorded.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether [`JobContext::complete_in`] succeeded in this attempt.
+    pub fn completion_recorded(&self) -> bool {
+        self.recorded.load(Ordering::SeqCst)
+    }
+
+    /// Whether this is the last attempt the job has.
+    pub fn is_last_attempt(&self) -> bool {
+        self.attempt >= self.max_attempts
+    }
+}
+
+/// A handler for one job kind.
+pub trait Worker: Send + Sync + 'static {
+    /// The payload type; a payload that does not deserialize discards the job at once.
+    type Args: DeserializeOwned + Send + 'static;
+
+    /// The kind this worker handles.
+    fn kind(&self) -> &str;
+
+    /// Attempt time limit, overriding configuration. Defaults to none.
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Runs one attempt.
+    fn work(
+        &self,
+        ctx: JobContext,
+        args: Self::Args,
+    ) -> impl Future<Output = Result<(), JobError>> + Send;
+}
+
+/// A boxed attempt.
+pub type AttemptFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
+
+/// A [`Worker`] with its argument type erased, as the executor sees it.
+pub trait ErasedWorker: Send + Sync {
+    /// Decodes the payload and starts the attempt; a decode error is returned as text.
+    fn start(&self, ctx: JobContext, payload: serde_json::Value) -> Result<AttemptFuture, String>;
+    /// The worker's own timeout.
+    fn timeout(&self) -> Option<Duration>;
+}
+
+struct Erased<W>(Arc<W>);
+
+impl<W: Worker> ErasedWorker for Erased<W> {
+    fn start(&self, ctx: JobContext, payload: serde_json::Value) -> Result<AttemptFuture, String> {
+        let args: W::Args = serde_json::from_value(payload).map_err(|e| e.to_string())?;
+        let worker = self.0.clone();
+        Ok(Box::pin(async move { worker.work(ctx, args).await }))
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.0.timeout()
+    }
+}
+
+/// A worker made from a closure, for small handlers and tests.
+pub struct FnWorker<A, F> {
+    kind: String,
+    f: F,
+    _args: PhantomData<fn(A)>,
+}
+
+impl<A, F, Fut> Worker for FnWorker<A, F>
+where
+    A: DeserializeOwned + Send + 'static,
+    F: Fn(JobContext, A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), JobError>> + Send + 'static,
+{
+    type Args = A;
+
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    fn work(&self, ctx: JobContext, args: A) -> impl Future<Output = Result<(), JobError>> + Send {
+        (self.f)(ctx, args)
+    }
+}
+
+/// Handlers by kind.
+#[derive(Default, Clone)]
+pub struct Registry {
+    workers: HashMap<String, Arc<dyn ErasedWorker>>,
+}
+
+impl Registry {
+    /// An empty registry (the daemon adds the built-in kinds itself).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a worker for its kind, replacing any earlier one.
+    pub fn register<W: Worker>(&mut self, worker: W) -> &mut Self {
+        let kind = worker.kind().to_string();
+        self.workers
+            .insert(kind, Arc::new(Erased(Arc::new(worker))));
+        self
+    }
+
+    /// Registers a closure for `kind`.
+    ///
+    /// ```
+    /// let mut registry = genq::Registry::new();
+    /// registry.register_fn("email.send", |_ctx, args: serde_json::Value| async move {
+    ///     let _ = args;
+    ///     Ok(())
+    /// });
+    /// assert!(registry.contains("email.send"));
+    /// ```
+    pub fn register_fn<A, F, Fut>(&mut self, kind: impl Into<String>, f: F) -> &mut Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        F: Fn(JobContext, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), JobError>> + Send + 'static,
+    {
+        self.register(FnWorker {
+            kind: kind.into(),
+            f,
+            _args: PhantomData,
+        })
+    }
+
+    /// The handler of `kind`.
+    pub fn get(&self, kind: &str) -> Option<Arc<dyn ErasedWorker>> {
+        self.workers.get(kind).cloned()
+    }
+
+    /// Whether `kind` has a handler.
+    pub fn contains(&self, kind: &str) -> bool {
+        self.workers.contains_key(kind)
+    }
+
+    /// Registered kinds, sorted.
+    pub fn kinds(&self) -> Vec<String> {
+        let mut kinds: Vec<String> = self.workers.keys().cloned().collect();
+        kinds.sort();
+        kinds
+    }
+}

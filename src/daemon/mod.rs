@@ -1,0 +1,366 @@
+//! The long-running worker daemon: one producer per queue claims batches, each job runs in
+//! its own task, a single completer writes outcomes in batches, heartbeats keep leases
+//! alive, a listener turns NOTIFY into wake-ups, and maintenance services rescue expired
+//! leases and enqueue periodic jobs.
+//!
+//! Shutdown (SIGTERM, SIGINT, [`DaemonHandle::shutdown`]): producers stop claiming at once;
+//! running jobs get `worker.shutdown_grace` to finish; what is still running is aborted and
+//! handed back (available again, attempt refunded); the completer flushes; the process exits.
+
+pub mod completer;
+pub mod executor;
+pub mod handler;
+pub mod heartbeat;
+pub mod listener;
+pub mod producer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::{AbortHandle, JoinHandle};
+
+use crate::config::{Config, QueueConfig};
+use crate::queue::complete::{Completion, Outcome};
+use crate::{db, jobs, maintenance};
+pub use handler::{JobContext, JobError, Registry, Worker};
+
+/// A job this daemon is running. Whoever removes it from [`Shared::running`] owns its
+/// outcome: the job's own task (normal end), shutdown (hand back) or a cancellation.
+pub(crate) struct RunningJob {
+    pub attempt: i32,
+    pub abort: Option<AbortHandle>,
+}
+
+/// State shared by the daemon's tasks.
+pub(crate) struct Shared {
+    pub config: Arc<Config>,
+    pub pool: PgPool,
+    pub listen_pool: PgPool,
+    pub worker_id: String,
+    pub registry: Registry,
+    pub running: Mutex<HashMap<i64, RunningJob>>,
+    pub completions: mpsc::UnboundedSender<Completion>,
+    /// One wake-up per queue this daemon works.
+    pub wakers: HashMap<String, Arc<Notify>>,
+    /// Signalled whenever a job task ends.
+    pub job_ended: Notify,
+}
+
+impl Shared {
+    /// Wakes every producer (after a reconnect, when notifications may have been missed).
+    pub fn wake_all(&self) {
+        for waker in self.wakers.values() {
+            waker.notify_one();
+        }
+    }
+
+    /// Wakes the producer of `queue`, if this daemon works it.
+    pub fn wake(&self, queue: &str) {
+        if let Some(waker) = self.wakers.get(queue) {
+            waker.notify_one();
+        }
+    }
+
+    /// Takes ownership of a running job's outcome; false if someone else already did.
+    pub fn take_running(&self, id: i64) -> Option<RunningJob> {
+        self.running
+            .lock()
+            .expect("running map poisoned")
+            .remove(&id)
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.running.lock().expect("running map poisoned").len()
+    }
+}
+
+/// A configured daemon, not yet started.
+pub struct Daemon {
+    config: Arc<Config>,
+    registry: Registry,
+    connect: PgConnectOptions,
+    worker_id: String,
+}
+
+impl Daemon {
+    /// A daemon for `config`, with `registry`'s handlers plus the built-in kinds.
+    pub fn new(config: Config, registry: Registry) -> Result<Self, sqlx::Error> {
+        let connect = db::connect_options(&config.database.url, &config.database)?;
+        Ok(Self::with_connect_options(config, registry, connect))
+    }
+
+    /// Like [`Daemon::new`], with explicit connection options (tests, embedding).
+    pub fn with_connect_options(
+        mut config: Config,
+        mut registry: Registry,
+        connect: PgConnectOptions,
+    ) -> Self {
+        config
+            .queues
+            .entry(jobs::MAINTENANCE_QUEUE.to_string())
+            .or_insert(QueueConfig { concurrency: 2 });
+        jobs::register_builtins(&mut registry, &config);
+        let worker_id = if config.worker.id.is_empty() {
+            let host = hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "genq".into());
+            format!(
+                "{host}-{}-{:04x}",
+                std::process::id(),
+                rand::random::<u16>()
+            )
+        } else {
+            config.worker.id.clone()
+        };
+        Self {
+            config: Arc::new(config),
+            registry,
+            connect,
+            worker_id,
+        }
+    }
+
+    /// This daemon's worker id (written into the rows it claims).
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Starts every task and returns a handle to stop it.
+    pub fn start(self) -> DaemonHandle {
+        let pool = db::pool(self.connect.clone(), &self.config.database);
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(self.connect.clone());
+        let (completions, completion_rx) = mpsc::unbounded_channel();
+        let wakers = self
+            .config
+            .queues
+            .keys()
+            .map(|q| (q.clone(), Arc::new(Notify::new())))
+            .collect();
+        let shared = Arc::new(Shared {
+            config: self.config.clone(),
+            pool,
+            listen_pool,
+            worker_id: self.worker_id.clone(),
+            registry: self.registry,
+            running: Mutex::new(HashMap::new()),
+            completions,
+            wakers,
+            job_ended: Notify::new(),
+        });
+        let (stop_claiming, claiming) = watch::channel(false);
+        let (stop_services, services) = watch::channel(false);
+        let mut tasks = Tasks::default();
+        for (queue, qc) in &self.config.queues {
+            tasks.producers.push(tokio::spawn(producer::run(
+                shared.clone(),
+                queue.clone(),
+                qc.concurrency,
+                claiming.clone(),
+            )));
+        }
+        tasks.services.push(tokio::spawn(maintenance::rescuer::run(
+            shared.clone(),
+            claiming.clone(),
+        )));
+        tasks.services.push(tokio::spawn(maintenance::periodic::run(
+            shared.clone(),
+            claiming.clone(),
+        )));
+        if self.config.worker.listen {
+            tasks.services.push(tokio::spawn(listener::run(
+                shared.clone(),
+                services.clone(),
+            )));
+        }
+        tasks.services.push(tokio::spawn(heartbeat::run(
+            shared.clone(),
+            services.clone(),
+        )));
+        tasks.completer = Some(tokio::spawn(completer::run(
+            shared.clone(),
+            completion_rx,
+            services,
+        )));
+        tracing::info!(worker_id = %self.worker_id, queues = ?self.config.queues.keys().collect::<Vec<_>>(),
+            kinds = ?shared.registry.kinds(), "daemon started");
+        DaemonHandle {
+            shared,
+            stop_claiming,
+            stop_services,
+            tasks,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Tasks {
+    producers: Vec<JoinHandle<()>>,
+    services: Vec<JoinHandle<()>>,
+    completer: Option<JoinHandle<()>>,
+}
+
+/// What a graceful shutdown did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Jobs still running when shutdown began.
+    pub running_at_start: usize,
+    /// Of those, how many were aborted at the end of the grace period and handed back.
+    pub handed_back: usize,
+}
+
+/// A running daemon.
+pub struct DaemonHandle {
+    shared: Arc<Shared>,
+    stop_claiming: watch::Sender<bool>,
+    stop_services: watch::Sender<bool>,
+    tasks: Tasks,
+}
+
+impl DaemonHandle {
+    /// This daemon's worker id.
+    pub fn worker_id(&self) -> &str {
+        &self.shared.worker_id
+    }
+
+    /// The daemon's pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.shared.pool
+    }
+
+    /// Jobs running right now.
+    pub fn running(&self) -> usize {
+        self.shared.running_count()
+    }
+
+    /// Stops claiming, waits up to the grace period for running jobs, hands back the rest,
+    /// flushes outcomes and stops every task.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let grace = self.shared.config.worker.shutdown_grace;
+        self.shutdown_with_grace(grace).await
+    }
+
+    /// [`DaemonHandle::shutdown`] with an explicit grace period.
+    pub async fn shutdown_with_grace(mut self, grace: Duration) -> ShutdownReport {
+        let _ = self.stop_claiming.send(true);
+        for p in self.tasks.producers.drain(..) {
+            let _ = p.await;
+        }
+        let running_at_start = self.shared.running_count();
+        tracing::info!(running = running_at_start, grace = ?grace, "shutting down: claiming stopped");
+        let deadline = Instant::now() + grace;
+        loop {
+            let ended = self.shared.job_ended.notified();
+            if self.shared.running_count() == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline.into(), ended)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let unfinished: Vec<(i64, RunningJob)> = self
+            .shared
+            .running
+            .lock()
+            .expect("running map poisoned")
+            .drain()
+            .collect();
+        for (id, job) in &unfinished {
+            if let Some(abort) = &job.abort {
+                abort.abort();
+            }
+            tracing::warn!(job_id = id, "grace period over: handing job back");
+            let _ = self.shared.completions.send(Completion {
+                id: *id,
+                attempt: job.attempt,
+                outcome: Outcome::HandBack,
+            });
+        }
+        let _ = self.stop_services.send(true);
+        for s in self.tasks.services.drain(..) {
+            let _ = s.await;
+        }
+        if let Some(c) = self.tasks.completer.take() {
+            let _ = c.await;
+        }
+        self.shared.pool.close().await;
+        self.shared.listen_pool.close().await;
+        tracing::info!(handed_back = unfinished.len(), "daemon stopped");
+        ShutdownReport {
+            running_at_start,
+            handed_back: unfinished.len(),
+        }
+    }
+
+    /// Stops everything at once without writing anything, as `kill -9` would: running jobs
+    /// keep their leases until they expire and are rescued elsewhere. For tests.
+    pub fn kill(mut self) {
+        for t in self
+            .tasks
+            .producers
+            .drain(..)
+            .chain(self.tasks.services.drain(..))
+            .chain(self.tasks.completer.take())
+        {
+            t.abort();
+        }
+        for (_, job) in self
+            .shared
+            .running
+            .lock()
+            .expect("running map poisoned")
+            .drain()
+        {
+            if let Some(abort) = job.abort {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for DaemonHandle {
+    fn drop(&mut self) {
+        for t in self
+            .tasks
+            .producers
+            .iter()
+            .chain(self.tasks.services.iter())
+            .chain(self.tasks.completer.iter())
+        {
+            t.abort();
+        }
+    }
+}
+
+/// Delays between retries of a failing background operation (database down): 100 ms
+/// doubling to 5 s, with jitter, forever.
+pub(crate) fn error_backoff() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Sleeps for `d` unless `stop` turns true first. Returns false when stopped.
+pub(crate) async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return false;
+    }
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    };
+    !stopped && !*stop.borrow()
+}

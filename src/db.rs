@@ -1,0 +1,94 @@
+//! Connections and migrations.
+//!
+//! The migration history lives in `genq._sqlx_migrations`, not `public`, so genq never
+//! collides with the product's own migrator. sqlx creates its history table unqualified,
+//! so migrations run on a dedicated connection whose `search_path` is `genq`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+
+use crate::config::DatabaseConfig;
+
+/// The embedded migrations (`migrations/`).
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Parses a database URL and applies the session settings every genq connection uses.
+pub fn connect_options(
+    url: &str,
+    config: &DatabaseConfig,
+) -> Result<PgConnectOptions, sqlx::Error> {
+    let idle_ms = config.idle_in_transaction_timeout.as_millis().max(1);
+    Ok(PgConnectOptions::from_str(url)?
+        .application_name("genq")
+        .options([(
+            "idle_in_transaction_session_timeout",
+            format!("{idle_ms}ms"),
+        )])
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2)))
+}
+
+/// Opens the daemon's pool. Connections are made lazily and re-made after a Postgres
+/// restart, so a database outage never ends the process.
+pub fn pool(options: PgConnectOptions, config: &DatabaseConfig) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(config.max_connections.max(1))
+        .acquire_timeout(config.acquire_timeout)
+        .test_before_acquire(false)
+        .connect_lazy_with(options)
+}
+
+/// Applies every pending migration. Safe to run concurrently from several daemons:
+/// sqlx serialises migrators with an advisory lock.
+pub async fn migrate(options: &PgConnectOptions) -> Result<(), sqlx::migrate::MigrateError> {
+    let mut conn = PgConnection::connect_with(options).await?;
+    sqlx::query("CREATE SCHEMA IF NOT EXISTS genq")
+        .execute(&mut conn)
+        .await?;
+    sqlx::query("SET search_path TO genq")
+        .execute(&mut conn)
+        .await?;
+    MIGRATOR.run(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// Whether the database has every migration this binary embeds (used by readiness checks).
+pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let applied: Vec<i64> = sqlx::query_scalar(
+        "SELECT version FROM genq._sqlx_migrations WHERE success ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await
+    .or_else(|e| match &e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => Ok(Vec::new()),
+        _ => Err(e),
+    })?;
+    Ok(MIGRATOR
+        .iter()
+        .all(|m| applied.binary_search(&m.version).is_ok()))
+}
+
+/// Whether an error is worth retrying: connection loss, a restarting server, pool
+/// exhaustion, serialization failures. Anything else is a bug or bad input.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            // 08: connection exception, 40: rollback (serialization, deadlock),
+            // 57P: operator intervention (admin shutdown, terminated backend), 53: resources.
+            c.starts_with("08")
+                || c.starts_with("40")
+                || c.starts_with("57P")
+                || c.starts_with("53")
+        }),
+        _ => false,
+    }
+}

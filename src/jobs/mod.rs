@@ -1,0 +1,20 @@
+//! Job kinds, one module each. The built-in ones are registered in every daemon.
+
+pub mod noop;
+pub mod prune;
+
+use crate::config::Config;
+use crate::daemon::Registry;
+
+/// Queue of the built-in maintenance jobs; every daemon works it unless configured otherwise.
+pub const MAINTENANCE_QUEUE: &str = "maintenance";
+
+/// Adds the built-in kinds (`noop`, `genq.prune`) unless the registry already has them.
+pub fn register_builtins(registry: &mut Registry, config: &Config) {
+    if !registry.contains(noop::KIND) {
+        registry.register(noop::Noop);
+    }
+    if !registry.contains(prune::KIND) {
+        registry.register(prune::Prune::new(&config.prune));
+    }
+}

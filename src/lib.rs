@@ -1,0 +1,25 @@
+//! genq: a Postgres-backed worker daemon for AI video and image generation products.
+//!
+//! The product's backend enqueues jobs in Postgres (SQL `genq.enqueue(...)` or [`Client`]),
+//! inside its own transaction; genq daemons claim them in batches, run the handler
+//! registered for each kind, and record outcomes with fencing so no stale worker can
+//! overwrite a newer attempt. See `docs/` and `../shared/DESIGN.md` for the why.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod db;
+pub mod demo;
+pub mod jobs;
+pub mod maintenance;
+pub mod queue;
+pub mod telemetry;
+
+pub use config::Config;
+pub use daemon::{Daemon, DaemonHandle, JobContext, JobError, Registry, Worker};
+pub use queue::enqueue::JobArgs;
+pub use queue::{Client, JobState, NewJob};

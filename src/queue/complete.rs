@@ -1,0 +1,170 @@
+//! Recording outcomes. One statement writes a whole batch of outcomes of any kind
+//! (`UPDATE ... FROM unnest(...)`), and every row is fenced on `(id, attempt, state =
+//! 'running')`: a stale worker whose lease was rescued, or a job cancelled meanwhile,
+//! cannot overwrite what happened since.
+
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgPool};
+
+const COMPLETE_BATCH: &str = r#"
+UPDATE genq.jobs j
+   SET state = u.state::genq.job_state,
+       attempt = j.attempt - u.refund,
+       run_at = CASE WHEN u.delay IS NULL THEN j.run_at
+                     ELSE now() + make_interval(secs => u.delay) END,
+       finished_at = CASE WHEN u.state IN ('completed', 'discarded', 'cancelled') THEN now() END,
+       errors = CASE WHEN u.message IS NULL THEN j.errors
+                     ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                          'at', now(), 'attempt', j.attempt, 'error', u.message,
+                          'worker', j.worker_id)) END,
+       lease_until = NULL,
+       worker_id = CASE WHEN u.state IN ('completed', 'discarded', 'cancelled')
+                        THEN j.worker_id END
+  FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::text[], $6::int[])
+       AS u(id, attempt, state, delay, message, refund)
+ WHERE j.id = u.id
+   AND j.attempt = u.attempt
+   AND j.state = 'running'
+RETURNING j.id
+"#;
+
+const COMPLETE_ONE: &str = r#"
+UPDATE genq.jobs
+   SET state = 'completed', finished_at = now(), lease_until = NULL
+ WHERE id = $1 AND attempt = $2 AND state = 'running'
+"#;
+
+/// What to write for one finished attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The handler succeeded.
+    Completed,
+    /// The attempt failed; run again after `delay`.
+    Retry {
+        /// When to run again.
+        delay: Duration,
+        /// The error, appended to the job's history.
+        message: String,
+    },
+    /// Final failure: no more attempts.
+    Discard {
+        /// The error, appended to the job's history.
+        message: String,
+    },
+    /// Run again after `delay` without spending an attempt.
+    Snooze {
+        /// When to run again.
+        delay: Duration,
+    },
+    /// The worker gives the job back unfinished (shutdown): available at once, attempt refunded.
+    HandBack,
+    /// The handler already recorded completion in its own transaction
+    /// ([`complete_in`]); nothing to write.
+    AlreadyRecorded,
+}
+
+impl Outcome {
+    /// The label used in logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Completed | Self::AlreadyRecorded => "completed",
+            Self::Retry { .. } => "retried",
+            Self::Discard { .. } => "discarded",
+            Self::Snooze { .. } => "snoozed",
+            Self::HandBack => "handed_back",
+        }
+    }
+}
+
+/// One outcome for the job claimed as `(id, attempt)`.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// Job id.
+    pub id: i64,
+    /// The attempt that produced the outcome (the fencing token).
+    pub attempt: i32,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// Writes a batch of outcomes in one statement. Returns the ids that were written; the
+/// others were fenced out (the job is no longer this attempt's to finish).
+pub async fn complete_batch(pool: &PgPool, batch: &[Completion]) -> Result<Vec<i64>, sqlx::Error> {
+    let n = batch.len();
+    let (mut ids, mut attempts, mut states, mut delays, mut messages, mut refunds) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for c in batch {
+        let (state, delay, message, refund): (&str, Option<f64>, Option<&str>, i32) =
+            match &c.outcome {
+                Outcome::AlreadyRecorded => continue,
+                Outcome::Completed => ("completed", None, None, 0),
+                Outcome::Retry { delay, message } => {
+                    ("retryable", Some(delay.as_secs_f64()), Some(message), 0)
+                }
+                Outcome::Discard { message } => ("discarded", None, Some(message), 0),
+                Outcome::Snooze { delay } => ("available", Some(delay.as_secs_f64()), None, 1),
+                Outcome::HandBack => ("available", None, None, 1),
+            };
+        ids.push(c.id);
+        attempts.push(c.attempt);
+        states.push(state);
+        delays.push(delay);
+        messages.push(message);
+        refunds.push(refund);
+    }
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(COMPLETE_BATCH)
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&states)
+        .bind(&delays)
+        .bind(&messages)
+        .bind(&refunds)
+        .fetch_all(pool)
+        .await
+}
+
+/// Error from [`complete_in`].
+#[derive(Debug, thiserror::Error)]
+pub enum FencedCompletionError {
+    /// The job is no longer this attempt's: its lease was rescued, or it was cancelled.
+    /// Roll the caller's transaction back.
+    #[error("job {id} attempt {attempt} is no longer running under this worker")]
+    Fenced {
+        /// Job id.
+        id: i64,
+        /// The stale attempt.
+        attempt: i32,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Marks the job completed inside the caller's transaction, so the job's success commits
+/// (or rolls back) together with the caller's own writes, e.g. a credit capture.
+pub async fn complete_in(
+    conn: &mut PgConnection,
+    id: i64,
+    attempt: i32,
+) -> Result<(), FencedCompletionError> {
+    let done = sqlx::query(COMPLETE_ONE)
+        .bind(id)
+        .bind(attempt)
+        .execute(conn)
+        .await?;
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(FencedCompletionError::Fenced { id, attempt })
+    }
+}

@@ -1,0 +1,156 @@
+//! Enqueueing from Rust. Both paths call the SQL API (`genq.enqueue`, `genq.enqueue_many`),
+//! so Rust, TypeScript and plain SQL callers share one implementation of unique keys and
+//! wake-ups.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+
+/// `genq.enqueue(...)`: one job, inside the executor's transaction.
+const ENQUEUE: &str = "SELECT genq.enqueue($1, $2, $3, coalesce($4, now()), $5, $6, $7)";
+/// `genq.enqueue_many(jsonb)`: many jobs in one statement.
+const ENQUEUE_MANY: &str = "SELECT genq.enqueue_many($1)";
+
+/// A job payload type with a fixed kind, for typed enqueueing and typed handlers.
+pub trait JobArgs: Serialize {
+    /// The job kind, e.g. `"generation.submit"`.
+    const KIND: &'static str;
+}
+
+/// A job to enqueue, built with chained options.
+///
+/// ```
+/// let job = genq::NewJob::new("noop", serde_json::json!({"n": 1}))
+///     .queue("default")
+///     .priority(-1)
+///     .unique_key("noop:1");
+/// assert_eq!(job.kind, "noop");
+/// ```
+#[derive(Debug, Clone, Serialize)]
+pub struct NewJob {
+    /// Job kind; selects the handler.
+    pub kind: String,
+    /// JSON payload handed to the handler.
+    pub payload: serde_json::Value,
+    /// Queue. Defaults to `default`.
+    pub queue: String,
+    /// Earliest start. Defaults to now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<DateTime<Utc>>,
+    /// Lower runs first. Defaults to 0.
+    pub priority: i32,
+    /// Attempts before the job is discarded. Defaults to 20.
+    pub max_attempts: i32,
+    /// While a job with this key is not final, enqueueing another returns the existing id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unique_key: Option<String>,
+}
+
+impl NewJob {
+    /// A job of `kind` with `payload` and default options.
+    pub fn new(kind: impl Into<String>, payload: serde_json::Value) -> Self {
+        Self {
+            kind: kind.into(),
+            payload,
+            queue: "default".into(),
+            run_at: None,
+            priority: 0,
+            max_attempts: 20,
+            unique_key: None,
+        }
+    }
+
+    /// A job from typed arguments.
+    pub fn from_args<A: JobArgs>(args: &A) -> Result<Self, serde_json::Error> {
+        Ok(Self::new(A::KIND, serde_json::to_value(args)?))
+    }
+
+    /// Sets the queue.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+
+    /// Sets the earliest start.
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    /// Sets the priority (lower runs first).
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets the attempt limit.
+    pub fn max_attempts(mut self, n: i32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// Sets the unique key.
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+}
+
+/// Enqueues jobs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pool: PgPool,
+}
+
+impl Client {
+    /// A client over a pool (for enqueues outside any transaction).
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Enqueues one job in its own transaction. Returns its id (or the id of the
+    /// non-final job already holding its unique key).
+    pub async fn enqueue(&self, job: &NewJob) -> Result<i64, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        enqueue_in(&mut conn, job).await
+    }
+
+    /// Enqueues many jobs in one statement. Returns how many were inserted (jobs whose
+    /// unique key is held are skipped).
+    pub async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<i64, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        enqueue_many_in(&mut conn, jobs).await
+    }
+}
+
+/// Enqueues one job on the caller's connection or transaction: if the transaction rolls
+/// back, the job never existed.
+///
+/// ```no_run
+/// # async fn f(pool: sqlx::PgPool) -> Result<(), sqlx::Error> {
+/// let mut tx = pool.begin().await?;
+/// // ... the caller's own writes ...
+/// let id = genq::queue::enqueue::enqueue_in(&mut tx, &genq::NewJob::new("noop", serde_json::json!({}))).await?;
+/// tx.commit().await?;
+/// # let _ = id; Ok(()) }
+/// ```
+pub async fn enqueue_in(conn: &mut PgConnection, job: &NewJob) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(ENQUEUE)
+        .bind(&job.kind)
+        .bind(&job.payload)
+        .bind(&job.queue)
+        .bind(job.run_at)
+        .bind(job.priority)
+        .bind(job.max_attempts)
+        .bind(&job.unique_key)
+        .fetch_one(conn)
+        .await
+}
+
+/// Enqueues many jobs on the caller's connection or transaction, in one statement.
+pub async fn enqueue_many_in(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(ENQUEUE_MANY)
+        .bind(sqlx::types::Json(jobs))
+        .fetch_one(conn)
+        .await
+}
