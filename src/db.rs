@@ -21,14 +21,20 @@ pub fn connect_options(
     url: &str,
     config: &DatabaseConfig,
 ) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(session_options(PgConnectOptions::from_str(url)?, config))
+}
+
+/// Applies genq's session settings: `application_name = genq` (so operators can find the
+/// daemon's sessions) and an `idle_in_transaction_session_timeout`.
+pub fn session_options(options: PgConnectOptions, config: &DatabaseConfig) -> PgConnectOptions {
     let idle_ms = config.idle_in_transaction_timeout.as_millis().max(1);
-    Ok(PgConnectOptions::from_str(url)?
+    options
         .application_name("genq")
         .options([(
             "idle_in_transaction_session_timeout",
             format!("{idle_ms}ms"),
         )])
-        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2)))
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2))
 }
 
 /// Opens the daemon's pool. Connections are made lazily and re-made after a Postgres

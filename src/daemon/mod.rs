@@ -117,6 +117,7 @@ impl Daemon {
         } else {
             config.worker.id.clone()
         };
+        let connect = db::session_options(connect, &config.database);
         Self {
             config: Arc::new(config),
             registry,

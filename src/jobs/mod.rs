@@ -2,6 +2,7 @@
 
 pub mod noop;
 pub mod prune;
+pub mod sleep;
 
 use crate::config::Config;
 use crate::daemon::Registry;
@@ -9,10 +10,13 @@ use crate::daemon::Registry;
 /// Queue of the built-in maintenance jobs; every daemon works it unless configured otherwise.
 pub const MAINTENANCE_QUEUE: &str = "maintenance";
 
-/// Adds the built-in kinds (`noop`, `genq.prune`) unless the registry already has them.
+/// Adds the built-in kinds (`noop`, `sleep`, `genq.prune`) unless the registry already has them.
 pub fn register_builtins(registry: &mut Registry, config: &Config) {
     if !registry.contains(noop::KIND) {
         registry.register(noop::Noop);
+    }
+    if !registry.contains(sleep::KIND) {
+        registry.register(sleep::Sleep);
     }
     if !registry.contains(prune::KIND) {
         registry.register(prune::Prune::new(&config.prune));

@@ -1,0 +1,177 @@
+//! Test fixtures: a migrated fresh database, a fast-ticking config, daemons, the real
+//! binary, and waiting helpers, so each test reads as a scenario.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use genq::config::{Config, QueueConfig};
+use genq::queue::control::{self, JobRow};
+use genq::{Daemon, DaemonHandle, JobState, NewJob, Registry};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+/// A fresh, migrated database (one per test, from `#[sqlx::test]`).
+pub struct TestDb {
+    pub pool: PgPool,
+    pub options: PgConnectOptions,
+}
+
+impl TestDb {
+    /// Migrates the test database and opens a small pool for the test's own queries.
+    pub async fn new(pool_options: PgPoolOptions, options: PgConnectOptions) -> Self {
+        genq::db::migrate(&options).await.expect("migrate");
+        let pool = pool_options
+            .max_connections(5)
+            .connect_with(options.clone())
+            .await
+            .expect("connect");
+        Self { pool, options }
+    }
+
+    /// Starts a daemon on this database.
+    pub fn daemon(&self, config: Config, registry: Registry) -> DaemonHandle {
+        Daemon::with_connect_options(config, registry, self.options.clone()).start()
+    }
+
+    /// Enqueues one job outside any transaction.
+    pub async fn enqueue(&self, job: NewJob) -> i64 {
+        genq::Client::new(self.pool.clone())
+            .enqueue(&job)
+            .await
+            .expect("enqueue")
+    }
+
+    /// Fetches a job.
+    pub async fn job(&self, id: i64) -> JobRow {
+        control::show(&self.pool, id).await.expect("job exists")
+    }
+
+    /// Job counts by state.
+    pub async fn counts(&self) -> HashMap<JobState, i64> {
+        sqlx::query_as::<_, (JobState, i64)>("SELECT state, count(*) FROM genq.jobs GROUP BY state")
+            .fetch_all(&self.pool)
+            .await
+            .expect("counts")
+            .into_iter()
+            .collect()
+    }
+
+    /// Jobs of `kind` in `state`.
+    pub async fn count(&self, kind: &str, state: JobState) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM genq.jobs WHERE kind = $1 AND state = $2")
+            .bind(kind)
+            .bind(state)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
+    }
+
+    /// Waits until job `id` is in `state`, and returns it.
+    pub async fn wait_for_state(&self, id: i64, state: JobState, within: Duration) -> JobRow {
+        wait_until(within, &format!("job {id} to become {state}"), || async {
+            self.job(id).await.state == state
+        })
+        .await;
+        self.job(id).await
+    }
+
+    /// A URL for this database, for the real binary.
+    pub async fn url(&self) -> String {
+        let name: String = sqlx::query_scalar("SELECT current_database()")
+            .fetch_one(&self.pool)
+            .await
+            .expect("current_database");
+        let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for sqlx::test");
+        let mut url = url::Url::parse(&base).expect("DATABASE_URL parses");
+        url.set_path(&format!("/{name}"));
+        url.to_string()
+    }
+}
+
+/// A config that ticks fast: short leases, heartbeats, polls and backoff.
+pub fn fast_config() -> Config {
+    let mut c = Config::default();
+    c.database.max_connections = 4;
+    c.worker.lease = Duration::from_secs(2);
+    c.worker.heartbeat = Duration::from_millis(300);
+    c.worker.rescue_interval = Duration::from_millis(200);
+    c.worker.poll_interval = Duration::from_millis(100);
+    c.worker.shutdown_grace = Duration::from_secs(5);
+    c.backoff.base = Duration::from_millis(50);
+    c.backoff.max = Duration::from_secs(2);
+    c.backoff.jitter = 0.0;
+    c.queues
+        .insert("default".into(), QueueConfig { concurrency: 20 });
+    c
+}
+
+/// Polls `check` every 25 ms until it is true; panics after `within` naming `what`.
+pub async fn wait_until<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Counts handler invocations per job id, shared across daemons in one test.
+#[derive(Clone, Default)]
+pub struct Runs(Arc<Mutex<HashMap<i64, u32>>>);
+
+impl Runs {
+    pub fn record(&self, id: i64) -> u32 {
+        let mut m = self.0.lock().unwrap();
+        let n = m.entry(id).or_default();
+        *n += 1;
+        *n
+    }
+    pub fn get(&self, id: i64) -> u32 {
+        self.0.lock().unwrap().get(&id).copied().unwrap_or(0)
+    }
+    pub fn snapshot(&self) -> HashMap<i64, u32> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// The real `genq` binary with this database.
+pub fn genq_command(url: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_genq"));
+    cmd.env("DATABASE_URL", url)
+        .env("GENQ_CONFIG", "/dev/null")
+        .env("GENQ_LOG", "info")
+        .env_remove("GENQ_LOG_FORMAT");
+    cmd
+}
+
+/// Runs the binary to completion; returns (exit success, stdout, stderr).
+pub fn genq_output(url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = genq_command(url).args(args).output().expect("run genq");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Starts `genq run` in the background with extra environment.
+pub fn spawn_daemon(url: &str, env: &[(&str, &str)]) -> Child {
+    let mut cmd = genq_command(url);
+    cmd.args(["run", "--migrate"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn genq run")
+}

@@ -1,0 +1,150 @@
+//! The real `genq` binary: CLI commands and SIGTERM drain.
+
+use std::time::{Duration, Instant};
+
+use genq::JobState;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::json;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::common::{genq_output, spawn_daemon, wait_until, TestDb};
+
+#[sqlx::test(migrations = false)]
+async fn sigterm_finishes_short_jobs_hands_back_long_ones_and_exits_zero(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    let db = TestDb::new(po, co).await;
+    let url = db.url().await;
+    let mut short = Vec::new();
+    for _ in 0..4 {
+        short.push(
+            db.enqueue(genq::NewJob::new("sleep", json!({"ms": 1500})))
+                .await,
+        );
+    }
+    let long = vec![
+        db.enqueue(genq::NewJob::new("sleep", json!({"ms": 600_000})))
+            .await,
+        db.enqueue(genq::NewJob::new("sleep", json!({"ms": 600_000})))
+            .await,
+    ];
+    let mut child = spawn_daemon(&url, &[("GENQ_WORKER_SHUTDOWN_GRACE", "3s")]);
+    wait_until(Duration::from_secs(20), "all six jobs running", || async {
+        db.count("sleep", JobState::Running).await == 6
+    })
+    .await;
+
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "daemon did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "it waited for the grace period"
+    );
+
+    for id in short {
+        let job = db.job(id).await;
+        assert_eq!(
+            (job.state, job.attempt),
+            (JobState::Completed, 1),
+            "short job {id} finished"
+        );
+    }
+    for id in long {
+        let job = db.job(id).await;
+        assert_eq!(job.state, JobState::Available, "long job {id} handed back");
+        assert_eq!(job.attempt, 0, "handing back spends no attempt");
+        assert_eq!(job.lease_until, None);
+        assert_eq!(job.errors, json!([]));
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn cli_enqueue_show_cancel_retry(po: PgPoolOptions, co: PgConnectOptions) {
+    let db = TestDb::new(po, co).await;
+    let url = db.url().await;
+
+    let (ok, out, err) = genq_output(
+        &url,
+        &[
+            "enqueue",
+            "noop",
+            "--payload",
+            r#"{"a": 1}"#,
+            "--queue",
+            "cli",
+            "--unique-key",
+            "k1",
+            "--run-at",
+            "1h",
+            "--priority",
+            "-3",
+        ],
+    );
+    assert!(ok, "{err}");
+    let id: i64 = out.trim().parse().unwrap();
+    let (_, again, _) = genq_output(
+        &url,
+        &["enqueue", "noop", "--unique-key", "k1", "--queue", "cli"],
+    );
+    assert_eq!(again.trim(), id.to_string(), "same unique key, same job");
+
+    let (ok, shown, _) = genq_output(&url, &["job", "show", &id.to_string()]);
+    assert!(ok);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["state"], json!("available"));
+    assert_eq!(shown["payload"], json!({"a": 1}));
+    assert_eq!(shown["priority"], json!(-3));
+
+    let (ok, cancelled, _) = genq_output(&url, &["job", "cancel", &id.to_string()]);
+    assert!(ok);
+    assert!(cancelled.contains("\"cancelled\""));
+    let (ok, retried, _) = genq_output(&url, &["job", "retry", &id.to_string()]);
+    assert!(ok);
+    assert!(retried.contains("\"available\""));
+
+    let (ok, _, err) = genq_output(&url, &["enqueue", "noop", "--payload", "{not json"]);
+    assert!(!ok);
+    assert!(err.contains("--payload is not valid JSON"), "{err}");
+    let (ok, _, err) = genq_output(&url, &["job", "show", "987654"]);
+    assert!(!ok);
+    assert!(err.contains("job 987654 not found"), "{err}");
+    let (ok, _, err) = genq_output(&url, &["enqueue", "noop", "--run-at", "yesterday-ish"]);
+    assert!(!ok);
+    assert!(
+        err.contains("neither an RFC 3339 time nor a delay"),
+        "{err}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_bad_config_value_is_named_and_the_daemon_does_not_start(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    let db = TestDb::new(po, co).await;
+    let url = db.url().await;
+    let out = crate::common::genq_command(&url)
+        .args(["run"])
+        .env("GENQ_WORKER_LEASE", "forever")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid configuration") && err.contains("lease"),
+        "{err}"
+    );
+}
