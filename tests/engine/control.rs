@@ -213,3 +213,44 @@ async fn the_prune_job_runs_periodically_in_the_maintenance_queue(
         .unwrap();
     assert!(prunes >= 1);
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_handler_completes_its_job_in_its_own_transaction(po: PgPoolOptions, co: PgConnectOptions) {
+    let db = TestDb::new(po, co).await;
+    sqlx::query("CREATE TABLE debits (job_id bigint PRIMARY KEY, amount int)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let ok = db.enqueue(NewJob::new("debit", json!({"amount": 5, "fail_after_complete": false}))).await;
+    let rolled = db.enqueue(NewJob::new("debit", json!({"amount": 7, "fail_after_complete": true})).max_attempts(1)).await;
+
+    #[derive(serde::Deserialize)]
+    struct Debit {
+        amount: i32,
+        fail_after_complete: bool,
+    }
+    let mut registry = Registry::new();
+    registry.register_fn("debit", |ctx: genq::JobContext, args: Debit| async move {
+        let mut tx = ctx.pool.begin().await?;
+        sqlx::query("INSERT INTO debits VALUES ($1, $2)")
+            .bind(ctx.id)
+            .bind(args.amount)
+            .execute(&mut *tx)
+            .await?;
+        ctx.complete_in(&mut tx).await.map_err(|e| JobError::retry(e.to_string()))?;
+        if args.fail_after_complete {
+            // Dropping the transaction rolls back the debit and the completion together.
+            return Err(JobError::retry("crashed before commit"));
+        }
+        tx.commit().await?;
+        Ok(())
+    });
+    let daemon = db.daemon(fast_config(), registry);
+    let done = db.wait_for_state(ok, JobState::Completed, Duration::from_secs(10)).await;
+    let failed = db.wait_for_state(rolled, JobState::Discarded, Duration::from_secs(10)).await;
+    daemon.shutdown().await;
+    assert_eq!(done.errors, json!([]));
+    assert!(failed.errors[0]["error"].as_str().unwrap().contains("crashed before commit"));
+    let debits: Vec<(i64, i32)> = sqlx::query_as("SELECT job_id, amount FROM debits").fetch_all(&db.pool).await.unwrap();
+    assert_eq!(debits, vec![(ok, 5)], "the debit committed with its job's completion, and only then");
+}
