@@ -113,9 +113,7 @@ async fn measure(
     daemon_config.queues.clear();
     daemon_config.queues.insert(
         "default".into(),
-        QueueConfig {
-            concurrency: args.concurrency,
-        },
+        QueueConfig::with_concurrency(args.concurrency),
     );
     daemon_config.worker.claim_batch = args.claim_batch;
     daemon_config.database.max_connections = 4;
@@ -168,7 +166,7 @@ async fn measure(
     latency_config.queues.clear();
     latency_config
         .queues
-        .insert("latency".into(), QueueConfig { concurrency: 10 });
+        .insert("latency".into(), QueueConfig::with_concurrency(10));
     let daemon =
         Daemon::with_connect_options(latency_config, Registry::new(), options.clone()).start();
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -11,8 +11,8 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::daemon::{Daemon, Registry};
-use crate::queue::{control, Client, NewJob};
-use crate::{bench, db, demo};
+use crate::queue::{job_control, queue_control, Client, NewJob};
+use crate::{bench, db, demo, http};
 
 /// genq: Postgres-backed worker daemon for AI generation products.
 #[derive(Debug, Parser)]
@@ -34,11 +34,20 @@ pub enum Command {
         /// Apply pending migrations before starting.
         #[arg(long)]
         migrate: bool,
+        /// HTTP address for /metrics, /healthz, /readyz and /admin (overrides http.bind).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
     },
     /// Apply pending migrations (schema genq) and exit.
     Migrate,
     /// Enqueue one job through genq.enqueue and print its id.
     Enqueue(EnqueueArgs),
+    /// Pause, resume, drain, limit and list queues across every daemon.
+    Queue {
+        /// What to do.
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
     /// Inspect and control single jobs.
     Job {
         /// What to do.
@@ -76,6 +85,57 @@ pub struct EnqueueArgs {
     pub max_attempts: i32,
 }
 
+/// `genq queue ...`.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Per queue: paused or not, counts by state, oldest available age, completed in the last minute.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every daemon from claiming jobs of a queue (running jobs carry on; enqueueing still works).
+    Pause {
+        /// Queue name.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        queue: Option<String>,
+        /// Pause every queue.
+        #[arg(long)]
+        all: bool,
+        /// Why (shown in `queue list` and metrics dashboards).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Let daemons claim from a paused queue again.
+    Resume {
+        /// Queue name.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        queue: Option<String>,
+        /// Resume every queue.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Pause a queue, then wait until none of its jobs runs. Exit status 0 if drained in
+    /// time, 3 if jobs were still running at the timeout. The queue stays paused.
+    Drain {
+        /// Queue name.
+        queue: String,
+        /// How long to wait (e.g. 90s, 5m).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Pause reason.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Cap the running jobs of a queue across the whole fleet (`none` removes the cap).
+    Limit {
+        /// Queue name.
+        queue: String,
+        /// The cap, or `none`.
+        max_running: String,
+    },
+}
+
 /// `genq job ...`.
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
@@ -101,7 +161,8 @@ pub async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Run { migrate } => run(config, migrate).await,
+        Command::Run { migrate, http } => run(config, migrate, http).await,
+        Command::Queue { command } => queue(config, command).await,
         Command::Migrate => {
             let options = db::connect_options(&config.database.url, &config.database)?;
             db::migrate(&options).await.context("migration failed")?;
@@ -161,16 +222,129 @@ fn parse_time(text: &str) -> anyhow::Result<DateTime<Utc>> {
     }
 }
 
-async fn run(config: Config, migrate: bool) -> anyhow::Result<ExitCode> {
+async fn run(config: Config, migrate: bool, http: Option<String>) -> anyhow::Result<ExitCode> {
     let options = db::connect_options(&config.database.url, &config.database)?;
+    let admin_token = http::AdminToken::from_env_or_file(&config.admin.token_file)?;
+    if admin_token.is_none() {
+        tracing::info!("admin API disabled (no GENQ_ADMIN_TOKEN or admin.token_file)");
+    }
     if migrate {
         migrate_with_retry(&options).await?;
     }
+    let bind = http.unwrap_or_else(|| config.http.bind.clone());
     let handle = Daemon::with_connect_options(config, Registry::new(), options).start();
+    let server = match http::serve(
+        &bind,
+        http::HttpState {
+            daemon: handle.control(),
+            admin_token,
+        },
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            handle.shutdown().await;
+            return Err(e);
+        }
+    };
     wait_for_signal().await?;
     let report = handle.shutdown().await;
+    server.stop().await;
     tracing::info!(?report, "exiting");
     Ok(ExitCode::SUCCESS)
+}
+
+async fn queue(config: Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
+    let pool = connect(&config).await?;
+    match command {
+        QueueCommand::List { json } => {
+            let queues = queue_control::list(&pool).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&queues)?);
+            } else {
+                print_queues(&queues);
+            }
+        }
+        QueueCommand::Pause { queue, all, reason } => {
+            let paused = queue_control::pause(&pool, target(&queue, all), reason.as_deref()).await?;
+            match (&queue, paused.is_empty()) {
+                (Some(q), _) => println!("queue {q} paused: no daemon claims from it (running jobs carry on)"),
+                (None, true) => println!("every queue was already paused"),
+                (None, false) => println!("paused: {}", paused.join(", ")),
+            }
+        }
+        QueueCommand::Resume { queue, all } => {
+            let resumed = queue_control::resume(&pool, target(&queue, all)).await?;
+            match (&queue, resumed.is_empty()) {
+                (Some(q), true) => println!("queue {q} was not paused"),
+                (Some(q), false) => println!("queue {q} resumed"),
+                (None, _) => println!("resumed: {}", if resumed.is_empty() { "none".into() } else { resumed.join(", ") }),
+            }
+        }
+        QueueCommand::Drain { queue, timeout, reason } => {
+            println!("pausing {queue} and waiting up to {} for its running jobs", humantime::format_duration(timeout));
+            let result = queue_control::drain(&pool, &queue, reason.as_deref(), timeout, Duration::from_secs(1), |n| {
+                println!("  {n} job(s) of {queue} still running")
+            })
+            .await?;
+            if result.drained {
+                println!("queue {queue} drained in {:.1}s; it stays paused (`genq queue resume {queue}` to undo)", result.waited_secs);
+            } else {
+                println!(
+                    "timed out after {:.1}s: {} job(s) of {queue} still running; the queue stays paused",
+                    result.waited_secs, result.running
+                );
+                return Ok(ExitCode::from(3));
+            }
+        }
+        QueueCommand::Limit { queue, max_running } => {
+            let cap = match max_running.as_str() {
+                "none" | "off" => None,
+                n => Some(n.parse::<i32>().ok().filter(|n| *n >= 0).with_context(|| {
+                    format!("max_running must be a number of 0 or more, or `none` (got {n:?})")
+                })?),
+            };
+            queue_control::set_max_running(&pool, &queue, cap).await?;
+            match cap {
+                Some(n) => println!("queue {queue}: at most {n} running across all daemons"),
+                None => println!("queue {queue}: no fleet-wide cap"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn target(queue: &Option<String>, all: bool) -> queue_control::Target<'_> {
+    match (queue, all) {
+        (Some(q), false) => queue_control::Target::One(q.as_str()),
+        _ => queue_control::Target::All,
+    }
+}
+
+fn print_queues(queues: &[queue_control::QueueInfo]) {
+    println!(
+        "{:<20} {:<8} {:>9} {:>9} {:>8} {:>9} {:>10} {:>8} {:>8}  {}",
+        "QUEUE", "STATE", "AVAILABLE", "SCHEDULED", "RUNNING", "RETRYABLE", "OLDEST", "DONE/1m", "CAP", "PAUSE REASON"
+    );
+    for q in queues {
+        let oldest = q
+            .oldest_available_age_secs
+            .map_or("-".to_string(), |s| humantime::format_duration(Duration::from_secs(s.max(0.0) as u64)).to_string());
+        println!(
+            "{:<20} {:<8} {:>9} {:>9} {:>8} {:>9} {:>10} {:>8} {:>8}  {}",
+            q.name,
+            if q.paused { "paused" } else { "active" },
+            q.available,
+            q.scheduled,
+            q.running,
+            q.retryable,
+            oldest,
+            q.completed_last_minute,
+            q.max_running.map_or("-".to_string(), |n| n.to_string()),
+            q.pause_reason.as_deref().unwrap_or("")
+        );
+    }
 }
 
 /// A daemon may start before its database: keep trying for a minute on transient errors.
@@ -206,10 +380,10 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 async fn job(config: Config, command: JobCommand) -> anyhow::Result<ExitCode> {
     let pool = connect(&config).await?;
     let row = match command {
-        JobCommand::Show { id } => control::show(&pool, id).await?,
-        JobCommand::Retry { id } => control::retry(&pool, id).await?,
+        JobCommand::Show { id } => job_control::show(&pool, id).await?,
+        JobCommand::Retry { id } => job_control::retry(&pool, id).await?,
         JobCommand::Cancel { id } => {
-            let (row, from) = control::cancel(&pool, id).await?;
+            let (row, from) = job_control::cancel(&pool, id).await?;
             eprintln!("job {id} cancelled (was {from})");
             row
         }

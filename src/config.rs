@@ -49,6 +49,10 @@ pub struct Config {
     pub prune: PruneConfig,
     /// HTTP server.
     pub http: HttpConfig,
+    /// Admin API.
+    pub admin: AdminConfig,
+    /// Metrics sampling.
+    pub metrics: MetricsConfig,
     /// Per-kind attempt time limits. Defaults to none (every kind uses `worker.job_timeout`).
     #[serde(with = "duration_map")]
     pub timeouts: BTreeMap<String, Duration>,
@@ -146,12 +150,43 @@ pub struct HttpConfig {
     pub bind: String,
 }
 
+/// `[admin]`. The token itself comes from `GENQ_ADMIN_TOKEN`, or from this file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// File holding the admin API bearer token (e.g. a mounted secret). Defaults to none;
+    /// with neither the file nor `GENQ_ADMIN_TOKEN`, the admin API is off.
+    pub token_file: String,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// How often fleet-wide queue statistics are sampled (by one daemon per interval).
+    /// Defaults to 5 s.
+    #[serde(with = "humantime_serde")]
+    pub sample_interval: Duration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            sample_interval: Duration::from_secs(5),
+        }
+    }
+}
+
 /// `[queues.NAME]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
     /// Jobs of this queue this daemon runs at once. Defaults to 50.
     pub concurrency: u32,
+    /// Fleet-wide cap on running jobs of this queue, written to `genq.queues` at start.
+    /// Defaults to none (the cap in the database, if any, is left as it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running: Option<i32>,
 }
 
 /// `[[periodic]]`: one job per time slot, fleet-wide.
@@ -241,9 +276,22 @@ impl Default for HttpConfig {
     }
 }
 
+impl QueueConfig {
+    /// A queue run `concurrency` at a time, without a fleet-wide cap.
+    pub fn with_concurrency(concurrency: u32) -> Self {
+        Self {
+            concurrency,
+            max_running: None,
+        }
+    }
+}
+
 impl Default for QueueConfig {
     fn default() -> Self {
-        Self { concurrency: 50 }
+        Self {
+            concurrency: 50,
+            max_running: None,
+        }
     }
 }
 
@@ -253,7 +301,7 @@ impl Default for Config {
         queues.insert("default".to_string(), QueueConfig::default());
         queues.insert(
             crate::jobs::MAINTENANCE_QUEUE.to_string(),
-            QueueConfig { concurrency: 2 },
+            QueueConfig::with_concurrency(2),
         );
         Self {
             database: DatabaseConfig::default(),
@@ -261,6 +309,8 @@ impl Default for Config {
             backoff: BackoffConfig::default(),
             prune: PruneConfig::default(),
             http: HttpConfig::default(),
+            admin: AdminConfig::default(),
+            metrics: MetricsConfig::default(),
             timeouts: BTreeMap::new(),
             queues,
             periodic: Vec::new(),
@@ -307,7 +357,7 @@ impl Config {
             let Some(rest) = name.strip_prefix("GENQ_") else {
                 continue;
             };
-            if rest == "CONFIG" || rest == "LOG_FORMAT" || rest == "LOG" {
+            if matches!(rest, "CONFIG" | "LOG_FORMAT" | "LOG" | "ADMIN_TOKEN") {
                 continue;
             }
             if !apply_override(&mut value, rest, raw) {

@@ -63,7 +63,7 @@ pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut daemon_config = config.clone();
     daemon_config
         .queues
-        .insert(QUEUE.into(), QueueConfig { concurrency: 4 });
+        .insert(QUEUE.into(), QueueConfig::with_concurrency(4));
     daemon_config.backoff.base = Duration::from_millis(300);
     daemon_config.worker.poll_interval = Duration::from_millis(200);
     let mut registry = Registry::new();

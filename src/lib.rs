@@ -14,8 +14,10 @@ pub mod config;
 pub mod daemon;
 pub mod db;
 pub mod demo;
+pub mod http;
 pub mod jobs;
 pub mod maintenance;
+pub mod metrics;
 pub mod queue;
 pub mod telemetry;
 

@@ -53,15 +53,25 @@ async fn flush(shared: &Shared, batch: &mut Vec<Completion>, deadline: Option<In
                     .filter(|c| !matches!(c.outcome, crate::queue::Outcome::AlreadyRecorded))
                     .count();
                 if written.len() < expected {
-                    let written: std::collections::HashSet<i64> = written.into_iter().collect();
+                    let mut written: std::collections::HashSet<i64> = written.into_iter().collect();
+                    for c in batch.iter() {
+                        if matches!(c.outcome, crate::queue::Outcome::AlreadyRecorded) {
+                            written.insert(c.id);
+                        }
+                    }
                     for c in batch.iter().filter(|c| {
                         !written.contains(&c.id)
                             && !matches!(c.outcome, crate::queue::Outcome::AlreadyRecorded)
                     }) {
                         tracing::warn!(job_id = c.id, attempt = c.attempt, outcome = c.outcome.label(),
                             "outcome refused: the job is no longer this attempt's (lease rescued or cancelled)");
-                        metrics::counter!("genq_stale_completions_total").increment(1);
+                        metrics::counter!(crate::metrics::STALE_COMPLETIONS).increment(1);
                     }
+                    for c in batch.iter().filter(|c| written.contains(&c.id)) {
+                        count_finished(c);
+                    }
+                } else {
+                    batch.iter().for_each(count_finished);
                 }
                 batch.clear();
                 return;
@@ -80,4 +90,10 @@ async fn flush(shared: &Shared, batch: &mut Vec<Completion>, deadline: Option<In
             }
         }
     }
+}
+
+fn count_finished(c: &Completion) {
+    metrics::counter!(crate::metrics::JOBS_FINISHED, "queue" => c.queue.clone(), "kind" => c.kind.clone(),
+        "outcome" => c.outcome.label())
+    .increment(1);
 }

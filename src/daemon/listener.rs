@@ -8,6 +8,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
 use super::{error_backoff, sleep_or_stop, Shared};
+use crate::queue::queue_control::CONTROL_CHANNEL;
 use crate::queue::{CANCEL_CHANNEL, JOBS_CHANNEL};
 
 /// Runs until `stop` turns true.
@@ -35,6 +36,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             match next {
                 Ok(Some(n)) if n.channel() == JOBS_CHANNEL => shared.wake(n.payload()),
                 Ok(Some(n)) if n.channel() == CANCEL_CHANNEL => cancel(&shared, n.payload()),
+                Ok(Some(n)) if n.channel() == CONTROL_CHANNEL => {
+                    tracing::info!(control = n.payload(), "queue control received")
+                }
                 Ok(Some(_)) => {}
                 // The connection dropped; the next try_recv reconnects and re-listens.
                 Ok(None) => {
@@ -52,7 +56,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 
 async fn connect(shared: &Shared) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(&shared.listen_pool).await?;
-    listener.listen_all([JOBS_CHANNEL, CANCEL_CHANNEL]).await?;
+    listener
+        .listen_all([JOBS_CHANNEL, CANCEL_CHANNEL, CONTROL_CHANNEL])
+        .await?;
     Ok(listener)
 }
 
@@ -65,6 +71,9 @@ fn cancel(shared: &Shared, payload: &str) {
             abort.abort();
         }
         tracing::info!(job_id = id, "job cancelled while running: attempt aborted");
+        metrics::counter!(crate::metrics::JOBS_FINISHED, "queue" => job.queue, "kind" => job.kind,
+            "outcome" => "cancelled")
+        .increment(1);
         shared.job_ended.notify_waiters();
     }
 }

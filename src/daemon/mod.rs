@@ -15,12 +15,13 @@ pub mod listener;
 pub mod producer;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::config::{Config, QueueConfig};
@@ -32,6 +33,8 @@ pub use handler::{JobContext, JobError, Registry, Worker};
 /// outcome: the job's own task (normal end), shutdown (hand back) or a cancellation.
 pub(crate) struct RunningJob {
     pub attempt: i32,
+    pub queue: String,
+    pub kind: String,
     pub abort: Option<AbortHandle>,
 }
 
@@ -48,6 +51,10 @@ pub(crate) struct Shared {
     pub wakers: HashMap<String, Arc<Notify>>,
     /// Signalled whenever a job task ends.
     pub job_ended: Notify,
+    /// Per queue: this daemon's concurrency and the slots its jobs hold.
+    pub slots: HashMap<String, (u32, Arc<Semaphore>)>,
+    /// Set once the daemon stops claiming (drain or shutdown).
+    pub draining: AtomicBool,
 }
 
 impl Shared {
@@ -102,7 +109,7 @@ impl Daemon {
         config
             .queues
             .entry(jobs::MAINTENANCE_QUEUE.to_string())
-            .or_insert(QueueConfig { concurrency: 2 });
+            .or_insert(QueueConfig::with_concurrency(2));
         jobs::register_builtins(&mut registry, &config);
         let worker_id = if config.worker.id.is_empty() {
             let host = hostname::get()
@@ -144,6 +151,18 @@ impl Daemon {
             .keys()
             .map(|q| (q.clone(), Arc::new(Notify::new())))
             .collect();
+        let slots = self
+            .config
+            .queues
+            .iter()
+            .map(|(q, qc)| {
+                (
+                    q.clone(),
+                    (qc.concurrency, Arc::new(Semaphore::new(qc.concurrency as usize))),
+                )
+            })
+            .collect();
+        crate::metrics::handle();
         let shared = Arc::new(Shared {
             config: self.config.clone(),
             pool,
@@ -154,18 +173,27 @@ impl Daemon {
             completions,
             wakers,
             job_ended: Notify::new(),
+            slots,
+            draining: AtomicBool::new(false),
         });
         let (stop_claiming, claiming) = watch::channel(false);
         let (stop_services, services) = watch::channel(false);
         let mut tasks = Tasks::default();
-        for (queue, qc) in &self.config.queues {
+        for queue in self.config.queues.keys() {
             tasks.producers.push(tokio::spawn(producer::run(
                 shared.clone(),
                 queue.clone(),
-                qc.concurrency,
                 claiming.clone(),
             )));
         }
+        tasks.services.push(tokio::spawn(maintenance::stats::register_queues(
+            shared.clone(),
+            services.clone(),
+        )));
+        tasks.services.push(tokio::spawn(maintenance::stats::run(
+            shared.clone(),
+            services.clone(),
+        )));
         tasks.services.push(tokio::spawn(maintenance::rescuer::run(
             shared.clone(),
             claiming.clone(),
@@ -192,8 +220,11 @@ impl Daemon {
         tracing::info!(worker_id = %self.worker_id, queues = ?self.config.queues.keys().collect::<Vec<_>>(),
             kinds = ?shared.registry.kinds(), "daemon started");
         DaemonHandle {
+            control: DaemonControl {
+                shared: shared.clone(),
+                stop_claiming: Arc::new(stop_claiming),
+            },
             shared,
-            stop_claiming,
             stop_services,
             tasks,
         }
@@ -216,10 +247,54 @@ pub struct ShutdownReport {
     pub handed_back: usize,
 }
 
+/// Controls a running daemon from elsewhere (the HTTP admin API). Cheap to clone.
+#[derive(Clone)]
+pub struct DaemonControl {
+    shared: Arc<Shared>,
+    stop_claiming: Arc<watch::Sender<bool>>,
+}
+
+impl DaemonControl {
+    /// Stops claiming on this daemon; running jobs finish. Readiness turns false at once.
+    /// The process keeps serving metrics until it is told to shut down.
+    pub fn drain(&self) {
+        if !self.shared.draining.swap(true, Ordering::SeqCst) {
+            tracing::info!("draining: this daemon claims no more jobs");
+            metrics::gauge!(crate::metrics::DAEMON_DRAINING).set(1.0);
+        }
+        let _ = self.stop_claiming.send(true);
+    }
+
+    /// Whether the daemon has stopped claiming.
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::SeqCst)
+    }
+
+    /// Jobs this daemon runs now.
+    pub fn running(&self) -> usize {
+        self.shared.running_count()
+    }
+
+    /// The daemon's pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.shared.pool
+    }
+
+    /// The daemon's configuration.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The daemon's worker id.
+    pub fn worker_id(&self) -> &str {
+        &self.shared.worker_id
+    }
+}
+
 /// A running daemon.
 pub struct DaemonHandle {
     shared: Arc<Shared>,
-    stop_claiming: watch::Sender<bool>,
+    control: DaemonControl,
     stop_services: watch::Sender<bool>,
     tasks: Tasks,
 }
@@ -233,6 +308,16 @@ impl DaemonHandle {
     /// The daemon's pool.
     pub fn pool(&self) -> &PgPool {
         &self.shared.pool
+    }
+
+    /// A control for the HTTP admin API.
+    pub fn control(&self) -> DaemonControl {
+        self.control.clone()
+    }
+
+    /// Stops claiming; running jobs finish (see [`DaemonControl::drain`]).
+    pub fn drain(&self) {
+        self.control.drain();
     }
 
     /// Jobs running right now.
@@ -249,7 +334,7 @@ impl DaemonHandle {
 
     /// [`DaemonHandle::shutdown`] with an explicit grace period.
     pub async fn shutdown_with_grace(mut self, grace: Duration) -> ShutdownReport {
-        let _ = self.stop_claiming.send(true);
+        self.control.drain();
         for p in self.tasks.producers.drain(..) {
             let _ = p.await;
         }
@@ -284,6 +369,8 @@ impl DaemonHandle {
                 id: *id,
                 attempt: job.attempt,
                 outcome: Outcome::HandBack,
+                queue: job.queue.clone(),
+                kind: job.kind.clone(),
             });
         }
         let _ = self.stop_services.send(true);

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
 use tracing::Instrument;
 
 use super::executor::execute;
@@ -18,13 +18,8 @@ use crate::queue::claim::{claim, ClaimedJob};
 use crate::queue::complete::Completion;
 
 /// Runs the producer of `queue` until `stop` turns true.
-pub(crate) async fn run(
-    shared: Arc<Shared>,
-    queue: String,
-    concurrency: u32,
-    mut stop: watch::Receiver<bool>,
-) {
-    let slots = Arc::new(Semaphore::new(concurrency as usize));
+pub(crate) async fn run(shared: Arc<Shared>, queue: String, mut stop: watch::Receiver<bool>) {
+    let slots = shared.slots[&queue].1.clone();
     let freed = Arc::new(Notify::new());
     let wake = shared.wakers[&queue].clone();
     let worker = &shared.config.worker;
@@ -105,6 +100,8 @@ fn spawn_job(shared: &Arc<Shared>, job: ClaimedJob, slot: SlotGuard) {
         id,
         RunningJob {
             attempt,
+            queue: job.queue.clone(),
+            kind: job.kind.clone(),
             abort: None,
         },
     );
@@ -127,7 +124,7 @@ fn spawn_job(shared: &Arc<Shared>, job: ClaimedJob, slot: SlotGuard) {
             let worker = shared.registry.get(&kind);
             let timeout = shared.config.timeout_for(&kind);
             let latency = (chrono::Utc::now() - job.run_at).to_std().unwrap_or_default();
-            metrics::histogram!("genq_job_queue_latency_seconds", "queue" => queue.clone(), "kind" => kind.clone())
+            metrics::histogram!(crate::metrics::JOB_QUEUE_LATENCY, "queue" => queue.clone(), "kind" => kind.clone())
                 .record(latency.as_secs_f64());
             let outcome = execute(job, worker, ctx, timeout, &shared.config.backoff).await;
             let elapsed = started.elapsed();
@@ -140,12 +137,10 @@ fn spawn_job(shared: &Arc<Shared>, job: ClaimedJob, slot: SlotGuard) {
                 }
                 other => tracing::debug!(outcome = other.label(), elapsed = ?elapsed, "attempt finished"),
             }
-            metrics::counter!("genq_jobs_finished_total", "queue" => queue.clone(), "kind" => kind.clone(), "outcome" => outcome.label())
-                .increment(1);
-            metrics::histogram!("genq_job_duration_seconds", "queue" => queue, "kind" => kind)
+            metrics::histogram!(crate::metrics::JOB_DURATION, "queue" => queue.clone(), "kind" => kind.clone())
                 .record(elapsed.as_secs_f64());
             if shared.take_running(id).is_some() {
-                let _ = shared.completions.send(Completion { id, attempt, outcome });
+                let _ = shared.completions.send(Completion { id, attempt, outcome, queue, kind });
             }
             shared.job_ended.notify_waiters();
         }

@@ -50,7 +50,7 @@ impl Worker for Prune {
         if deleted > 0 {
             tracing::info!(deleted, "pruned finished jobs");
         }
-        metrics::counter!("genq_jobs_pruned_total").increment(deleted);
+        metrics::counter!(crate::metrics::JOBS_PRUNED).increment(deleted);
         Ok(())
     }
 }

@@ -3,3 +3,4 @@
 
 pub mod periodic;
 pub mod rescuer;
+pub mod stats;

@@ -27,7 +27,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 for job in &rescued {
                     tracing::warn!(job_id = job.id, kind = %job.kind, queue = %job.queue,
                         "lease expired: job returned to the queue");
-                    metrics::counter!("genq_lease_rescues_total", "queue" => job.queue.clone(), "kind" => job.kind.clone())
+                    metrics::counter!(crate::metrics::LEASE_RESCUES, "queue" => job.queue.clone(), "kind" => job.kind.clone())
                         .increment(1);
                     shared.wake(&job.queue);
                 }

@@ -1,8 +1,8 @@
 //! Claiming: one statement takes a batch of due jobs of one queue and leases them.
 //!
-//! The CTE fences `FOR UPDATE SKIP LOCKED` so Postgres cannot update past the LIMIT, the
+//! Inside `genq.claim`, the CTE fences `FOR UPDATE SKIP LOCKED` so Postgres cannot update past the LIMIT, the
 //! partial index `jobs_claimable_idx` holds exactly the claimable rows in claim order, and
-//! the paused check is an uncorrelated sub-select (evaluated once, not per row). Every claim
+//! the paused check and the cap are read once per claim, never per row. Every claim
 //! bumps `attempt`: that number is the fencing token of completion.
 
 use std::time::Duration;
@@ -10,29 +10,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-const CLAIM: &str = r#"
-WITH picked AS (
-    SELECT j.id
-      FROM genq.jobs j
-     WHERE j.queue = $1
-       AND j.state IN ('available', 'retryable')
-       AND j.run_at <= now()
-       AND NOT EXISTS (SELECT 1 FROM genq.queues q WHERE q.name = $1 AND q.paused)
-     ORDER BY j.priority, j.run_at, j.id
-     LIMIT $3
-       FOR UPDATE SKIP LOCKED
-)
-UPDATE genq.jobs j
-   SET state = 'running',
-       attempt = j.attempt + 1,
-       attempted_at = now(),
-       lease_until = now() + make_interval(secs => $4),
-       worker_id = $2
-  FROM picked
- WHERE j.id = picked.id
-RETURNING j.id, j.queue, j.kind, j.payload, j.attempt, j.max_attempts, j.priority,
-          j.run_at, j.created_at
-"#;
+/// `genq.claim` (migrations/0002_operations.sql) holds the statement: paused queues yield
+/// nothing, and queues with a fleet-wide `max_running` cap are claimed under a lock.
+const CLAIM: &str = "SELECT * FROM genq.claim($1, $2, $3, $4)";
 
 /// A job this worker now holds, fenced by `(id, attempt)`.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -68,7 +48,7 @@ pub async fn claim(
     sqlx::query_as(CLAIM)
         .bind(queue)
         .bind(worker_id)
-        .bind(i64::from(limit))
+        .bind(i32::try_from(limit).unwrap_or(i32::MAX))
         .bind(lease.as_secs_f64())
         .fetch_all(pool)
         .await

@@ -86,6 +86,10 @@ pub struct Completion {
     pub attempt: i32,
     /// What happened.
     pub outcome: Outcome,
+    /// Queue (for metrics).
+    pub queue: String,
+    /// Kind (for metrics).
+    pub kind: String,
 }
 
 /// Writes a batch of outcomes in one statement. Returns the ids that were written; the

@@ -16,7 +16,8 @@
 pub mod backoff;
 pub mod claim;
 pub mod complete;
-pub mod control;
+pub mod job_control;
+pub mod queue_control;
 pub mod enqueue;
 pub mod lease;
 pub mod prune;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use genq::config::{Config, QueueConfig};
-use genq::queue::control::{self, JobRow};
+use genq::queue::job_control::{self as control, JobRow};
 use genq::{Daemon, DaemonHandle, JobState, NewJob, Registry};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
@@ -105,7 +105,7 @@ pub fn fast_config() -> Config {
     c.backoff.max = Duration::from_secs(2);
     c.backoff.jitter = 0.0;
     c.queues
-        .insert("default".into(), QueueConfig { concurrency: 20 });
+        .insert("default".into(), QueueConfig::with_concurrency(20));
     c
 }
 

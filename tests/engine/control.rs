@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use genq::queue::control::{self, ControlError};
+use genq::queue::job_control::{self as control, ControlError};
 use genq::queue::prune::prune;
 use genq::{JobError, JobState, NewJob, Registry};
 use serde_json::json;

@@ -73,6 +73,8 @@ async fn a_worker_that_stops_heartbeating_loses_the_job_and_its_late_completion_
                 delay: Duration::ZERO,
                 message: "late".into(),
             },
+            queue: "default".into(),
+            kind: "render".into(),
         }],
     )
     .await

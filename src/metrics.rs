@@ -1,0 +1,104 @@
+//! Prometheus metrics: every name genq exports is declared here, with its help text, so the
+//! README table, the alert rules and the dashboard can be checked against one list.
+//!
+//! Two kinds of series: per-daemon (what this process did: finished jobs, durations,
+//! running jobs) — sum them across daemons; and fleet-wide (sampled from the database by
+//! one daemon at a time and exported identically by every daemon: queue depth, oldest
+//! age, paused, enqueued) — take `max` across daemons, never `sum`.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Build information (`version` label), always 1.
+pub const BUILD_INFO: &str = "genq_build_info";
+/// Attempts finished by this daemon, by queue, kind and outcome (completed, retried,
+/// discarded, snoozed, handed_back, cancelled).
+pub const JOBS_FINISHED: &str = "genq_jobs_finished_total";
+/// Jobs enqueued, by queue and kind (fleet-wide, sampled from the database).
+pub const JOBS_ENQUEUED: &str = "genq_jobs_enqueued_total";
+/// Duration of attempts, by queue and kind.
+pub const JOB_DURATION: &str = "genq_job_duration_seconds";
+/// Time from a job being due (`run_at`) to its start, by queue and kind.
+pub const JOB_QUEUE_LATENCY: &str = "genq_job_queue_latency_seconds";
+/// Jobs this daemon is running, by queue.
+pub const JOBS_RUNNING: &str = "genq_jobs_running";
+/// Jobs by queue and non-final state (fleet-wide, sampled).
+pub const QUEUE_JOBS: &str = "genq_queue_jobs";
+/// Age of the oldest due job waiting to be claimed, by queue (fleet-wide, sampled).
+pub const QUEUE_OLDEST_AVAILABLE_AGE: &str = "genq_queue_oldest_available_age_seconds";
+/// 1 if the queue is paused (fleet-wide, sampled).
+pub const QUEUE_PAUSED: &str = "genq_queue_paused";
+/// How long the queue has been paused, 0 if not (fleet-wide, sampled).
+pub const QUEUE_PAUSED_SECONDS: &str = "genq_queue_paused_seconds";
+/// Fleet-wide running cap of the queue, -1 if none (sampled).
+pub const QUEUE_MAX_RUNNING: &str = "genq_queue_max_running";
+/// Jobs whose lease expired and were returned to the queue, by queue and kind.
+pub const LEASE_RESCUES: &str = "genq_lease_rescues_total";
+/// Outcomes refused because the attempt no longer owned its job.
+pub const STALE_COMPLETIONS: &str = "genq_stale_completions_total";
+/// Finished jobs deleted by the prune job.
+pub const JOBS_PRUNED: &str = "genq_jobs_pruned_total";
+/// Database connections of this daemon's pool, by state (in_use, idle).
+pub const DB_POOL_CONNECTIONS: &str = "genq_db_pool_connections";
+/// 1 while this daemon drains (claims nothing, finishes what it runs).
+pub const DAEMON_DRAINING: &str = "genq_daemon_draining";
+
+/// Every metric: (name, type, help).
+pub const ALL: &[(&str, &str, &str)] = &[
+    (BUILD_INFO, "gauge", "Build information, always 1."),
+    (JOBS_FINISHED, "counter", "Attempts finished by this daemon, by queue, kind and outcome."),
+    (JOBS_ENQUEUED, "counter", "Jobs enqueued, by queue and kind (fleet-wide, sampled; use max across daemons)."),
+    (JOB_DURATION, "histogram", "Duration of attempts in seconds, by queue and kind."),
+    (JOB_QUEUE_LATENCY, "histogram", "Seconds from a job being due to its start, by queue and kind."),
+    (JOBS_RUNNING, "gauge", "Jobs this daemon is running, by queue."),
+    (QUEUE_JOBS, "gauge", "Jobs by queue and non-final state (fleet-wide, sampled; use max across daemons)."),
+    (QUEUE_OLDEST_AVAILABLE_AGE, "gauge", "Age in seconds of the oldest due job not yet claimed, by queue (fleet-wide, sampled)."),
+    (QUEUE_PAUSED, "gauge", "1 if the queue is paused (fleet-wide, sampled)."),
+    (QUEUE_PAUSED_SECONDS, "gauge", "Seconds the queue has been paused, 0 if running (fleet-wide, sampled)."),
+    (QUEUE_MAX_RUNNING, "gauge", "Fleet-wide running cap of the queue, -1 if none (sampled)."),
+    (LEASE_RESCUES, "counter", "Jobs whose lease expired and were returned to the queue, by queue and kind."),
+    (STALE_COMPLETIONS, "counter", "Outcomes refused because the attempt no longer owned its job."),
+    (JOBS_PRUNED, "counter", "Finished jobs deleted by the prune job."),
+    (DB_POOL_CONNECTIONS, "gauge", "Connections of this daemon's database pool, by state."),
+    (DAEMON_DRAINING, "gauge", "1 while this daemon drains."),
+];
+
+/// Histogram buckets in seconds: from 5 ms to one hour, so both no-op jobs and
+/// minutes-long renders land in a meaningful bucket.
+pub const BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    600.0, 1800.0, 3600.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder on first call and returns the handle that renders
+/// the text format. Later calls return the same handle.
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+            .expect("buckets are non-empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (an embedding application's); then
+        // genq's series go there and this handle renders nothing of them.
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics shows only its own series");
+        }
+        describe();
+        metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        handle
+    })
+}
+
+fn describe() {
+    for (name, kind, help) in ALL {
+        match *kind {
+            "counter" => metrics::describe_counter!(*name, *help),
+            "gauge" => metrics::describe_gauge!(*name, *help),
+            _ => metrics::describe_histogram!(*name, metrics::Unit::Seconds, *help),
+        }
+    }
+}
