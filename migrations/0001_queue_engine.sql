@@ -146,6 +146,14 @@ BEGIN
     IF jobs IS NULL OR jsonb_typeof(jobs) <> 'array' THEN
         RAISE EXCEPTION 'genq.enqueue_many: expected a JSON array of jobs' USING ERRCODE = '22023';
     END IF;
+    IF EXISTS (SELECT 1 FROM jsonb_array_elements(jobs) j
+                WHERE jsonb_typeof(j) <> 'object' OR coalesce(j->>'kind', '') = '') THEN
+        RAISE EXCEPTION 'genq.enqueue_many: every job needs a non-empty "kind"' USING ERRCODE = '22023';
+    END IF;
+    IF EXISTS (SELECT 1 FROM jsonb_array_elements(jobs) j
+                WHERE jsonb_typeof(j->'max_attempts') = 'number' AND (j->>'max_attempts')::numeric < 1) THEN
+        RAISE EXCEPTION 'genq.enqueue_many: max_attempts must be at least 1' USING ERRCODE = '22023';
+    END IF;
 
     INSERT INTO genq.queues (name)
     SELECT DISTINCT coalesce(j->>'queue', 'default') FROM jsonb_array_elements(jobs) j

@@ -132,6 +132,7 @@ pub enum QueueCommand {
         /// Queue name.
         queue: String,
         /// The cap, or `none`.
+        #[arg(allow_hyphen_values = true)]
         max_running: String,
     },
 }
@@ -249,7 +250,15 @@ async fn run(config: Config, migrate: bool, http: Option<String>) -> anyhow::Res
         }
     };
     wait_for_signal().await?;
+    // A second signal hands back what still runs at once instead of waiting out the grace.
+    let control = handle.control();
+    let hurry = tokio::spawn(async move {
+        if wait_for_signal().await.is_ok() {
+            control.hurry();
+        }
+    });
     let report = handle.shutdown().await;
+    hurry.abort();
     server.stop().await;
     tracing::info!(?report, "exiting");
     Ok(ExitCode::SUCCESS)
@@ -267,9 +276,12 @@ async fn queue(config: Config, command: QueueCommand) -> anyhow::Result<ExitCode
             }
         }
         QueueCommand::Pause { queue, all, reason } => {
-            let paused = queue_control::pause(&pool, target(&queue, all), reason.as_deref()).await?;
+            let paused =
+                queue_control::pause(&pool, target(&queue, all), reason.as_deref()).await?;
             match (&queue, paused.is_empty()) {
-                (Some(q), _) => println!("queue {q} paused: no daemon claims from it (running jobs carry on)"),
+                (Some(q), _) => {
+                    println!("queue {q} paused: no daemon claims from it (running jobs carry on)")
+                }
                 (None, true) => println!("every queue was already paused"),
                 (None, false) => println!("paused: {}", paused.join(", ")),
             }
@@ -279,14 +291,33 @@ async fn queue(config: Config, command: QueueCommand) -> anyhow::Result<ExitCode
             match (&queue, resumed.is_empty()) {
                 (Some(q), true) => println!("queue {q} was not paused"),
                 (Some(q), false) => println!("queue {q} resumed"),
-                (None, _) => println!("resumed: {}", if resumed.is_empty() { "none".into() } else { resumed.join(", ") }),
+                (None, _) => println!(
+                    "resumed: {}",
+                    if resumed.is_empty() {
+                        "none".into()
+                    } else {
+                        resumed.join(", ")
+                    }
+                ),
             }
         }
-        QueueCommand::Drain { queue, timeout, reason } => {
-            println!("pausing {queue} and waiting up to {} for its running jobs", humantime::format_duration(timeout));
-            let result = queue_control::drain(&pool, &queue, reason.as_deref(), timeout, Duration::from_secs(1), |n| {
-                println!("  {n} job(s) of {queue} still running")
-            })
+        QueueCommand::Drain {
+            queue,
+            timeout,
+            reason,
+        } => {
+            println!(
+                "pausing {queue} and waiting up to {} for its running jobs",
+                humantime::format_duration(timeout)
+            );
+            let result = queue_control::drain(
+                &pool,
+                &queue,
+                reason.as_deref(),
+                timeout,
+                Duration::from_secs(1),
+                |n| println!("  {n} job(s) of {queue} still running"),
+            )
             .await?;
             if result.drained {
                 println!("queue {queue} drained in {:.1}s; it stays paused (`genq queue resume {queue}` to undo)", result.waited_secs);
@@ -324,13 +355,21 @@ fn target(queue: &Option<String>, all: bool) -> queue_control::Target<'_> {
 
 fn print_queues(queues: &[queue_control::QueueInfo]) {
     println!(
-        "{:<20} {:<8} {:>9} {:>9} {:>8} {:>9} {:>10} {:>8} {:>8}  {}",
-        "QUEUE", "STATE", "AVAILABLE", "SCHEDULED", "RUNNING", "RETRYABLE", "OLDEST", "DONE/1m", "CAP", "PAUSE REASON"
+        "{:<20} {:<8} {:>9} {:>9} {:>8} {:>9} {:>10} {:>8} {:>8}  PAUSE REASON",
+        "QUEUE",
+        "STATE",
+        "AVAILABLE",
+        "SCHEDULED",
+        "RUNNING",
+        "RETRYABLE",
+        "OLDEST",
+        "DONE/1m",
+        "CAP",
     );
     for q in queues {
-        let oldest = q
-            .oldest_available_age_secs
-            .map_or("-".to_string(), |s| humantime::format_duration(Duration::from_secs(s.max(0.0) as u64)).to_string());
+        let oldest = q.oldest_available_age_secs.map_or("-".to_string(), |s| {
+            humantime::format_duration(Duration::from_secs(s.max(0.0) as u64)).to_string()
+        });
         println!(
             "{:<20} {:<8} {:>9} {:>9} {:>8} {:>9} {:>10} {:>8} {:>8}  {}",
             q.name,

@@ -53,7 +53,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Metrics sampling.
     pub metrics: MetricsConfig,
-    /// Per-kind attempt time limits. Defaults to none (every kind uses `worker.job_timeout`).
+    /// Per-kind attempt time limits; they override a handler's own timeout. Defaults to
+    /// none (a kind uses its handler's timeout, else `worker.job_timeout`).
     #[serde(with = "duration_map")]
     pub timeouts: BTreeMap<String, Duration>,
     /// Queues this daemon works. Defaults to `default` (50) and `maintenance` (2).
@@ -83,7 +84,7 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// Worker identity. Defaults to empty, meaning `<hostname>-<pid>`.
+    /// Worker identity. Defaults to empty, meaning `<hostname>-<pid>-<4 random hex digits>`.
     pub id: String,
     /// Lease length. Defaults to 30 s.
     #[serde(with = "humantime_serde")]
@@ -400,14 +401,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-
-    /// Attempt time limit for a job kind.
-    pub fn timeout_for(&self, kind: &str) -> Duration {
-        self.timeouts
-            .get(kind)
-            .copied()
-            .unwrap_or(self.worker.job_timeout)
     }
 }
 

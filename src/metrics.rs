@@ -47,28 +47,84 @@ pub const DAEMON_DRAINING: &str = "genq_daemon_draining";
 /// Every metric: (name, type, help).
 pub const ALL: &[(&str, &str, &str)] = &[
     (BUILD_INFO, "gauge", "Build information, always 1."),
-    (JOBS_FINISHED, "counter", "Attempts finished by this daemon, by queue, kind and outcome."),
-    (JOBS_ENQUEUED, "counter", "Jobs enqueued, by queue and kind (fleet-wide, sampled; use max across daemons)."),
-    (JOB_DURATION, "histogram", "Duration of attempts in seconds, by queue and kind."),
-    (JOB_QUEUE_LATENCY, "histogram", "Seconds from a job being due to its start, by queue and kind."),
-    (JOBS_RUNNING, "gauge", "Jobs this daemon is running, by queue."),
-    (QUEUE_JOBS, "gauge", "Jobs by queue and non-final state (fleet-wide, sampled; use max across daemons)."),
-    (QUEUE_OLDEST_AVAILABLE_AGE, "gauge", "Age in seconds of the oldest due job not yet claimed, by queue (fleet-wide, sampled)."),
-    (QUEUE_PAUSED, "gauge", "1 if the queue is paused (fleet-wide, sampled)."),
-    (QUEUE_PAUSED_SECONDS, "gauge", "Seconds the queue has been paused, 0 if running (fleet-wide, sampled)."),
-    (QUEUE_MAX_RUNNING, "gauge", "Fleet-wide running cap of the queue, -1 if none (sampled)."),
-    (LEASE_RESCUES, "counter", "Jobs whose lease expired and were returned to the queue, by queue and kind."),
-    (STALE_COMPLETIONS, "counter", "Outcomes refused because the attempt no longer owned its job."),
-    (JOBS_PRUNED, "counter", "Finished jobs deleted by the prune job."),
-    (DB_POOL_CONNECTIONS, "gauge", "Connections of this daemon's database pool, by state."),
+    (
+        JOBS_FINISHED,
+        "counter",
+        "Attempts finished by this daemon, by queue, kind and outcome.",
+    ),
+    (
+        JOBS_ENQUEUED,
+        "counter",
+        "Jobs enqueued, by queue and kind (fleet-wide, sampled; use max across daemons).",
+    ),
+    (
+        JOB_DURATION,
+        "histogram",
+        "Duration of attempts in seconds, by queue and kind.",
+    ),
+    (
+        JOB_QUEUE_LATENCY,
+        "histogram",
+        "Seconds from a job being due to its start, by queue and kind.",
+    ),
+    (
+        JOBS_RUNNING,
+        "gauge",
+        "Jobs this daemon is running, by queue.",
+    ),
+    (
+        QUEUE_JOBS,
+        "gauge",
+        "Jobs by queue and non-final state (fleet-wide, sampled; use max across daemons).",
+    ),
+    (
+        QUEUE_OLDEST_AVAILABLE_AGE,
+        "gauge",
+        "Age in seconds of the oldest due job not yet claimed, by queue (fleet-wide, sampled).",
+    ),
+    (
+        QUEUE_PAUSED,
+        "gauge",
+        "1 if the queue is paused (fleet-wide, sampled).",
+    ),
+    (
+        QUEUE_PAUSED_SECONDS,
+        "gauge",
+        "Seconds the queue has been paused, 0 if running (fleet-wide, sampled).",
+    ),
+    (
+        QUEUE_MAX_RUNNING,
+        "gauge",
+        "Fleet-wide running cap of the queue, -1 if none (sampled).",
+    ),
+    (
+        LEASE_RESCUES,
+        "counter",
+        "Jobs whose lease expired and were returned to the queue, by queue and kind.",
+    ),
+    (
+        STALE_COMPLETIONS,
+        "counter",
+        "Outcomes refused because the attempt no longer owned its job.",
+    ),
+    (
+        JOBS_PRUNED,
+        "counter",
+        "Finished jobs deleted by the prune job.",
+    ),
+    (
+        DB_POOL_CONNECTIONS,
+        "gauge",
+        "Connections of this daemon's database pool, by state.",
+    ),
     (DAEMON_DRAINING, "gauge", "1 while this daemon drains."),
 ];
 
 /// Histogram buckets in seconds: from 5 ms to one hour, so both no-op jobs and
 /// minutes-long renders land in a meaningful bucket.
 pub const BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-    600.0, 1800.0, 3600.0,
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1800.0, 3600.0,
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -85,7 +141,9 @@ pub fn handle() -> &'static PrometheusHandle {
         // Another recorder may already be installed (an embedding application's); then
         // genq's series go there and this handle renders nothing of them.
         if metrics::set_global_recorder(recorder).is_err() {
-            tracing::warn!("a metrics recorder was already installed; /metrics shows only its own series");
+            tracing::warn!(
+                "a metrics recorder was already installed; /metrics shows only its own series"
+            );
         }
         describe();
         metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);

@@ -46,7 +46,12 @@ fn exprs(dashboard: &Value) -> Vec<String> {
     let panels = dashboard["panels"].as_array().expect("panels is an array");
     all_panels(panels)
         .into_iter()
-        .flat_map(|p| p.get("targets").and_then(Value::as_array).cloned().unwrap_or_default())
+        .flat_map(|p| {
+            p.get("targets")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
         .filter_map(|t| t.get("expr").and_then(Value::as_str).map(str::to_owned))
         .collect()
 }
@@ -91,7 +96,10 @@ fn exported_metric(series: &str) -> Option<&'static str> {
 }
 
 fn assert_all_exported(source: &str, names: &BTreeSet<String>) {
-    let unknown: Vec<&String> = names.iter().filter(|n| exported_metric(n).is_none()).collect();
+    let unknown: Vec<&String> = names
+        .iter()
+        .filter(|n| exported_metric(n).is_none())
+        .collect();
     let known: Vec<&str> = genq::metrics::ALL.iter().map(|(n, _, _)| *n).collect();
     assert!(
         unknown.is_empty(),
@@ -101,20 +109,29 @@ fn assert_all_exported(source: &str, names: &BTreeSet<String>) {
 
 #[test]
 fn dashboard_uses_only_exported_metrics() {
-    let names: BTreeSet<String> = exprs(&dashboard()).iter().flat_map(|e| genq_names(e)).collect();
+    let names: BTreeSet<String> = exprs(&dashboard())
+        .iter()
+        .flat_map(|e| genq_names(e))
+        .collect();
     for expected in [
         "genq_jobs_finished_total",
         "genq_queue_jobs",
         "genq_job_duration_seconds_bucket",
     ] {
-        assert!(names.contains(expected), "dashboard should query {expected}; found {names:?}");
+        assert!(
+            names.contains(expected),
+            "dashboard should query {expected}; found {names:?}"
+        );
     }
     assert_all_exported("deploy/grafana/genq-dashboard.json", &names);
 }
 
 #[test]
 fn alert_rules_and_their_tests_use_only_exported_metrics() {
-    for file in ["deploy/prometheus/alerts.yml", "deploy/prometheus/alerts.test.yml"] {
+    for file in [
+        "deploy/prometheus/alerts.yml",
+        "deploy/prometheus/alerts.test.yml",
+    ] {
         let names = genq_names(&read(file));
         assert!(
             names.contains("genq_queue_oldest_available_age_seconds"),
@@ -128,10 +145,18 @@ fn alert_rules_and_their_tests_use_only_exported_metrics() {
 fn dashboard_is_well_formed() {
     let d = dashboard();
     assert_eq!(d["schemaVersion"], 39, "schemaVersion");
-    assert!(d["uid"].as_str().is_some_and(|u| !u.is_empty()), "dashboard uid");
-    assert!(d["title"].as_str().is_some_and(|t| !t.is_empty()), "dashboard title");
+    assert!(
+        d["uid"].as_str().is_some_and(|u| !u.is_empty()),
+        "dashboard uid"
+    );
+    assert!(
+        d["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "dashboard title"
+    );
 
-    let vars = d["templating"]["list"].as_array().expect("templating.list is an array");
+    let vars = d["templating"]["list"]
+        .as_array()
+        .expect("templating.list is an array");
     let var = |name: &str| {
         vars.iter()
             .find(|v| v["name"] == name)
@@ -142,7 +167,9 @@ fn dashboard_is_well_formed() {
     let queue = var("queue");
     assert_eq!(queue["type"], "query");
     assert!(
-        queue["definition"].as_str().is_some_and(|q| q.contains("label_values(genq_queue_jobs, queue)")),
+        queue["definition"]
+            .as_str()
+            .is_some_and(|q| q.contains("label_values(genq_queue_jobs, queue)")),
         "queue variable should come from label_values(genq_queue_jobs, queue)"
     );
 
@@ -153,16 +180,24 @@ fn dashboard_is_well_formed() {
     for p in all_panels(panels) {
         let title = p["title"].as_str().unwrap_or_default();
         assert!(!title.trim().is_empty(), "panel without a title: {p}");
-        let id = p["id"].as_u64().unwrap_or_else(|| panic!("panel {title:?} has no numeric id"));
+        let id = p["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("panel {title:?} has no numeric id"));
         assert!(ids.insert(id), "panel id {id} used twice");
         if is_row(p) {
             continue; // Rows only group panels; they have no queries.
         }
-        let targets = p["targets"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let targets = p["targets"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         assert!(!targets.is_empty(), "panel {title:?} has no targets");
         for t in targets {
             let expr = t["expr"].as_str().unwrap_or_default();
-            assert!(!expr.trim().is_empty(), "panel {title:?} has a target without expr");
+            assert!(
+                !expr.trim().is_empty(),
+                "panel {title:?} has a target without expr"
+            );
             assert!(
                 t["refId"].as_str().is_some_and(|r| !r.is_empty()),
                 "panel {title:?}: target without refId"
@@ -174,7 +209,10 @@ fn dashboard_is_well_formed() {
             "panel {title:?} should use the ${{datasource}} variable"
         );
     }
-    assert!(queries >= 10, "expected at least 10 queries, found {queries}");
+    assert!(
+        queries >= 10,
+        "expected at least 10 queries, found {queries}"
+    );
 }
 
 /// The first number after `key` in `text` (`key: 60`, `key=60`, `key = "60s"`).
@@ -186,19 +224,35 @@ fn number_after(text: &str, key: &str) -> u64 {
         .skip_while(|c| !c.is_ascii_digit())
         .take_while(char::is_ascii_digit)
         .collect();
-    digits.parse().unwrap_or_else(|_| panic!("no number after {key}"))
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {key}"))
 }
 
 /// `worker.shutdown_grace` set by the genq.toml embedded in the ConfigMap (humantime
 /// seconds or minutes), else the default.
 fn configmap_shutdown_grace() -> Duration {
     let text = read("deploy/kubernetes/configmap.yaml");
-    let Some(line) = text.lines().find(|l| l.trim_start().starts_with("shutdown_grace")) else {
+    let Some(line) = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("shutdown_grace"))
+    else {
         return DEFAULT_SHUTDOWN_GRACE;
     };
-    let value = line.split('=').nth(1).expect("shutdown_grace = \"...\"").trim().trim_matches('"');
-    let (n, unit) = value.split_at(value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len()));
-    let n: u64 = n.parse().unwrap_or_else(|_| panic!("unparsable shutdown_grace {value:?}"));
+    let value = line
+        .split('=')
+        .nth(1)
+        .expect("shutdown_grace = \"...\"")
+        .trim()
+        .trim_matches('"');
+    let (n, unit) = value.split_at(
+        value
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(value.len()),
+    );
+    let n: u64 = n
+        .parse()
+        .unwrap_or_else(|_| panic!("unparsable shutdown_grace {value:?}"));
     match unit {
         "s" => Duration::from_secs(n),
         "m" | "min" => Duration::from_secs(n * 60),
@@ -210,7 +264,10 @@ fn configmap_shutdown_grace() -> Duration {
 fn stop_timeouts_exceed_the_shutdown_grace() {
     let grace = configmap_shutdown_grace().max(DEFAULT_SHUTDOWN_GRACE);
 
-    let k8s = number_after(&read("deploy/kubernetes/deployment.yaml"), "terminationGracePeriodSeconds:");
+    let k8s = number_after(
+        &read("deploy/kubernetes/deployment.yaml"),
+        "terminationGracePeriodSeconds:",
+    );
     assert!(
         Duration::from_secs(k8s) > grace,
         "terminationGracePeriodSeconds ({k8s}) must exceed worker.shutdown_grace ({grace:?})"
@@ -228,8 +285,18 @@ fn name_scanner_finds_series_names() {
     let names = genq_names(
         "histogram_quantile(0.9, sum by(le) (rate(genq_job_duration_seconds_bucket[5m]))) / x_genq_no genq_ genq.toml",
     );
-    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["genq_job_duration_seconds_bucket"]);
-    assert_eq!(exported_metric("genq_job_duration_seconds_count"), Some("genq_job_duration_seconds"));
-    assert_eq!(exported_metric("genq_jobs_running_bucket"), None, "gauges have no buckets");
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        ["genq_job_duration_seconds_bucket"]
+    );
+    assert_eq!(
+        exported_metric("genq_job_duration_seconds_count"),
+        Some("genq_job_duration_seconds")
+    );
+    assert_eq!(
+        exported_metric("genq_jobs_running_bucket"),
+        None,
+        "gauges have no buckets"
+    );
     assert_eq!(exported_metric("genq_no_such_metric"), None);
 }

@@ -14,12 +14,15 @@ use crate::queue::backoff;
 use crate::queue::claim::ClaimedJob;
 use crate::queue::Outcome;
 
-/// Runs `job` with `worker` (None: no handler for its kind) under `timeout`.
+/// Runs `job` with `worker` (None: no handler for its kind). The attempt's time limit is
+/// the operator's `[timeouts]` entry for the kind if any, else the worker's own
+/// [`ErasedWorker::timeout`], else `default_timeout`.
 pub async fn execute(
     job: ClaimedJob,
     worker: Option<Arc<dyn ErasedWorker>>,
     ctx: JobContext,
-    timeout: Duration,
+    configured_timeout: Option<Duration>,
+    default_timeout: Duration,
     backoff_config: &BackoffConfig,
 ) -> Outcome {
     let Some(worker) = worker else {
@@ -30,7 +33,9 @@ pub async fn execute(
             ),
         };
     };
-    let timeout = worker.timeout().unwrap_or(timeout);
+    let timeout = configured_timeout
+        .or_else(|| worker.timeout())
+        .unwrap_or(default_timeout);
     let attempt = match worker.start(ctx.clone(), job.payload) {
         Ok(f) => f,
         Err(serde_error) => {

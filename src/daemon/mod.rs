@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     pub slots: HashMap<String, (u32, Arc<Semaphore>)>,
     /// Set once the daemon stops claiming (drain or shutdown).
     pub draining: AtomicBool,
+    /// Cuts the shutdown grace period short (a second SIGTERM/SIGINT).
+    pub hurry: Notify,
 }
 
 impl Shared {
@@ -158,7 +160,10 @@ impl Daemon {
             .map(|(q, qc)| {
                 (
                     q.clone(),
-                    (qc.concurrency, Arc::new(Semaphore::new(qc.concurrency as usize))),
+                    (
+                        qc.concurrency,
+                        Arc::new(Semaphore::new(qc.concurrency as usize)),
+                    ),
                 )
             })
             .collect();
@@ -175,6 +180,7 @@ impl Daemon {
             job_ended: Notify::new(),
             slots,
             draining: AtomicBool::new(false),
+            hurry: Notify::new(),
         });
         let (stop_claiming, claiming) = watch::channel(false);
         let (stop_services, services) = watch::channel(false);
@@ -186,10 +192,12 @@ impl Daemon {
                 claiming.clone(),
             )));
         }
-        tasks.services.push(tokio::spawn(maintenance::stats::register_queues(
-            shared.clone(),
-            services.clone(),
-        )));
+        tasks
+            .services
+            .push(tokio::spawn(maintenance::stats::register_queues(
+                shared.clone(),
+                services.clone(),
+            )));
         tasks.services.push(tokio::spawn(maintenance::stats::run(
             shared.clone(),
             services.clone(),
@@ -263,6 +271,11 @@ impl DaemonControl {
             metrics::gauge!(crate::metrics::DAEMON_DRAINING).set(1.0);
         }
         let _ = self.stop_claiming.send(true);
+    }
+
+    /// Ends a shutdown's grace period now: what still runs is handed back at once.
+    pub fn hurry(&self) {
+        self.shared.hurry.notify_one();
     }
 
     /// Whether the daemon has stopped claiming.
@@ -346,11 +359,13 @@ impl DaemonHandle {
             if self.shared.running_count() == 0 {
                 break;
             }
-            if tokio::time::timeout_at(deadline.into(), ended)
-                .await
-                .is_err()
-            {
-                break;
+            tokio::select! {
+                _ = ended => {}
+                _ = tokio::time::sleep_until(deadline.into()) => break,
+                _ = self.shared.hurry.notified() => {
+                    tracing::warn!("grace period cut short");
+                    break;
+                }
             }
         }
         let unfinished: Vec<(i64, RunningJob)> = self

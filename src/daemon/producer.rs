@@ -122,11 +122,18 @@ fn spawn_job(shared: &Arc<Shared>, job: ClaimedJob, slot: SlotGuard) {
             );
             let (queue, kind) = (job.queue.clone(), job.kind.clone());
             let worker = shared.registry.get(&kind);
-            let timeout = shared.config.timeout_for(&kind);
+            let configured_timeout = shared.config.timeouts.get(&kind).copied();
             let latency = (chrono::Utc::now() - job.run_at).to_std().unwrap_or_default();
             metrics::histogram!(crate::metrics::JOB_QUEUE_LATENCY, "queue" => queue.clone(), "kind" => kind.clone())
                 .record(latency.as_secs_f64());
-            let outcome = execute(job, worker, ctx, timeout, &shared.config.backoff).await;
+            let outcome = execute(
+                job,
+                worker,
+                ctx,
+                configured_timeout,
+                shared.config.worker.job_timeout,
+                &shared.config.backoff,
+            ).await;
             let elapsed = started.elapsed();
             match &outcome {
                 crate::queue::Outcome::Retry { message, delay } => {

@@ -94,20 +94,27 @@ async fn authorize(State(state): State<HttpState>, request: Request, next: Next)
 
 fn unauthorized(message: &str) -> Response {
     let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
     response
 }
 
 /// Decodes an optional JSON body: empty means the defaults; too large is 413; bad JSON is
 /// 400 with serde's message.
 fn body<T: DeserializeOwned + Default>(raw: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let raw = raw.map_err(|r| ApiError::new(r.status(), format!("cannot read request body: {}", r.body_text())))?;
+    let raw = raw.map_err(|r| {
+        ApiError::new(
+            r.status(),
+            format!("cannot read request body: {}", r.body_text()),
+        )
+    })?;
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&raw).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,9 +161,14 @@ async fn pause_all(
     Ok(Json(serde_json::json!({ "paused": paused })))
 }
 
-async fn resume(State(s): State<HttpState>, Path(queue): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn resume(
+    State(s): State<HttpState>,
+    Path(queue): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let resumed = queue_control::resume(s.daemon.pool(), Target::One(&queue)).await?;
-    Ok(Json(serde_json::json!({ "queue": queue, "paused": false, "was_paused": !resumed.is_empty() })))
+    Ok(Json(
+        serde_json::json!({ "queue": queue, "paused": false, "was_paused": !resumed.is_empty() }),
+    ))
 }
 
 async fn resume_all(State(s): State<HttpState>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -196,21 +208,35 @@ async fn limit(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let b: LimitBody = body(raw)?;
     if b.max_running.is_some_and(|n| n < 0) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "max_running must be 0 or more, or null"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "max_running must be 0 or more, or null",
+        ));
     }
     queue_control::set_max_running(s.daemon.pool(), &queue, b.max_running).await?;
-    Ok(Json(serde_json::json!({ "queue": queue, "max_running": b.max_running })))
+    Ok(Json(
+        serde_json::json!({ "queue": queue, "max_running": b.max_running }),
+    ))
 }
 
-async fn show_job(State(s): State<HttpState>, Path(id): Path<i64>) -> Result<Json<JobRow>, ApiError> {
+async fn show_job(
+    State(s): State<HttpState>,
+    Path(id): Path<i64>,
+) -> Result<Json<JobRow>, ApiError> {
     Ok(Json(job_control::show(s.daemon.pool(), id).await?))
 }
 
-async fn retry_job(State(s): State<HttpState>, Path(id): Path<i64>) -> Result<Json<JobRow>, ApiError> {
+async fn retry_job(
+    State(s): State<HttpState>,
+    Path(id): Path<i64>,
+) -> Result<Json<JobRow>, ApiError> {
     Ok(Json(job_control::retry(s.daemon.pool(), id).await?))
 }
 
-async fn cancel_job(State(s): State<HttpState>, Path(id): Path<i64>) -> Result<Json<JobRow>, ApiError> {
+async fn cancel_job(
+    State(s): State<HttpState>,
+    Path(id): Path<i64>,
+) -> Result<Json<JobRow>, ApiError> {
     let (row, from) = job_control::cancel(s.daemon.pool(), id).await?;
     if from != crate::JobState::Running {
         metrics::counter!(crate::metrics::JOBS_FINISHED, "queue" => row.queue.clone(), "kind" => row.kind.clone(),

@@ -13,7 +13,10 @@ pub(crate) fn routes() -> Router<HttpState> {
 
 async fn render() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         crate::metrics::handle().render(),
     )
 }

@@ -57,9 +57,9 @@ impl HttpServer {
 
 /// Binds `bind` and serves until stopped.
 pub async fn serve(bind: &str, state: HttpState) -> anyhow::Result<HttpServer> {
-    let listener = tokio::net::TcpListener::bind(bind)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {bind} (http.bind / GENQ_HTTP_BIND / --http): {e}"))?;
+    let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {bind} (http.bind / GENQ_HTTP_BIND / --http): {e}")
+    })?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
     let app = router(state);

@@ -98,7 +98,19 @@ async fn sample_and_export(pool: &PgPool, min_interval_secs: f64) -> Result<(), 
         .fetch_one(pool)
         .await?;
     let queues: Vec<QueueRow> = sqlx::query_as(READ_QUEUES).fetch_all(pool).await?;
-    for (name, paused, paused_secs, max_running, available, scheduled, running, retryable, oldest, now) in queues {
+    for (
+        name,
+        paused,
+        paused_secs,
+        max_running,
+        available,
+        scheduled,
+        running,
+        retryable,
+        oldest,
+        now,
+    ) in queues
+    {
         for (state, n) in [
             ("available", available),
             ("scheduled", scheduled),
@@ -109,14 +121,23 @@ async fn sample_and_export(pool: &PgPool, min_interval_secs: f64) -> Result<(), 
         }
         let age = oldest.map_or(0.0, |o| (now - o).num_milliseconds().max(0) as f64 / 1000.0);
         metrics::gauge!(m::QUEUE_OLDEST_AVAILABLE_AGE, "queue" => name.clone()).set(age);
-        metrics::gauge!(m::QUEUE_PAUSED, "queue" => name.clone()).set(if paused { 1.0 } else { 0.0 });
-        metrics::gauge!(m::QUEUE_PAUSED_SECONDS, "queue" => name.clone())
-            .set(if paused { paused_secs.unwrap_or(0.0) } else { 0.0 });
-        metrics::gauge!(m::QUEUE_MAX_RUNNING, "queue" => name).set(max_running.map_or(-1.0, f64::from));
+        metrics::gauge!(m::QUEUE_PAUSED, "queue" => name.clone()).set(if paused {
+            1.0
+        } else {
+            0.0
+        });
+        metrics::gauge!(m::QUEUE_PAUSED_SECONDS, "queue" => name.clone()).set(if paused {
+            paused_secs.unwrap_or(0.0)
+        } else {
+            0.0
+        });
+        metrics::gauge!(m::QUEUE_MAX_RUNNING, "queue" => name)
+            .set(max_running.map_or(-1.0, f64::from));
     }
     let totals: Vec<(String, String, i64)> = sqlx::query_as(READ_ENQUEUED).fetch_all(pool).await?;
     for (queue, kind, total) in totals {
-        metrics::counter!(m::JOBS_ENQUEUED, "queue" => queue, "kind" => kind).absolute(total.max(0) as u64);
+        metrics::counter!(m::JOBS_ENQUEUED, "queue" => queue, "kind" => kind)
+            .absolute(total.max(0) as u64);
     }
     Ok(())
 }

@@ -2,6 +2,11 @@
 //! (`UPDATE ... FROM unnest(...)`), and every row is fenced on `(id, attempt, state =
 //! 'running')`: a stale worker whose lease was rescued, or a job cancelled meanwhile,
 //! cannot overwrite what happened since.
+//!
+//! `attempt` only ever grows, so it stays a valid fencing token: an outcome that costs no
+//! attempt (snooze, hand-back) raises `max_attempts` by one instead of lowering `attempt`
+//! (as River does). Otherwise the next claim would reuse the token, and a retried write of
+//! an old outcome (say, after a commit whose answer was lost) could land on the new claim.
 
 use std::time::Duration;
 
@@ -10,7 +15,7 @@ use sqlx::{PgConnection, PgPool};
 const COMPLETE_BATCH: &str = r#"
 UPDATE genq.jobs j
    SET state = u.state::genq.job_state,
-       attempt = j.attempt - u.refund,
+       max_attempts = j.max_attempts + u.refund,
        run_at = CASE WHEN u.delay IS NULL THEN j.run_at
                      ELSE now() + make_interval(secs => u.delay) END,
        finished_at = CASE WHEN u.state IN ('completed', 'discarded', 'cancelled') THEN now() END,
@@ -52,12 +57,13 @@ pub enum Outcome {
         /// The error, appended to the job's history.
         message: String,
     },
-    /// Run again after `delay` without spending an attempt.
+    /// Run again after `delay` without spending an attempt (`max_attempts` grows by one).
     Snooze {
         /// When to run again.
         delay: Duration,
     },
-    /// The worker gives the job back unfinished (shutdown): available at once, attempt refunded.
+    /// The worker gives the job back unfinished (shutdown): available at once, without
+    /// spending an attempt (`max_attempts` grows by one).
     HandBack,
     /// The handler already recorded completion in its own transaction
     /// ([`complete_in`]); nothing to write.

@@ -38,6 +38,8 @@ UPDATE genq.jobs j
 RETURNING j.id, j.queue, j.kind
 "#;
 
+const WAKE: &str = "SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q";
+
 /// Extends the leases of `(id, attempt)` pairs. Returns the ids still held; a missing id
 /// means this worker lost the job (rescued elsewhere, or cancelled).
 pub async fn heartbeat(
@@ -71,5 +73,17 @@ pub struct RescuedJob {
 /// Returns up to `limit` jobs with expired leases to `retryable` (or `discarded` when that
 /// was their last attempt), recording the lost attempt in their error history.
 pub async fn rescue_expired(pool: &PgPool, limit: i64) -> Result<Vec<RescuedJob>, sqlx::Error> {
-    sqlx::query_as(RESCUE).bind(limit).fetch_all(pool).await
+    let rescued: Vec<RescuedJob> = sqlx::query_as(RESCUE).bind(limit).fetch_all(pool).await?;
+    if !rescued.is_empty() {
+        let mut queues: Vec<&str> = rescued.iter().map(|j| j.queue.as_str()).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        // Any daemon may take the rescued jobs: wake them all, not just this one.
+        sqlx::query(WAKE)
+            .bind(super::JOBS_CHANNEL)
+            .bind(&queues)
+            .execute(pool)
+            .await?;
+    }
+    Ok(rescued)
 }

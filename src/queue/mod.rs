@@ -9,18 +9,18 @@
 //!                ▲   ▲              │  ├─error, attempts left─► retryable ─(run_at)─► claim
 //!                │   └─snooze/hand back┘  ├─error, no attempts / permanent──► discarded
 //!                │                     └─lease expired (rescue)─► retryable | discarded
-//!                └──────── retry (operator) ◄── completed | discarded | cancelled
+//!                └──────── retry (operator) ◄── completed | discarded | cancelled | retryable
 //!  available | retryable | running ─cancel─► cancelled
 //! ```
 
 pub mod backoff;
 pub mod claim;
 pub mod complete;
-pub mod job_control;
-pub mod queue_control;
 pub mod enqueue;
+pub mod job_control;
 pub mod lease;
 pub mod prune;
+pub mod queue_control;
 pub mod state;
 
 pub use claim::ClaimedJob;

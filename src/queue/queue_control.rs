@@ -121,15 +121,35 @@ pub enum Target<'a> {
 
 /// Pauses queues fleet-wide. Running jobs carry on; enqueueing keeps working. Returns the
 /// queues that were paused by this call (already-paused ones keep their original time).
-pub async fn pause(pool: &PgPool, target: Target<'_>, reason: Option<&str>) -> Result<Vec<String>, sqlx::Error> {
+pub async fn pause(
+    pool: &PgPool,
+    target: Target<'_>,
+    reason: Option<&str>,
+) -> Result<Vec<String>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let names: Vec<String> = match target {
-        Target::One(q) => sqlx::query_scalar(PAUSE_ONE).bind(q).bind(reason).fetch_all(&mut *tx).await?,
-        Target::All => sqlx::query_scalar(PAUSE_ALL).bind(reason).fetch_all(&mut *tx).await?,
+        Target::One(q) => {
+            sqlx::query_scalar(PAUSE_ONE)
+                .bind(q)
+                .bind(reason)
+                .fetch_all(&mut *tx)
+                .await?
+        }
+        Target::All => {
+            sqlx::query_scalar(PAUSE_ALL)
+                .bind(reason)
+                .fetch_all(&mut *tx)
+                .await?
+        }
     };
     for name in &names {
-        let payload = serde_json::json!({"action": "pause", "queue": name, "reason": reason}).to_string();
-        sqlx::query(NOTIFY).bind(CONTROL_CHANNEL).bind(payload).execute(&mut *tx).await?;
+        let payload =
+            serde_json::json!({"action": "pause", "queue": name, "reason": reason}).to_string();
+        sqlx::query(NOTIFY)
+            .bind(CONTROL_CHANNEL)
+            .bind(payload)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(names)
@@ -142,19 +162,38 @@ pub async fn resume(pool: &PgPool, target: Target<'_>) -> Result<Vec<String>, sq
         Target::All => None,
     };
     let mut tx = pool.begin().await?;
-    let names: Vec<String> = sqlx::query_scalar(RESUME).bind(queue).fetch_all(&mut *tx).await?;
+    let names: Vec<String> = sqlx::query_scalar(RESUME)
+        .bind(queue)
+        .fetch_all(&mut *tx)
+        .await?;
     for name in &names {
         let payload = serde_json::json!({"action": "resume", "queue": name}).to_string();
-        sqlx::query(NOTIFY).bind(CONTROL_CHANNEL).bind(payload).execute(&mut *tx).await?;
-        sqlx::query(NOTIFY).bind(super::JOBS_CHANNEL).bind(name).execute(&mut *tx).await?;
+        sqlx::query(NOTIFY)
+            .bind(CONTROL_CHANNEL)
+            .bind(payload)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(NOTIFY)
+            .bind(super::JOBS_CHANNEL)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(names)
 }
 
 /// Sets (or, with `None`, removes) the fleet-wide cap on running jobs of `queue`.
-pub async fn set_max_running(pool: &PgPool, queue: &str, max_running: Option<i32>) -> Result<(), sqlx::Error> {
-    sqlx::query(SET_MAX_RUNNING).bind(queue).bind(max_running).execute(pool).await?;
+pub async fn set_max_running(
+    pool: &PgPool,
+    queue: &str,
+    max_running: Option<i32>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(SET_MAX_RUNNING)
+        .bind(queue)
+        .bind(max_running)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -166,7 +205,10 @@ pub async fn ensure(pool: &PgPool, queue: &str) -> Result<(), sqlx::Error> {
 
 /// Jobs of `queue` running now, on any daemon.
 pub async fn running(pool: &PgPool, queue: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(RUNNING).bind(queue).fetch_one(pool).await
+    sqlx::query_scalar(RUNNING)
+        .bind(queue)
+        .fetch_one(pool)
+        .await
 }
 
 /// Every queue with its counts.
@@ -201,12 +243,25 @@ pub async fn drain(
         let n = running(pool, queue).await?;
         let waited_secs = started.elapsed().as_secs_f64();
         if n == 0 {
-            return Ok(DrainResult { drained: true, running: 0, waited_secs });
+            return Ok(DrainResult {
+                drained: true,
+                running: 0,
+                waited_secs,
+            });
         }
         progress(n);
         if started.elapsed() >= timeout {
-            return Ok(DrainResult { drained: false, running: n, waited_secs });
+            return Ok(DrainResult {
+                drained: false,
+                running: n,
+                waited_secs,
+            });
         }
-        tokio::time::sleep(every.min(timeout.saturating_sub(started.elapsed())).max(Duration::from_millis(10))).await;
+        tokio::time::sleep(
+            every
+                .min(timeout.saturating_sub(started.elapsed()))
+                .max(Duration::from_millis(10)),
+        )
+        .await;
     }
 }

@@ -169,9 +169,104 @@ pub fn spawn_daemon(url: &str, env: &[(&str, &str)]) -> Child {
     let mut cmd = genq_command(url);
     cmd.args(["run", "--migrate"])
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::inherit());
     for (k, v) in env {
         cmd.env(k, v);
     }
     cmd.spawn().expect("spawn genq run")
+}
+
+pub mod prom;
+pub mod proxy;
+
+/// A free loopback port (bound, then released) for a daemon's HTTP server.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `genq run` process with its HTTP server, stopped (SIGTERM) on drop.
+pub struct RunningBinary {
+    pub child: Child,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl RunningBinary {
+    /// Starts `genq run --migrate` on `url` with HTTP on a free port, and waits for /healthz.
+    pub async fn start(url: &str, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let bind = format!("127.0.0.1:{port}");
+        let mut all: Vec<(&str, &str)> = vec![
+            ("GENQ_HTTP_BIND", bind.as_str()),
+            ("GENQ_WORKER_POLL_INTERVAL", "100ms"),
+            ("GENQ_METRICS_SAMPLE_INTERVAL", "200ms"),
+        ];
+        all.extend_from_slice(env);
+        let child = spawn_daemon(url, &all);
+        let me = Self {
+            child,
+            base: format!("http://{bind}"),
+            http: reqwest::Client::new(),
+        };
+        wait_until(Duration::from_secs(20), "the daemon's /healthz", || async {
+            me.http
+                .get(me.url("/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+        me
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends SIGTERM and waits for exit; returns whether it exited 0.
+    pub async fn stop(mut self) -> bool {
+        terminate(&mut self.child).await
+    }
+}
+
+/// SIGTERM, then wait up to 20 s for the exit status.
+pub async fn terminate(child: &mut Child) -> bool {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.success();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Drop for RunningBinary {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs the binary to completion without blocking the test's runtime (whose single
+/// thread also drives any in-process daemon of the test).
+pub async fn genq_run_async(url: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = genq_command(url);
+    cmd.args(args);
+    tokio::task::spawn_blocking(move || cmd.output().expect("run genq"))
+        .await
+        .expect("join")
 }

@@ -215,14 +215,26 @@ async fn the_prune_job_runs_periodically_in_the_maintenance_queue(
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_handler_completes_its_job_in_its_own_transaction(po: PgPoolOptions, co: PgConnectOptions) {
+async fn a_handler_completes_its_job_in_its_own_transaction(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
     let db = TestDb::new(po, co).await;
     sqlx::query("CREATE TABLE debits (job_id bigint PRIMARY KEY, amount int)")
         .execute(&db.pool)
         .await
         .unwrap();
-    let ok = db.enqueue(NewJob::new("debit", json!({"amount": 5, "fail_after_complete": false}))).await;
-    let rolled = db.enqueue(NewJob::new("debit", json!({"amount": 7, "fail_after_complete": true})).max_attempts(1)).await;
+    let ok = db
+        .enqueue(NewJob::new(
+            "debit",
+            json!({"amount": 5, "fail_after_complete": false}),
+        ))
+        .await;
+    let rolled = db
+        .enqueue(
+            NewJob::new("debit", json!({"amount": 7, "fail_after_complete": true})).max_attempts(1),
+        )
+        .await;
 
     #[derive(serde::Deserialize)]
     struct Debit {
@@ -237,7 +249,9 @@ async fn a_handler_completes_its_job_in_its_own_transaction(po: PgPoolOptions, c
             .bind(args.amount)
             .execute(&mut *tx)
             .await?;
-        ctx.complete_in(&mut tx).await.map_err(|e| JobError::retry(e.to_string()))?;
+        ctx.complete_in(&mut tx)
+            .await
+            .map_err(|e| JobError::retry(e.to_string()))?;
         if args.fail_after_complete {
             // Dropping the transaction rolls back the debit and the completion together.
             return Err(JobError::retry("crashed before commit"));
@@ -246,11 +260,25 @@ async fn a_handler_completes_its_job_in_its_own_transaction(po: PgPoolOptions, c
         Ok(())
     });
     let daemon = db.daemon(fast_config(), registry);
-    let done = db.wait_for_state(ok, JobState::Completed, Duration::from_secs(10)).await;
-    let failed = db.wait_for_state(rolled, JobState::Discarded, Duration::from_secs(10)).await;
+    let done = db
+        .wait_for_state(ok, JobState::Completed, Duration::from_secs(10))
+        .await;
+    let failed = db
+        .wait_for_state(rolled, JobState::Discarded, Duration::from_secs(10))
+        .await;
     daemon.shutdown().await;
     assert_eq!(done.errors, json!([]));
-    assert!(failed.errors[0]["error"].as_str().unwrap().contains("crashed before commit"));
-    let debits: Vec<(i64, i32)> = sqlx::query_as("SELECT job_id, amount FROM debits").fetch_all(&db.pool).await.unwrap();
-    assert_eq!(debits, vec![(ok, 5)], "the debit committed with its job's completion, and only then");
+    assert!(failed.errors[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("crashed before commit"));
+    let debits: Vec<(i64, i32)> = sqlx::query_as("SELECT job_id, amount FROM debits")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        debits,
+        vec![(ok, 5)],
+        "the debit committed with its job's completion, and only then"
+    );
 }

@@ -179,6 +179,14 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing(po: PgPoolOptions, co: 
             "SELECT genq.enqueue('noop', queue => 'bad queue name!')",
             "queues_name_check",
         ),
+        (
+            r#"SELECT genq.enqueue_many('[{"kind": "a"}, {"payload": {}}]')"#,
+            r#"every job needs a non-empty "kind""#,
+        ),
+        (
+            r#"SELECT genq.enqueue_many('[{"kind": "a", "max_attempts": 0}]')"#,
+            "max_attempts must be at least 1",
+        ),
     ];
     for (sql, expected) in cases {
         let err = sqlx::query(sql)
