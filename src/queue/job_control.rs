@@ -18,7 +18,8 @@ UPDATE genq.jobs
    SET state = 'available', run_at = now(), finished_at = NULL, lease_until = NULL,
        worker_id = NULL, max_attempts = greatest(max_attempts, attempt + 1)
  WHERE id = $1 AND state IN ('completed', 'discarded', 'cancelled', 'retryable', 'available')
-RETURNING queue
+RETURNING id, queue, kind, payload, state, priority, attempt, max_attempts, run_at, lease_until,
+          worker_id, unique_key, errors, created_at, attempted_at, finished_at
 "#;
 
 const CANCEL: &str = r#"
@@ -103,20 +104,22 @@ pub async fn show(pool: &PgPool, id: i64) -> Result<JobRow, ControlError> {
 }
 
 /// Makes a job available to run now. Running jobs are refused (cancel them first).
+/// Returns the job as the retry left it (a daemon may claim it a moment later).
 pub async fn retry(pool: &PgPool, id: i64) -> Result<JobRow, ControlError> {
     let mut tx = pool.begin().await?;
-    let queue: Option<String> = match sqlx::query_scalar(RETRY)
+    let row: Option<JobRow> = match sqlx::query_as(RETRY)
         .bind(id)
         .fetch_optional(&mut *tx)
         .await
     {
-        Ok(q) => q,
+        Ok(row) => row,
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
             return Err(ControlError::UniqueKeyHeld(id))
         }
         Err(e) => return Err(e.into()),
     };
-    let Some(queue) = queue else {
+    let Some(row) = row else {
+        drop(tx);
         let job = show(pool, id).await?;
         return Err(ControlError::WrongState {
             id,
@@ -126,11 +129,11 @@ pub async fn retry(pool: &PgPool, id: i64) -> Result<JobRow, ControlError> {
     };
     sqlx::query(NOTIFY)
         .bind(super::JOBS_CHANNEL)
-        .bind(&queue)
+        .bind(&row.queue)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    show(pool, id).await
+    Ok(row)
 }
 
 /// Cancels a job that has not finished. A running job's worker is told to stop, and its
