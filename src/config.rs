@@ -53,6 +53,10 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Metrics sampling.
     pub metrics: MetricsConfig,
+    /// AI providers: endpoints, keys, fleet-wide limits.
+    pub providers: crate::providers::ProvidersConfig,
+    /// Where outputs are stored.
+    pub storage: crate::storage::StorageConfig,
     /// Per-kind attempt time limits; they override a handler's own timeout. Defaults to
     /// none (a kind uses its handler's timeout, else `worker.job_timeout`).
     #[serde(with = "duration_map")]
@@ -312,6 +316,8 @@ impl Default for Config {
             http: HttpConfig::default(),
             admin: AdminConfig::default(),
             metrics: MetricsConfig::default(),
+            providers: Default::default(),
+            storage: Default::default(),
             timeouts: BTreeMap::new(),
             queues,
             periodic: Vec::new(),

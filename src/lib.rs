@@ -11,6 +11,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod credits;
 pub mod daemon;
 pub mod db;
 pub mod demo;
@@ -18,7 +19,9 @@ pub mod http;
 pub mod jobs;
 pub mod maintenance;
 pub mod metrics;
+pub mod providers;
 pub mod queue;
+pub mod storage;
 pub mod telemetry;
 
 pub use config::Config;

@@ -5,12 +5,16 @@ mod common;
 
 mod binary;
 mod control;
+mod credits;
 mod enqueue;
 mod exactly_once;
 mod failures;
 mod http;
 mod leases;
 mod periodic;
+mod pipeline;
+mod providers;
 mod queues;
 mod recovery;
 mod retries;
+mod storage;

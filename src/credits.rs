@@ -1,0 +1,1 @@
+//! Credits: holds, captures and releases recorded in an append-only ledger.
