@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -11,6 +12,7 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::daemon::{Daemon, Registry};
+use crate::jobs::generation::Pipeline;
 use crate::queue::{job_control, queue_control, Client, NewJob};
 use crate::{bench, db, demo, http};
 
@@ -56,8 +58,11 @@ pub enum Command {
     },
     /// Benchmark the engine on a throwaway database: bulk enqueue, processing, pickup latency.
     Bench(bench::BenchArgs),
-    /// Local demo: migrate, start a daemon, enqueue sample jobs, show them complete.
+    /// Local demo: a fake provider and a daemon; credits granted, generations run in the
+    /// three provider dialects (one refused), final states, balances and the ledger printed.
     Demo(demo::DemoArgs),
+    /// Serve fal-, BytePlus- and Replicate-shaped APIs on loopback, with scripted faults.
+    FakeProvider(crate::providers::fake::FakeProviderArgs),
 }
 
 /// `genq enqueue`.
@@ -183,6 +188,10 @@ pub async fn main() -> anyhow::Result<ExitCode> {
         Command::Job { command } => job(config, command).await,
         Command::Bench(args) => bench::run(&config, args).await,
         Command::Demo(args) => demo::run(&config, args).await,
+        Command::FakeProvider(args) => {
+            crate::providers::fake::run_cli(args.port, args.config()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -233,7 +242,11 @@ async fn run(config: Config, migrate: bool, http: Option<String>) -> anyhow::Res
         migrate_with_retry(&options).await?;
     }
     let bind = http.unwrap_or_else(|| config.http.bind.clone());
-    let handle = Daemon::with_connect_options(config, Registry::new(), options).start();
+    let mut registry = Registry::new();
+    Arc::new(Pipeline::from_config(&config).context("cannot set up the generation pipeline")?)
+        .register(&mut registry);
+    warn_unhandled_periodic(&config, &registry);
+    let handle = Daemon::with_connect_options(config, registry, options).start();
     let server = match http::serve(
         &bind,
         http::HttpState {
@@ -262,6 +275,16 @@ async fn run(config: Config, migrate: bool, http: Option<String>) -> anyhow::Res
     server.stop().await;
     tracing::info!(?report, "exiting");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A periodic job whose kind no handler serves would be discarded at every slot.
+fn warn_unhandled_periodic(config: &Config, registry: &Registry) {
+    for p in &config.periodic {
+        if !registry.contains(&p.kind) && !crate::jobs::is_builtin(&p.kind) {
+            tracing::warn!(name = %p.name, kind = %p.kind,
+                "periodic job has no handler in this binary: its jobs will be discarded as unknown");
+        }
+    }
 }
 
 async fn queue(config: Config, command: QueueCommand) -> anyhow::Result<ExitCode> {

@@ -305,6 +305,10 @@ impl Default for Config {
         let mut queues = BTreeMap::new();
         queues.insert("default".to_string(), QueueConfig::default());
         queues.insert(
+            crate::jobs::generation::QUEUE.to_string(),
+            QueueConfig::with_concurrency(100),
+        );
+        queues.insert(
             crate::jobs::MAINTENANCE_QUEUE.to_string(),
             QueueConfig::with_concurrency(2),
         );

@@ -1,56 +1,42 @@
-//! `genq demo`: the README's first command. Migrates, starts a daemon in this process,
-//! enqueues sample jobs (some fail and retry, one fails for good), prints progress and the
-//! final state of each job, and exits 0 when every job ended as expected.
+//! `genq demo`: the README's first command. Starts a private fake provider and a daemon
+//! running the real generation pipeline against it, grants credits to a demo user,
+//! enqueues generations in the three provider dialects (one of which the provider refuses,
+//! one of which is throttled first), shows progress, and prints final states, the balance
+//! and the ledger. Exits 0 when every generation ended as expected and the ledger audit
+//! (`genq.check_ledger()`) is clean.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use serde::Deserialize;
-use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::config::{Config, QueueConfig};
-use crate::daemon::{Daemon, JobContext, JobError, Registry};
+use crate::credits::{self, CreditError, GenerationState, NewGeneration};
+use crate::daemon::{Daemon, Registry};
 use crate::db;
-use crate::queue::{Client, NewJob};
+use crate::jobs::generation::Pipeline;
+use crate::providers::fake::faults::{FakeOp, FaultKind, FaultSpec};
+use crate::providers::fake::{self, FakeConfig};
+use crate::providers::ProviderKind;
 
 /// `genq demo` options.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Sample render jobs to enqueue (besides the no-op and failing ones).
-    #[arg(long, default_value_t = 8)]
-    pub jobs: usize,
+    /// Generations per provider dialect.
+    #[arg(long, default_value_t = 2)]
+    pub per_provider: usize,
+    /// Fake render time.
+    #[arg(long, default_value = "1500ms", value_parser = humantime::parse_duration)]
+    pub render_time: Duration,
+    /// Where outputs are stored (a local directory). Defaults to a temporary directory.
+    #[arg(long)]
+    pub blobs: Option<std::path::PathBuf>,
 }
 
-const QUEUE: &str = "demo";
-
-#[derive(Debug, Deserialize)]
-struct RenderArgs {
-    run: String,
-    n: usize,
-    #[serde(default)]
-    fail_attempts: i32,
-    #[serde(default)]
-    permanent: bool,
-}
-
-async fn render(ctx: JobContext, args: RenderArgs) -> Result<(), JobError> {
-    tokio::time::sleep(Duration::from_millis(150 + 50 * (args.n as u64 % 5))).await;
-    if args.permanent {
-        return Err(JobError::permanent(format!(
-            "render {} rejected: prompt failed moderation",
-            args.n
-        )));
-    }
-    if ctx.attempt <= args.fail_attempts {
-        return Err(JobError::retry(format!(
-            "render {} of run {}: provider answered 503 (attempt {})",
-            args.n, args.run, ctx.attempt
-        )));
-    }
-    Ok(())
-}
+const COST: i64 = 10;
 
 /// Runs the demo.
 pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -60,113 +46,204 @@ pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         .context("cannot migrate the database (is Postgres running? check DATABASE_URL)")?;
     println!("migrated schema genq on {}", redact(&config.database.url));
 
+    let fake = fake::serve(
+        "127.0.0.1:0".parse()?,
+        FakeConfig {
+            render_time: args.render_time,
+            ..FakeConfig::default()
+        },
+    )
+    .await?;
+    println!(
+        "fake provider on {} (fal, BytePlus and Replicate dialects)",
+        fake.url()
+    );
+    // The provider refuses one BytePlus request (moderation) and throttles fal once.
+    fake.add_fault(FaultSpec::new(
+        ProviderKind::BytePlus,
+        FakeOp::Submit,
+        FaultKind::Moderation,
+    ));
+    let mut throttle = FaultSpec::new(ProviderKind::Fal, FakeOp::Submit, FaultKind::HttpStatus);
+    throttle.status = Some(429);
+    throttle.retry_after = Some("1".into());
+    fake.add_fault(throttle);
+
+    let temp = tempfile::tempdir()?;
+    let blobs = args
+        .blobs
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
     let mut daemon_config = config.clone();
-    daemon_config
-        .queues
-        .insert(QUEUE.into(), QueueConfig::with_concurrency(4));
-    daemon_config.backoff.base = Duration::from_millis(300);
+    daemon_config.providers = fake.providers_config();
+    daemon_config.providers.webhook_base_url = "http://127.0.0.1:9".into();
+    daemon_config.storage.backend = "local".into();
+    daemon_config.storage.local.dir = blobs.to_string_lossy().into_owned();
+    daemon_config.queues.insert(
+        crate::jobs::generation::QUEUE.into(),
+        QueueConfig::with_concurrency(20),
+    );
     daemon_config.worker.poll_interval = Duration::from_millis(200);
     let mut registry = Registry::new();
-    registry.register_fn("demo.render", render);
+    Arc::new(Pipeline::from_config(&daemon_config)?).register(&mut registry);
     let daemon = Daemon::with_connect_options(daemon_config, registry, options.clone()).start();
-    println!("daemon {} started", daemon.worker_id());
+    println!(
+        "daemon {} started; outputs go to {}",
+        daemon.worker_id(),
+        blobs.display()
+    );
 
     let pool = daemon.pool().clone();
-    let run_id = format!("{:08x}", rand::random::<u32>());
-    let mut jobs = vec![NewJob::new("noop", serde_json::json!({ "run": run_id })).queue(QUEUE)];
-    for n in 0..args.jobs {
-        let fail_attempts = if n % 3 == 1 { 2 } else { 0 };
-        jobs.push(
-            NewJob::new(
-                "demo.render",
-                serde_json::json!({ "run": run_id, "n": n, "fail_attempts": fail_attempts }),
-            )
-            .queue(QUEUE)
-            .max_attempts(5),
-        );
+    let user = format!("demo-user-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let mut conn = pool.acquire().await?;
+    let per = args.per_provider.max(1);
+    let granted = 3 * per as i64 * COST;
+    credits::grant(&mut conn, &user, granted, &format!("demo-grant:{user}")).await?;
+    println!("granted {granted} credits to {user}");
+
+    let mut ids = Vec::new();
+    for kind in ProviderKind::ALL {
+        for n in 0..per {
+            let id = credits::enqueue_generation(&mut conn, &generation(&user, kind, n)).await?;
+            ids.push((kind, id));
+        }
     }
-    jobs.push(
-        NewJob::new(
-            "demo.render",
-            serde_json::json!({ "run": run_id, "n": args.jobs, "permanent": true }),
-        )
-        .queue(QUEUE),
-    );
-    jobs.push(NewJob::new("demo.unknown", serde_json::json!({ "run": run_id })).queue(QUEUE));
-    let client = Client::new(pool.clone());
-    for job in &jobs {
-        client.enqueue(job).await?;
+    // One request too many: refused before anything is written.
+    match credits::enqueue_generation(&mut conn, &generation(&user, ProviderKind::Replicate, 99))
+        .await
+    {
+        Err(CreditError::InsufficientCredits { needed, available }) => {
+            println!("an extra request was refused: insufficient credits (needed {needed}, available {available})")
+        }
+        other => anyhow::bail!("expected the extra request to be refused, got {other:?}"),
     }
     println!(
-        "enqueued {} jobs in queue {QUEUE:?} (run {run_id})",
-        jobs.len()
+        "enqueued {} generations ({COST} credits held for each)\n",
+        ids.len()
     );
 
     let started = Instant::now();
     loop {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let counts = state_counts(&pool, &run_id).await?;
-        println!("  {:>5.1}s  {counts}", started.elapsed().as_secs_f64());
-        if !counts.contains("available")
-            && !counts.contains("running")
-            && !counts.contains("retryable")
-        {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut states = std::collections::BTreeMap::<&str, usize>::new();
+        let mut all_final = true;
+        for (_, id) in &ids {
+            let g = credits::load(&mut conn, *id)
+                .await?
+                .context("generation vanished")?;
+            *states.entry(g.state.as_str()).or_default() += 1;
+            all_final &= g.state.is_final();
+        }
+        let line: Vec<String> = states.iter().map(|(s, n)| format!("{s}={n}")).collect();
+        println!(
+            "  {:>5.1}s  {}",
+            started.elapsed().as_secs_f64(),
+            line.join("  ")
+        );
+        if all_final {
             break;
         }
-        if started.elapsed() > Duration::from_secs(60) {
+        if started.elapsed() > Duration::from_secs(90) {
             daemon.shutdown().await;
-            anyhow::bail!("demo jobs did not finish within 60 s");
+            anyhow::bail!("generations did not finish within 90 s");
         }
     }
 
-    let rows: Vec<(i64, String, String, i32, serde_json::Value)> = sqlx::query_as(
-        "SELECT id, kind, state::text, attempt, errors FROM genq.jobs WHERE payload->>'run' = $1 ORDER BY id",
-    )
-    .bind(&run_id)
-    .fetch_all(&pool)
-    .await?;
     println!(
-        "\n{:>8}  {:<13} {:<10} {:>8}  last error",
-        "job", "kind", "state", "attempts"
+        "\n{:<10} {:<38} {:<10} result",
+        "provider", "generation", "state"
     );
-    let mut as_expected = true;
-    for (id, kind, state, attempt, errors) in &rows {
-        let last = errors
-            .as_array()
-            .and_then(|e| e.last())
-            .and_then(|e| e.get("error"))
-            .and_then(|e| e.as_str())
-            .unwrap_or("");
-        println!("{id:>8}  {kind:<13} {state:<10} {attempt:>8}  {last}");
-        let expected_final = if kind == "demo.unknown" || last.contains("moderation") {
-            "discarded"
-        } else {
-            "completed"
+    let mut failed = 0;
+    for (kind, id) in &ids {
+        let g = credits::load(&mut conn, *id)
+            .await?
+            .context("generation vanished")?;
+        let result = match g.state {
+            GenerationState::Succeeded => g
+                .output
+                .as_ref()
+                .and_then(|o| o.get(0))
+                .and_then(|o| o.get("key"))
+                .and_then(|k| k.as_str())
+                .map(|k| format!("stored {k}"))
+                .unwrap_or_default(),
+            _ => g.error.clone().unwrap_or_default(),
         };
-        as_expected &= state == expected_final;
+        if g.state == GenerationState::Failed {
+            failed += 1;
+        }
+        println!(
+            "{:<10} {:<38} {:<10} {result}",
+            kind.as_str(),
+            id.to_string(),
+            g.state.as_str()
+        );
     }
+    let balance = credits::balance(&mut conn, &user).await?;
+    println!(
+        "\nbalance of {user}: available {}, held {}",
+        balance.available, balance.held
+    );
+    let ledger: Vec<(String, i64, Option<Uuid>)> = sqlx::query_as(
+        "SELECT kind::text, amount, generation_id FROM genq.ledger WHERE user_id = $1 ORDER BY id",
+    )
+    .bind(&user)
+    .fetch_all(&mut *conn)
+    .await?;
+    println!("ledger:");
+    for (kind, amount, generation) in &ledger {
+        println!(
+            "  {kind:<8} {amount:>5}  {}",
+            generation.map(|g| g.to_string()).unwrap_or_default()
+        );
+    }
+    let violations = credits::check_ledger(&mut conn).await?;
+    println!(
+        "genq.check_ledger(): {}",
+        if violations.is_empty() {
+            "clean".to_string()
+        } else {
+            format!("{violations:?}")
+        }
+    );
+    drop(conn);
     daemon.shutdown().await;
-    if as_expected {
-        println!("\ndemo finished: retried jobs completed, the rejected and the unknown job were discarded with their reasons");
+    fake.stop().await;
+
+    let expected_available = granted - (ids.len() as i64 - failed) * COST;
+    if violations.is_empty()
+        && failed == 1
+        && balance.held == 0
+        && balance.available == expected_available
+    {
+        println!(
+            "\ndemo finished: every success captured once, the refused request released its hold"
+        );
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("\ndemo finished with unexpected states");
+        println!("\ndemo finished with unexpected results");
         Ok(ExitCode::FAILURE)
     }
 }
 
-async fn state_counts(pool: &PgPool, run: &str) -> anyhow::Result<String> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT state::text, count(*) FROM genq.jobs WHERE payload->>'run' = $1 GROUP BY 1 ORDER BY 1",
-    )
-    .bind(run)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|(s, n)| format!("{s}={n}"))
-        .collect::<Vec<_>>()
-        .join("  "))
+fn generation(user: &str, kind: ProviderKind, n: usize) -> NewGeneration {
+    let model = match kind {
+        ProviderKind::Fal => "fal-ai/kling-video/v2.1/master/image-to-video",
+        ProviderKind::BytePlus => "doubao-seedance-1-0-pro-250528",
+        ProviderKind::Replicate => "bytedance/seedance-1-pro",
+    };
+    NewGeneration {
+        user_id: user.into(),
+        provider: kind.as_str().into(),
+        model: model.into(),
+        input: serde_json::json!({
+            "prompt": format!("a paper boat drifting down a rainy street, shot {n}"),
+            "image_url": "https://example.com/boat.png",
+            "duration": "5",
+        }),
+        cost: COST,
+        idempotency_key: format!("demo:{user}:{}:{n}", kind.as_str()),
+    }
 }
 
 /// The URL without its password, for printing.

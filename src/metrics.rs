@@ -44,6 +44,22 @@ pub const DB_POOL_CONNECTIONS: &str = "genq_db_pool_connections";
 /// 1 while this daemon drains (claims nothing, finishes what it runs).
 pub const DAEMON_DRAINING: &str = "genq_daemon_draining";
 
+/// Provider calls by provider, operation (submit, status, cancel, find) and result (ok,
+/// retryable, permanent, ambiguous, refused).
+pub const PROVIDER_REQUESTS: &str = "genq_provider_requests_total";
+/// Duration of provider calls, by provider.
+pub const PROVIDER_LATENCY: &str = "genq_provider_request_duration_seconds";
+/// Provider calls that failed in a retryable way and will be retried, by provider and operation.
+pub const PROVIDER_RETRIES: &str = "genq_provider_retries_total";
+/// 1 while the provider's circuit breaker is open (as last seen by this daemon).
+pub const PROVIDER_CIRCUIT_OPEN: &str = "genq_provider_circuit_open";
+/// Generations that reached a final state, by provider and outcome (succeeded, failed, cancelled).
+pub const GENERATIONS_FINISHED: &str = "genq_generations_finished_total";
+/// Time from a generation's enqueue to its final state, by provider and outcome.
+pub const GENERATION_DURATION: &str = "genq_generation_duration_seconds";
+/// Credits moved by this daemon's settlements, by kind (captured, released).
+pub const CREDITS: &str = "genq_credits_total";
+
 /// Every metric: (name, type, help).
 pub const ALL: &[(&str, &str, &str)] = &[
     (BUILD_INFO, "gauge", "Build information, always 1."),
@@ -118,6 +134,41 @@ pub const ALL: &[(&str, &str, &str)] = &[
         "Connections of this daemon's database pool, by state.",
     ),
     (DAEMON_DRAINING, "gauge", "1 while this daemon drains."),
+    (
+        PROVIDER_REQUESTS,
+        "counter",
+        "Provider calls by provider, operation and result.",
+    ),
+    (
+        PROVIDER_LATENCY,
+        "histogram",
+        "Duration of provider calls in seconds, by provider.",
+    ),
+    (
+        PROVIDER_RETRIES,
+        "counter",
+        "Provider calls that failed retryably, by provider and operation.",
+    ),
+    (
+        PROVIDER_CIRCUIT_OPEN,
+        "gauge",
+        "1 while the provider's circuit breaker is open.",
+    ),
+    (
+        GENERATIONS_FINISHED,
+        "counter",
+        "Generations that reached a final state, by provider and outcome.",
+    ),
+    (
+        GENERATION_DURATION,
+        "histogram",
+        "Seconds from a generation's enqueue to its final state, by provider and outcome.",
+    ),
+    (
+        CREDITS,
+        "counter",
+        "Credits settled by this daemon, by kind (captured, released).",
+    ),
 ];
 
 /// Histogram buckets in seconds: from 5 ms to one hour, so both no-op jobs and

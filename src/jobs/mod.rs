@@ -1,5 +1,5 @@
 //! Job kinds, one module each. The built-in ones are registered in every daemon.
-
+pub mod generation;
 pub mod noop;
 pub mod prune;
 pub mod sleep;
@@ -21,4 +21,9 @@ pub fn register_builtins(registry: &mut Registry, config: &Config) {
     if !registry.contains(prune::KIND) {
         registry.register(prune::Prune::new(&config.prune));
     }
+}
+
+/// Whether `kind` is one of the built-in kinds every daemon registers.
+pub fn is_builtin(kind: &str) -> bool {
+    [noop::KIND, sleep::KIND, prune::KIND].contains(&kind)
 }

@@ -270,3 +270,4 @@ pub async fn genq_run_async(url: &str, args: &[&str]) -> std::process::Output {
         .await
         .expect("join")
 }
+pub mod generation;

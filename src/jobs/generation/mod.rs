@@ -1,0 +1,147 @@
+//! The generation pipeline: a user's request goes to an AI provider, is followed to its end
+//! without holding a worker slot while the provider renders, its output is copied to our
+//! storage, and the user's credits are captured in the same transaction that records
+//! success (or released on failure).
+//!
+//! Three job kinds, all in queue `generation`:
+//! - `generation.submit` records its intent, calls the provider, saves the request id and
+//!   schedules the poll, then finishes (an ambiguous submit is reconciled, never repeated);
+//! - `generation.poll` asks the provider for the authoritative status, snoozing (no attempt
+//!   spent) while it renders, and settles the generation when it ends;
+//! - `generation.cancel` cancels at the provider and releases the hold.
+//!
+//! Every provider call passes the fleet-wide gate ([`crate::providers::gate`]).
+
+pub mod cancel;
+pub mod poll;
+pub mod record;
+pub mod settle;
+pub mod submit;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::daemon::{JobError, Registry};
+use crate::providers::gate::{self, Admission, CallOutcome};
+use crate::providers::{ProviderError, ProviderKind, Providers, ProvidersConfig};
+use crate::storage::BlobStore;
+
+/// Queue of the generation jobs.
+pub const QUEUE: &str = "generation";
+
+/// Payload of every generation job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationArgs {
+    /// The generation.
+    pub generation_id: Uuid,
+}
+
+/// What the generation jobs need: provider adapters, the output store, an HTTP client
+/// for copying outputs, and the configuration.
+pub struct Pipeline {
+    /// Adapters.
+    pub providers: Providers,
+    /// Where outputs go.
+    pub store: Arc<dyn BlobStore>,
+    /// For downloading outputs.
+    pub http: reqwest::Client,
+    /// `[providers]`.
+    pub config: ProvidersConfig,
+    /// Largest output copied.
+    pub max_object_bytes: u64,
+}
+
+impl Pipeline {
+    /// Builds the pipeline from the daemon configuration.
+    pub fn from_config(config: &crate::Config) -> anyhow::Result<Self> {
+        Ok(Self {
+            providers: Providers::from_config(&config.providers)?,
+            store: crate::storage::from_config(&config.storage)?,
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(600))
+                .build()?,
+            config: config.providers.clone(),
+            max_object_bytes: config.storage.max_object_bytes,
+        })
+    }
+
+    /// Registers the generation job kinds.
+    pub fn register(self: Arc<Self>, registry: &mut Registry) {
+        registry.register(submit::Submit(self.clone()));
+        registry.register(poll::Poll(self.clone()));
+        registry.register(cancel::Cancel(self));
+    }
+
+    /// The webhook URL a provider should call back for this generation, if callbacks are
+    /// configured. It always carries the generation id (reconciliation matches on it).
+    pub fn webhook_url(&self, kind: ProviderKind, id: Uuid) -> Option<String> {
+        let base = self.config.webhook_base_url.trim_end_matches('/');
+        (!base.is_empty()).then(|| format!("{base}/webhooks/{}?generation_id={id}", kind.as_str()))
+    }
+
+    /// Runs one provider call through the fleet-wide gate. `Err(JobError::Snooze)` when the
+    /// gate says wait (circuit open, cap, rate limit): no attempt is spent.
+    pub async fn call<T, F, Fut>(
+        &self,
+        pool: &sqlx::PgPool,
+        kind: ProviderKind,
+        operation: &'static str,
+        f: F,
+    ) -> Result<Result<T, ProviderError>, JobError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
+        let limits = self.config.limits_for(kind);
+        let lease = self.config.request_timeout + Duration::from_secs(30);
+        let slot = match gate::acquire(pool, kind, &limits, lease).await? {
+            Admission::Granted(slot) => slot,
+            Admission::Wait { after, reason } => {
+                metrics::counter!(crate::metrics::PROVIDER_REQUESTS, "provider" => kind.as_str(),
+                    "operation" => operation, "result" => "refused")
+                .increment(1);
+                tracing::debug!(provider = kind.as_str(), operation, %reason, wait = ?after, "provider gate: waiting");
+                return Err(JobError::snooze(after));
+            }
+        };
+        let result = f().await;
+        let outcome = CallOutcome::of(&result);
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(ProviderError::Retryable { .. }) => "retryable",
+            Err(ProviderError::Permanent { .. }) => "permanent",
+            Err(ProviderError::Ambiguous { .. }) => "ambiguous",
+        };
+        metrics::counter!(crate::metrics::PROVIDER_REQUESTS, "provider" => kind.as_str(),
+            "operation" => operation, "result" => label)
+        .increment(1);
+        if matches!(result, Err(ProviderError::Retryable { .. })) {
+            metrics::counter!(crate::metrics::PROVIDER_RETRIES, "provider" => kind.as_str(), "operation" => operation)
+                .increment(1);
+        }
+        if gate::release(pool, slot, outcome, &limits).await? {
+            tracing::warn!(
+                provider = kind.as_str(),
+                "circuit open: calls to this provider pause for the cooldown"
+            );
+        }
+        Ok(result)
+    }
+}
+
+/// A provider error the job cannot settle now becomes a retry (with the provider's
+/// Retry-After when it gave one).
+pub(crate) fn retry_later(err: &ProviderError) -> JobError {
+    match err {
+        ProviderError::Retryable {
+            message,
+            retry_after: Some(d),
+        } => JobError::retry_after(message.clone(), *d),
+        other => JobError::retry(other.to_string()),
+    }
+}

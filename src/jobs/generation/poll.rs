@@ -1,0 +1,213 @@
+//! `generation.poll`: follow a submitted generation to its end. While the provider renders,
+//! the job snoozes (no attempt spent, no worker slot held) with a delay that grows with the
+//! render's age; when the provider reports an end, the outputs are copied to our store and
+//! the generation is settled in one transaction with the job's completion.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::record::{self, GenerationRow};
+use super::{retry_later, settle, GenerationArgs, Pipeline};
+use crate::credits::GenerationState;
+use crate::daemon::{JobContext, JobError, Worker};
+use crate::providers::{ProviderError, ProviderKind, RemoteOutput, RemoteStatus};
+use crate::storage::{copy_from_url, StorageError};
+
+/// The kind.
+pub const KIND: &str = "generation.poll";
+
+/// A render older than this is given up (providers keep tasks for days, not weeks).
+pub const MAX_RENDER_TIME: Duration = Duration::from_secs(24 * 3600);
+
+/// The poll worker.
+pub struct Poll(pub Arc<Pipeline>);
+
+impl Worker for Poll {
+    type Args = GenerationArgs;
+
+    fn kind(&self) -> &str {
+        KIND
+    }
+
+    async fn work(&self, ctx: JobContext, args: GenerationArgs) -> Result<(), JobError> {
+        let mut conn = ctx.pool.acquire().await?;
+        let Some(generation) = record::load(&mut conn, args.generation_id).await? else {
+            return Ok(());
+        };
+        drop(conn);
+        let (GenerationState::Submitted, Some(request_id)) =
+            (generation.state, generation.provider_request_id.clone())
+        else {
+            // Ended already (webhook, cancel), or not yet submitted (the submit job owns it).
+            return Ok(());
+        };
+        let kind: ProviderKind = generation.provider.parse().map_err(|_| {
+            JobError::permanent(format!("unknown provider {:?}", generation.provider))
+        })?;
+        follow(&self.0, &ctx, kind, &generation, &request_id).await
+    }
+}
+
+/// Asks the provider once and acts on the answer. Shared with webhook reconciliation.
+pub async fn follow(
+    pipeline: &Pipeline,
+    ctx: &JobContext,
+    kind: ProviderKind,
+    generation: &GenerationRow,
+    request_id: &str,
+) -> Result<(), JobError> {
+    let provider = pipeline.providers.get(kind);
+    let status = pipeline
+        .call(&ctx.pool, kind, "status", || {
+            provider.status(request_id, &generation.provider_meta)
+        })
+        .await?;
+    let age = (Utc::now() - generation.submitted_at.unwrap_or(generation.created_at))
+        .to_std()
+        .unwrap_or_default();
+    match status {
+        Ok(RemoteStatus::Queued | RemoteStatus::Running) => {
+            if age > MAX_RENDER_TIME {
+                return settle::end(
+                    ctx,
+                    generation,
+                    GenerationState::Failed,
+                    "the provider did not finish within 24 h",
+                )
+                .await;
+            }
+            Err(JobError::snooze(next_poll(age)))
+        }
+        Ok(RemoteStatus::Succeeded { outputs }) => {
+            let stored = match copy_outputs(pipeline, generation, &outputs).await {
+                Ok(stored) => stored,
+                Err(StorageError::Permanent { message }) => {
+                    return settle::end(
+                        ctx,
+                        generation,
+                        GenerationState::Failed,
+                        &format!("output could not be copied: {message}"),
+                    )
+                    .await;
+                }
+                Err(StorageError::Retryable {
+                    message,
+                    retry_after,
+                }) => {
+                    return Err(match retry_after {
+                        Some(d) => JobError::retry_after(format!("copying output: {message}"), d),
+                        None => JobError::retry(format!("copying output: {message}")),
+                    });
+                }
+            };
+            settle::succeed(ctx, generation, &serde_json::to_value(&stored)?).await
+        }
+        Ok(RemoteStatus::Failed { reason }) => {
+            settle::end(
+                ctx,
+                generation,
+                GenerationState::Failed,
+                &format!("{kind}: {reason}"),
+            )
+            .await
+        }
+        Ok(RemoteStatus::Expired { reason }) => {
+            settle::end(
+                ctx,
+                generation,
+                GenerationState::Failed,
+                &format!("{kind}: expired: {reason}"),
+            )
+            .await
+        }
+        Ok(RemoteStatus::Cancelled) => {
+            settle::end(
+                ctx,
+                generation,
+                GenerationState::Cancelled,
+                &format!("cancelled at {kind}"),
+            )
+            .await
+        }
+        Err(ProviderError::Permanent { message }) => {
+            settle::end(
+                ctx,
+                generation,
+                GenerationState::Failed,
+                &format!("{kind}: {message}"),
+            )
+            .await
+        }
+        Err(err) => Err(retry_later(&err)),
+    }
+}
+
+/// Polls back off with the render's age: every 2 s at first, every 30 s for long renders.
+pub fn next_poll(age: Duration) -> Duration {
+    age.mul_f64(0.2)
+        .clamp(Duration::from_secs(2), Duration::from_secs(30))
+}
+
+async fn copy_outputs(
+    pipeline: &Pipeline,
+    generation: &GenerationRow,
+    outputs: &[RemoteOutput],
+) -> Result<Vec<crate::storage::StoredObject>, StorageError> {
+    let mut stored = Vec::with_capacity(outputs.len());
+    for (i, output) in outputs.iter().enumerate() {
+        let ext = extension(&output.url);
+        // Same key on every rerun: a copy repeated after a crash overwrites, never duplicates.
+        let key = format!("outputs/{}/{}/{i}{ext}", generation.user_id, generation.id);
+        stored.push(
+            copy_from_url(
+                pipeline.store.as_ref(),
+                &pipeline.http,
+                &output.url,
+                &key,
+                pipeline.max_object_bytes,
+            )
+            .await?,
+        );
+    }
+    Ok(stored)
+}
+
+fn extension(url: &str) -> String {
+    let path = url::Url::parse(url)
+        .map(|u| u.path().to_string())
+        .unwrap_or_default();
+    match path.rsplit_once('.') {
+        Some((_, ext))
+            if !ext.is_empty()
+                && ext.len() <= 5
+                && ext.chars().all(|c| c.is_ascii_alphanumeric()) =>
+        {
+            format!(".{}", ext.to_ascii_lowercase())
+        }
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_slow_down_with_age() {
+        assert_eq!(next_poll(Duration::ZERO), Duration::from_secs(2));
+        assert_eq!(next_poll(Duration::from_secs(50)), Duration::from_secs(10));
+        assert_eq!(
+            next_poll(Duration::from_secs(3600)),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn output_extensions() {
+        assert_eq!(extension("http://x/files/ab.mp4?sig=1"), ".mp4");
+        assert_eq!(extension("http://x/files/ab"), "");
+        assert_eq!(extension("http://x/v1.2/output"), "");
+    }
+}

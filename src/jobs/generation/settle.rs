@@ -1,0 +1,95 @@
+//! Settlement: the one transaction that ends a generation. Success marks the generation
+//! succeeded, captures its hold and completes the job; failure or cancellation marks it,
+//! releases the hold and completes the job. Both are idempotent: a second settlement (a
+//! rescued job rerunning, a webhook racing the poll) finds the generation ended and the
+//! ledger's unique keys refuse a second capture or release.
+
+use uuid::Uuid;
+
+use super::record::{self, GenerationRow};
+use crate::credits::{self, GenerationState};
+use crate::daemon::{JobContext, JobError};
+
+/// Ends `generation` as succeeded with `output`, capturing its credits, and completes the
+/// job in the same transaction.
+pub async fn succeed(
+    ctx: &JobContext,
+    generation: &GenerationRow,
+    output: &serde_json::Value,
+) -> Result<(), JobError> {
+    let mut tx = ctx.pool.begin().await?;
+    if let Some(secs) = record::mark_succeeded(&mut tx, generation.id, output).await? {
+        let captured = credits::capture(&mut tx, generation.id).await?;
+        ctx.complete_in(&mut tx).await.map_err(fenced)?;
+        tx.commit().await?;
+        count(
+            generation,
+            "succeeded",
+            secs,
+            captured.then_some(("captured", generation.cost)),
+        );
+    } else {
+        ctx.complete_in(&mut tx).await.map_err(fenced)?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// Ends `generation` as failed or cancelled with `reason`, releasing its credits, and
+/// completes the job in the same transaction.
+pub async fn end(
+    ctx: &JobContext,
+    generation: &GenerationRow,
+    state: GenerationState,
+    reason: &str,
+) -> Result<(), JobError> {
+    release_and_end(ctx, generation.id, state, reason, Some(generation)).await
+}
+
+async fn release_and_end(
+    ctx: &JobContext,
+    id: Uuid,
+    state: GenerationState,
+    reason: &str,
+    generation: Option<&GenerationRow>,
+) -> Result<(), JobError> {
+    let mut tx = ctx.pool.begin().await?;
+    let ended = record::mark_ended(&mut tx, id, state, reason).await?;
+    let released = if ended.is_some() {
+        credits::release(&mut tx, id, reason).await?
+    } else {
+        false
+    };
+    ctx.complete_in(&mut tx).await.map_err(fenced)?;
+    tx.commit().await?;
+    if let (Some(secs), Some(g)) = (ended, generation) {
+        let label = if state == GenerationState::Cancelled {
+            "cancelled"
+        } else {
+            "failed"
+        };
+        tracing::info!(generation_id = %id, state = label, %reason, "generation ended without output; hold released");
+        count(g, label, secs, released.then_some(("released", g.cost)));
+    }
+    Ok(())
+}
+
+fn count(
+    g: &GenerationRow,
+    outcome: &'static str,
+    secs: f64,
+    credits: Option<(&'static str, i64)>,
+) {
+    metrics::counter!(crate::metrics::GENERATIONS_FINISHED, "provider" => g.provider.clone(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!(crate::metrics::GENERATION_DURATION, "provider" => g.provider.clone(), "outcome" => outcome)
+        .record(secs);
+    if let Some((kind, amount)) = credits {
+        metrics::counter!(crate::metrics::CREDITS, "kind" => kind).increment(amount.max(0) as u64);
+    }
+}
+
+fn fenced(err: crate::queue::complete::FencedCompletionError) -> JobError {
+    // The job is no longer ours (rescued elsewhere): roll back; the owner settles.
+    JobError::retry(err.to_string())
+}

@@ -1,0 +1,234 @@
+//! `generation.submit`: send a generation to its provider, exactly once.
+//!
+//! The intent (`submitting`) is committed before the call. If the call's outcome is unknown
+//! (timeout after sending, crash), the next attempt finds `submitting` and reconciles:
+//! BytePlus and Replicate list recent requests, matched on the generation id carried in the
+//! callback URL; found means adopt it, not found means it never arrived and submitting again
+//! is safe. fal has no lookup: an ambiguous fal submit is never repeated; the generation waits
+//! `AMBIGUOUS_GRACE` for fal's webhook (whose URL names the generation) and otherwise fails
+//! with its hold released. The user is never charged for a request we cannot see.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::record::{self, GenerationRow};
+use super::{retry_later, settle, GenerationArgs, Pipeline};
+use crate::credits::GenerationState;
+use crate::daemon::{JobContext, JobError, Worker};
+use crate::providers::{ProviderError, ProviderKind, SubmitRequest, Submitted};
+
+/// The kind.
+pub const KIND: &str = "generation.submit";
+
+/// How long an ambiguous fal submit waits for fal's webhook before failing.
+pub const AMBIGUOUS_GRACE: Duration = Duration::from_secs(600);
+
+/// First poll after a successful submit.
+pub const FIRST_POLL_SECS: f64 = 2.0;
+
+/// The submit worker.
+pub struct Submit(pub Arc<Pipeline>);
+
+impl Worker for Submit {
+    type Args = GenerationArgs;
+
+    fn kind(&self) -> &str {
+        KIND
+    }
+
+    async fn work(&self, ctx: JobContext, args: GenerationArgs) -> Result<(), JobError> {
+        let pipeline = &self.0;
+        let mut conn = ctx.pool.acquire().await?;
+        let Some(generation) = record::load(&mut conn, args.generation_id).await? else {
+            return Err(JobError::permanent(format!(
+                "generation {} does not exist",
+                args.generation_id
+            )));
+        };
+        drop(conn);
+        let kind: ProviderKind = generation.provider.parse().map_err(|_| {
+            JobError::permanent(format!("unknown provider {:?}", generation.provider))
+        })?;
+        match generation.state {
+            GenerationState::Queued | GenerationState::Submitting => {}
+            // Already sent (a rerun after the save committed), or already ended: nothing to do.
+            _ => return Ok(()),
+        }
+        if generation.cancel_requested_at.is_some() && generation.state == GenerationState::Queued {
+            return settle::end(
+                &ctx,
+                &generation,
+                GenerationState::Cancelled,
+                "cancelled before submission",
+            )
+            .await;
+        }
+        let request = SubmitRequest {
+            generation_id: generation.id,
+            model: generation.model.clone(),
+            input: generation.input.clone(),
+            webhook_url: pipeline.webhook_url(kind, generation.id),
+        };
+        if generation.state == GenerationState::Submitting {
+            match reconcile(pipeline, &ctx, kind, &generation, &request).await? {
+                Reconciled::Found(found) => return save_submitted(&ctx, &generation, &found).await,
+                Reconciled::Settled => return Ok(()),
+                Reconciled::NeverArrived => {}
+            }
+        }
+
+        let mut conn = ctx.pool.acquire().await?;
+        if !record::mark_submitting(&mut conn, generation.id).await? {
+            // A cancellation may have arrived after the load: honour it before anything is sent.
+            if let Some(now) = record::load(&mut conn, generation.id).await? {
+                drop(conn);
+                if now.cancel_requested_at.is_some()
+                    && matches!(
+                        now.state,
+                        GenerationState::Queued | GenerationState::Submitting
+                    )
+                {
+                    return settle::end(
+                        &ctx,
+                        &now,
+                        GenerationState::Cancelled,
+                        "cancelled before submission",
+                    )
+                    .await;
+                }
+            }
+            return Ok(());
+        }
+        drop(conn);
+        let provider = pipeline.providers.get(kind);
+        let result = pipeline
+            .call(&ctx.pool, kind, "submit", || provider.submit(&request))
+            .await;
+        let result = match result {
+            Ok(r) => r,
+            Err(snooze) => {
+                // The gate refused before any request was sent.
+                let mut conn = ctx.pool.acquire().await?;
+                record::back_to_queued(&mut conn, generation.id).await?;
+                return Err(snooze);
+            }
+        };
+        match result {
+            Ok(submitted) => save_submitted(&ctx, &generation, &submitted).await,
+            Err(ProviderError::Permanent { message }) => {
+                settle::end(
+                    &ctx,
+                    &generation,
+                    GenerationState::Failed,
+                    &format!("{kind} refused the request: {message}"),
+                )
+                .await
+            }
+            Err(err @ ProviderError::Retryable { .. }) => {
+                let mut conn = ctx.pool.acquire().await?;
+                record::back_to_queued(&mut conn, generation.id).await?;
+                if ctx.is_last_attempt() {
+                    return settle::end(
+                        &ctx,
+                        &generation,
+                        GenerationState::Failed,
+                        &format!("{kind} kept failing: {err}"),
+                    )
+                    .await;
+                }
+                Err(retry_later(&err))
+            }
+            Err(err @ ProviderError::Ambiguous { .. }) => {
+                tracing::warn!(generation_id = %generation.id, error = %err, "submit outcome unknown; the next attempt reconciles");
+                Err(JobError::retry_after(
+                    format!("ambiguous submit: {err}"),
+                    Duration::from_secs(5),
+                ))
+            }
+        }
+    }
+}
+
+/// What reconciling an unknown submit outcome found.
+enum Reconciled {
+    /// The provider has the request: adopt it.
+    Found(Submitted),
+    /// The provider provably never got it: submitting again is safe.
+    NeverArrived,
+    /// It cannot be known; the generation was failed and its hold released.
+    Settled,
+}
+
+async fn reconcile(
+    pipeline: &Pipeline,
+    ctx: &JobContext,
+    kind: ProviderKind,
+    generation: &GenerationRow,
+    request: &SubmitRequest,
+) -> Result<Reconciled, JobError> {
+    let since =
+        generation.submitting_since.unwrap_or(generation.created_at) - chrono::Duration::minutes(5);
+    let provider = pipeline.providers.get(kind);
+    match pipeline
+        .call(&ctx.pool, kind, "find", || {
+            provider.find_submitted(request, since)
+        })
+        .await?
+    {
+        Ok(found) => {
+            tracing::info!(generation_id = %generation.id, found = found.is_some(), "reconciled an ambiguous submit");
+            Ok(found.map_or(Reconciled::NeverArrived, Reconciled::Found))
+        }
+        Err(ProviderError::Permanent { message }) => {
+            // No way to look the request up (fal). Wait for its webhook, then give up.
+            let waited = (Utc::now()
+                - generation.submitting_since.unwrap_or(generation.created_at))
+            .to_std()
+            .unwrap_or_default();
+            if request.webhook_url.is_some() && waited < AMBIGUOUS_GRACE {
+                return Err(JobError::snooze(Duration::from_secs(15)));
+            }
+            settle::end(
+                ctx,
+                generation,
+                GenerationState::Failed,
+                &format!("submit outcome unknown and {kind} cannot be queried ({message}); not resubmitted, hold released"),
+            )
+            .await?;
+            Ok(Reconciled::Settled)
+        }
+        Err(err) => Err(retry_later(&err)),
+    }
+}
+
+/// Saves the provider's request id and schedules the first poll, completing the job, in
+/// one transaction.
+async fn save_submitted(
+    ctx: &JobContext,
+    generation: &GenerationRow,
+    submitted: &Submitted,
+) -> Result<(), JobError> {
+    let mut tx = ctx.pool.begin().await?;
+    if record::mark_submitted(
+        &mut tx,
+        generation.id,
+        &submitted.request_id,
+        &submitted.meta,
+    )
+    .await?
+    {
+        record::enqueue_follow_up(&mut tx, super::poll::KIND, generation.id, FIRST_POLL_SECS)
+            .await?;
+        if generation.cancel_requested_at.is_some() {
+            record::enqueue_follow_up(&mut tx, super::cancel::KIND, generation.id, 0.0).await?;
+        }
+    }
+    ctx.complete_in(&mut tx)
+        .await
+        .map_err(|e| JobError::retry(e.to_string()))?;
+    tx.commit().await?;
+    tracing::info!(generation_id = %generation.id, request_id = %submitted.request_id, "submitted");
+    Ok(())
+}

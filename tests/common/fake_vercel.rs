@@ -1,0 +1,231 @@
+//! A fake Vercel Blob API on loopback, for the Vercel store's scenarios.
+//!
+//! It checks what the real API checks (the bearer token, `x-api-version`, overwriting only
+//! with `x-allow-overwrite: 1`, a random suffix unless `x-add-random-suffix: 0`), keeps blobs
+//! in memory, implements `PUT /{pathname}` and `POST /delete`, and answers the next requests
+//! with faults queued by the test (`rate_limited` with `retry-after`, `service_unavailable`).
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{post, put};
+use axum::{Json, Router};
+use serde_json::json;
+
+/// The API version the fake accepts.
+pub const API_VERSION: &str = "9";
+
+/// An answer the fake gives instead of serving a request.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// 429 `rate_limited` with `retry-after: <secs>`.
+    RateLimited { retry_after_secs: u64 },
+    /// 503 `service_unavailable`.
+    Unavailable,
+}
+
+/// A stored blob.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blob {
+    pub bytes: Vec<u8>,
+    pub content_type: String,
+}
+
+struct Inner {
+    token: String,
+    base_url: String,
+    blobs: Mutex<HashMap<String, Blob>>,
+    faults: Mutex<VecDeque<Fault>>,
+    requests: Mutex<Vec<String>>,
+}
+
+/// A running fake; it stops with the test's runtime.
+#[derive(Clone)]
+pub struct FakeVercel {
+    /// What to configure as `storage.vercel.base_url`.
+    pub base_url: String,
+    inner: Arc<Inner>,
+}
+
+impl FakeVercel {
+    /// Starts the fake on 127.0.0.1, accepting `token`.
+    pub async fn start(token: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let base_url = format!("http://{addr}");
+        let inner = Arc::new(Inner {
+            token: token.to_string(),
+            base_url: base_url.clone(),
+            blobs: Mutex::default(),
+            faults: Mutex::default(),
+            requests: Mutex::default(),
+        });
+        let app = Router::new()
+            .route("/delete", post(delete))
+            .route("/{*pathname}", put(put_blob))
+            .layer(DefaultBodyLimit::disable())
+            .with_state(inner.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { base_url, inner }
+    }
+
+    /// Answers the next request (after the auth check) with `fault`.
+    pub fn fail_next(&self, fault: Fault) {
+        self.inner.faults.lock().unwrap().push_back(fault);
+    }
+
+    /// The blob at `pathname`.
+    pub fn blob(&self, pathname: &str) -> Option<Blob> {
+        self.inner.blobs.lock().unwrap().get(pathname).cloned()
+    }
+
+    /// Stores a blob directly.
+    pub fn insert(&self, pathname: &str, bytes: &[u8]) {
+        self.inner.blobs.lock().unwrap().insert(
+            pathname.to_string(),
+            Blob {
+                bytes: bytes.to_vec(),
+                content_type: "application/octet-stream".into(),
+            },
+        );
+    }
+
+    /// Pathnames stored, sorted.
+    pub fn pathnames(&self) -> Vec<String> {
+        let mut p: Vec<_> = self.inner.blobs.lock().unwrap().keys().cloned().collect();
+        p.sort();
+        p
+    }
+
+    /// "METHOD path" of every request that passed the auth check, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.inner.requests.lock().unwrap().clone()
+    }
+
+    /// The public URL the fake gives a pathname.
+    pub fn public_url(&self, pathname: &str) -> String {
+        format!("{}/public/{pathname}", self.base_url)
+    }
+}
+
+fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({ "error": { "code": code, "message": message } })),
+    )
+        .into_response()
+}
+
+/// The checks every request passes, then the queued fault: the answer instead of serving,
+/// if any.
+fn refuse(inner: &Inner, headers: &HeaderMap, request: String) -> Option<Response> {
+    let bearer = format!("Bearer {}", inner.token);
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(bearer.as_str()) {
+        return Some(api_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Access denied, please provide a valid token for this resource.",
+        ));
+    }
+    if headers.get("x-api-version").and_then(|v| v.to_str().ok()) != Some(API_VERSION) {
+        return Some(api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "unsupported x-api-version",
+        ));
+    }
+    inner.requests.lock().unwrap().push(request);
+    let fault = inner.faults.lock().unwrap().pop_front();
+    match fault {
+        None => None,
+        Some(Fault::RateLimited { retry_after_secs }) => {
+            let mut response = api_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many requests",
+            );
+            response
+                .headers_mut()
+                .insert("retry-after", retry_after_secs.to_string().parse().unwrap());
+            Some(response)
+        }
+        Some(Fault::Unavailable) => Some(api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "The blob service is currently not available.",
+        )),
+    }
+}
+
+async fn put_blob(
+    State(inner): State<Arc<Inner>>,
+    Path(pathname): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = refuse(&inner, &headers, format!("PUT /{pathname}")) {
+        return r;
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let pathname = if header("x-add-random-suffix") == Some("0") {
+        pathname
+    } else {
+        format!("{pathname}-RaNdOm")
+    };
+    let content_type = header("x-content-type")
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let mut blobs = inner.blobs.lock().unwrap();
+    if blobs.contains_key(&pathname) && header("x-allow-overwrite") != Some("1") {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "This blob already exists, use `allowOverwrite: true` if you want to overwrite it.",
+        );
+    }
+    blobs.insert(
+        pathname.clone(),
+        Blob {
+            bytes: body.to_vec(),
+            content_type: content_type.clone(),
+        },
+    );
+    let url = format!("{}/public/{pathname}", inner.base_url);
+    Json(json!({
+        "url": url,
+        "downloadUrl": format!("{url}?download=1"),
+        "pathname": pathname,
+        "contentType": content_type,
+        "contentDisposition": "inline",
+    }))
+    .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct DeleteBody {
+    urls: Vec<String>,
+}
+
+async fn delete(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Json(body): Json<DeleteBody>,
+) -> Response {
+    if let Some(r) = refuse(&inner, &headers, "POST /delete".into()) {
+        return r;
+    }
+    let prefix = format!("{}/public/", inner.base_url);
+    let mut blobs = inner.blobs.lock().unwrap();
+    for url in body.urls {
+        // Blob URLs and pathnames are both accepted; a missing blob is not an error.
+        let pathname = url.strip_prefix(&prefix).unwrap_or(&url);
+        blobs.remove(pathname);
+    }
+    StatusCode::OK.into_response()
+}
