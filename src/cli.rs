@@ -56,7 +56,7 @@ pub enum Command {
         #[command(subcommand)]
         command: JobCommand,
     },
-    /// Benchmark the engine on a throwaway database: bulk enqueue, processing, pickup latency.
+    /// Benchmark on a throwaway database: the queue engine (no-op jobs) or the generation pipeline.
     Bench(bench::BenchArgs),
     /// Local demo: a fake provider and a daemon; credits granted, generations run in the
     /// three provider dialects (one refused), final states, balances and the ledger printed.
@@ -165,6 +165,9 @@ pub enum JobCommand {
 /// Parses the command line and runs it.
 pub async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // Commands that print their own report log only warnings unless asked for more.
+    let quiet = matches!(cli.command, Command::Demo(_) | Command::Bench(_));
+    crate::telemetry::init(if quiet { "warn" } else { "info,sqlx=warn" });
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Run { migrate, http } => run(config, migrate, http).await,

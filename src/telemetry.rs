@@ -3,11 +3,12 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber. Safe to call more than once (later calls do nothing).
-pub fn init() {
+/// Installs the global subscriber with `default` as the filter unless `GENQ_LOG` or
+/// `RUST_LOG` says otherwise. Safe to call more than once (later calls do nothing).
+pub fn init(default: &str) {
     let filter = std::env::var("GENQ_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info,sqlx=warn".into());
+        .unwrap_or_else(|_| default.into());
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("GENQ_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()

@@ -152,3 +152,25 @@ async fn a_bad_config_value_is_named_and_the_daemon_does_not_start(
         "{err}"
     );
 }
+
+#[sqlx::test(migrations = false)]
+async fn the_readme_demo_runs_end_to_end(po: PgPoolOptions, co: PgConnectOptions) {
+    let db = TestDb::new(po, co).await;
+    let url = db.url().await;
+    let out = crate::common::genq_run_async(&url, &["demo", "--render-time", "300ms"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("genq.check_ledger(): clean"), "{stdout}");
+    assert!(stdout.contains("insufficient credits"), "{stdout}");
+    let (succeeded, failed): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FILTER (WHERE state = 'failed') FROM genq.generations",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((succeeded, failed), (5, 1));
+}

@@ -1,4 +1,4 @@
-//! `genq bench`: measures the engine on a throwaway database of the configured server.
+//! `genq bench` (queue scenario): measures the engine on a throwaway database.
 //!
 //! 1. bulk enqueue: N no-op jobs through `genq.enqueue_many`, 100k per call;
 //! 2. processing: D daemons (each its own pool and worker id, as separate processes would
@@ -6,74 +6,22 @@
 //! 3. pickup latency: jobs enqueued one at a time into an idle daemon; latency is the
 //!    claim time minus the enqueue time, both read from Postgres' clock.
 
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use clap::Args;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection};
 
+use super::{peak_rss_mib, percentile, BenchArgs};
 use crate::config::{Config, QueueConfig};
 use crate::daemon::{Daemon, Registry};
-use crate::db;
 use crate::queue::enqueue::enqueue_many_in;
 use crate::queue::{Client, NewJob};
 
-/// `genq bench` options.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// No-op jobs to enqueue and process.
-    #[arg(long, default_value_t = 100_000)]
-    pub jobs: usize,
-    /// Jobs each daemon runs at once.
-    #[arg(long, default_value_t = 1000)]
-    pub concurrency: u32,
-    /// Daemons (in this process, each with its own pool and worker id).
-    #[arg(long, default_value_t = 1)]
-    pub daemons: usize,
-    /// Most jobs per claim statement.
-    #[arg(long, default_value_t = 1000)]
-    pub claim_batch: u32,
-    /// Jobs enqueued one at a time for the pickup-latency measurement.
-    #[arg(long, default_value_t = 200)]
-    pub latency_samples: usize,
-    /// Keep the benchmark database afterwards (it is dropped by default).
-    #[arg(long)]
-    pub keep_db: bool,
-}
-
-/// Runs the benchmark and prints the results.
-pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let admin_options = db::connect_options(&config.database.url, &config.database)?;
-    let mut admin = PgConnection::connect_with(&admin_options)
-        .await
-        .context("cannot connect to the database (check DATABASE_URL)")?;
-    let name = format!("genq_bench_{}", std::process::id());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .with_context(|| format!("cannot create benchmark database {name}"))?;
-    let options = admin_options.clone().database(&name);
-    let result = measure(config, &args, &options).await;
-    if args.keep_db {
-        println!("kept database {name}");
-    } else {
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await
-            .ok();
-    }
-    result?;
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn measure(
+/// Runs the queue scenario on a migrated throwaway database.
+pub async fn measure(
     config: &Config,
     args: &BenchArgs,
     options: &sqlx::postgres::PgConnectOptions,
 ) -> anyhow::Result<()> {
-    db::migrate(options).await?;
     let pool = PgPoolOptions::new()
         .max_connections(4)
         .connect_with(options.clone())
@@ -207,21 +155,4 @@ async fn measure(
     }
     pool.close().await;
     Ok(())
-}
-
-/// The `q` quantile of sorted values (nearest rank).
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-/// Peak resident memory of this process, from /proc (Linux).
-pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }

@@ -1,0 +1,106 @@
+//! `genq bench`: benchmarks on a throwaway database of the configured server (created,
+//! migrated, dropped afterwards), printing throughput, latency percentiles and memory.
+//! Scenarios: `queue` (the engine alone, no-op jobs) and `generation` (the whole pipeline
+//! against the in-process fake provider).
+
+pub mod generation;
+pub mod queue;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use sqlx::{Connection, PgConnection};
+
+use crate::config::Config;
+use crate::db;
+
+/// Which benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// No-op jobs: bulk enqueue, processing throughput, pickup latency.
+    Queue,
+    /// Generations in flight against the fake provider: RSS, connections, overhead.
+    Generation,
+}
+
+/// `genq bench` options.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Scenario::Queue)]
+    pub scenario: Scenario,
+    /// queue: no-op jobs to enqueue and process.
+    #[arg(long, default_value_t = 100_000)]
+    pub jobs: usize,
+    /// queue: jobs each daemon runs at once.
+    #[arg(long, default_value_t = 1000)]
+    pub concurrency: u32,
+    /// queue: daemons (in this process, each with its own pool and worker id).
+    #[arg(long, default_value_t = 1)]
+    pub daemons: usize,
+    /// queue: most jobs per claim statement.
+    #[arg(long, default_value_t = 1000)]
+    pub claim_batch: u32,
+    /// queue: jobs enqueued one at a time for the pickup-latency measurement.
+    #[arg(long, default_value_t = 200)]
+    pub latency_samples: usize,
+    /// generation: generations enqueued at once.
+    #[arg(long, default_value_t = 10_000)]
+    pub generations: usize,
+    /// generation: the fake provider's render time.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub render_time: std::time::Duration,
+    /// Keep the benchmark database afterwards (it is dropped by default).
+    #[arg(long)]
+    pub keep_db: bool,
+}
+
+/// Runs the chosen scenario and prints the results.
+pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let admin_options = db::connect_options(&config.database.url, &config.database)?;
+    let mut admin = PgConnection::connect_with(&admin_options)
+        .await
+        .context("cannot connect to the database (check DATABASE_URL)")?;
+    let name = format!("genq_bench_{}", std::process::id());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .with_context(|| format!("cannot create benchmark database {name}"))?;
+    let options = admin_options.clone().database(&name);
+    let result = async {
+        db::migrate(&options).await?;
+        match args.scenario {
+            Scenario::Queue => queue::measure(config, &args, &options).await,
+            Scenario::Generation => generation::measure(config, &args, &options, &name).await,
+        }
+    }
+    .await;
+    if args.keep_db {
+        println!("kept database {name}");
+    } else {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await
+            .ok();
+    }
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `q` quantile of sorted values (nearest rank).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Peak resident memory of this process, from /proc (Linux).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
