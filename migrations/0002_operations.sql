@@ -92,6 +92,20 @@ CREATE TABLE genq.enqueued_totals (
     PRIMARY KEY (queue, kind)
 );
 
+-- Live counts of the non-final jobs per queue, read through the partial indexes. One
+-- definition for the sampler below and for `genq queue list`.
+CREATE VIEW genq.queue_counts AS
+SELECT j.queue,
+       count(*) FILTER (WHERE j.state = 'available' AND j.run_at <= now()) AS available,
+       count(*) FILTER (WHERE j.state = 'available' AND j.run_at > now()) AS scheduled,
+       count(*) FILTER (WHERE j.state = 'running') AS running,
+       count(*) FILTER (WHERE j.state = 'retryable') AS retryable,
+       min(j.run_at) FILTER (WHERE j.state IN ('available', 'retryable') AND j.run_at <= now())
+           AS oldest_available_at
+  FROM genq.jobs j
+ WHERE j.state IN ('available', 'running', 'retryable')
+ GROUP BY j.queue;
+
 CREATE FUNCTION genq.sample_stats(p_min_interval_secs float8) RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -123,18 +137,7 @@ BEGIN
            coalesce(s.available, 0), coalesce(s.scheduled, 0), coalesce(s.running, 0),
            coalesce(s.retryable, 0), s.oldest_available_at, now()
       FROM genq.queues q
-      LEFT JOIN (
-        SELECT j.queue,
-               count(*) FILTER (WHERE j.state = 'available' AND j.run_at <= now()) AS available,
-               count(*) FILTER (WHERE j.state = 'available' AND j.run_at > now()) AS scheduled,
-               count(*) FILTER (WHERE j.state = 'running') AS running,
-               count(*) FILTER (WHERE j.state = 'retryable') AS retryable,
-               min(j.run_at) FILTER (WHERE j.state IN ('available', 'retryable') AND j.run_at <= now())
-                   AS oldest_available_at
-          FROM genq.jobs j
-         WHERE j.state IN ('available', 'running', 'retryable')
-         GROUP BY j.queue
-      ) s ON s.queue = q.name;
+      LEFT JOIN genq.queue_counts s ON s.queue = q.name;
     RETURN true;
 END
 $$;

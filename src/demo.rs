@@ -84,16 +84,10 @@ pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         QueueConfig::with_concurrency(20),
     );
     daemon_config.worker.poll_interval = Duration::from_millis(200);
-    let mut registry = Registry::new();
-    Arc::new(Pipeline::from_config(&daemon_config)?).register(&mut registry);
-    let daemon = Daemon::with_connect_options(daemon_config, registry, options.clone()).start();
-    println!(
-        "daemon {} started; outputs go to {}",
-        daemon.worker_id(),
-        blobs.display()
-    );
-
-    let pool = daemon.pool().clone();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options.clone())
+        .await?;
     let user = format!("demo-user-{:06x}", rand::random::<u32>() & 0xff_ffff);
     let mut conn = pool.acquire().await?;
     let per = args.per_provider.max(1);
@@ -120,6 +114,16 @@ pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!(
         "enqueued {} generations ({COST} credits held for each)\n",
         ids.len()
+    );
+
+    // The daemon starts only now, so the refusal above cannot race a hold released early.
+    let mut registry = Registry::new();
+    Arc::new(Pipeline::from_config(&daemon_config)?).register(&mut registry);
+    let daemon = Daemon::with_connect_options(daemon_config, registry, options.clone()).start();
+    println!(
+        "daemon {} started; outputs go to {}",
+        daemon.worker_id(),
+        blobs.display()
     );
 
     let started = Instant::now();

@@ -74,9 +74,9 @@ pub async fn measure(
     daemon_config.queues.clear();
     daemon_config.queues.insert(
         crate::jobs::generation::QUEUE.into(),
-        QueueConfig::with_concurrency(200),
+        QueueConfig::with_concurrency(args.generation_concurrency),
     );
-    daemon_config.database.max_connections = 20;
+    daemon_config.database.max_connections = args.pool;
 
     let pool = PgPoolOptions::new()
         .max_connections(2)
@@ -87,8 +87,11 @@ pub async fn measure(
         .execute(&pool)
         .await?;
     println!(
-        "genq bench --scenario generation: {n} generations (fal, BytePlus, Replicate in turn), fake render time {}, one daemon",
-        humantime::format_duration(args.render_time)
+        "genq bench --scenario generation: {n} generations (fal, BytePlus, Replicate in turn), fake render time {}, \
+         one daemon, concurrency {}, pool {}",
+        humantime::format_duration(args.render_time),
+        args.generation_concurrency,
+        args.pool
     );
     let started = Instant::now();
     sqlx::query(ENQUEUE).bind(n as i64).execute(&pool).await?;
@@ -145,7 +148,10 @@ pub async fn measure(
     );
     println!("in flight at once:    {max_in_flight_at_provider} generations rendering at the provider (peak)");
     println!("jobs running at once: {max_running} (peak): no worker slot is held while a provider renders");
-    println!("database connections: {max_connections} (peak, daemon pool of 20 + LISTEN)");
+    println!(
+        "database connections: {max_connections} (peak: the daemon's pool of {} and its LISTEN connection)",
+        args.pool
+    );
     println!(
         "overhead, processing: p50 {:.1} ms, p99 {:.1} ms  (submit job + final poll with output copy and settlement)",
         percentile(&processing, 0.5),

@@ -51,6 +51,12 @@ pub struct BenchArgs {
     /// generation: the fake provider's render time.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub render_time: std::time::Duration,
+    /// generation: generation jobs the daemon runs at once.
+    #[arg(long, default_value_t = 50)]
+    pub generation_concurrency: u32,
+    /// generation: the daemon's database pool size.
+    #[arg(long, default_value_t = 20)]
+    pub pool: u32,
     /// Keep the benchmark database afterwards (it is dropped by default).
     #[arg(long)]
     pub keep_db: bool,

@@ -21,6 +21,7 @@ pub mod gate;
 pub mod http;
 mod outputs;
 pub mod replicate;
+pub mod signing;
 
 use std::fmt;
 use std::str::FromStr;

@@ -52,18 +52,7 @@ SELECT q.name, q.paused, q.paused_at, q.pause_reason, q.max_running,
        coalesce(f.completed_last_minute, 0) AS completed_last_minute,
        coalesce(f.discarded_last_minute, 0) AS discarded_last_minute
   FROM genq.queues q
-  LEFT JOIN (
-    SELECT j.queue,
-           count(*) FILTER (WHERE j.state = 'available' AND j.run_at <= now()) AS available,
-           count(*) FILTER (WHERE j.state = 'available' AND j.run_at > now()) AS scheduled,
-           count(*) FILTER (WHERE j.state = 'running') AS running,
-           count(*) FILTER (WHERE j.state = 'retryable') AS retryable,
-           min(j.run_at) FILTER (WHERE j.state IN ('available', 'retryable') AND j.run_at <= now())
-               AS oldest_available_at
-      FROM genq.jobs j
-     WHERE j.state IN ('available', 'running', 'retryable')
-     GROUP BY j.queue
-  ) s ON s.queue = q.name
+  LEFT JOIN genq.queue_counts s ON s.queue = q.name
   LEFT JOIN (
     SELECT j.queue,
            count(*) FILTER (WHERE j.state = 'completed') AS completed_last_minute,

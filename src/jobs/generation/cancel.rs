@@ -9,7 +9,7 @@ use super::record;
 use super::{retry_later, settle, GenerationArgs, Pipeline};
 use crate::credits::GenerationState;
 use crate::daemon::{JobContext, JobError, Worker};
-use crate::providers::{CancelOutcome, ProviderKind};
+use crate::providers::CancelOutcome;
 
 /// The kind.
 pub const KIND: &str = "generation.cancel";
@@ -25,11 +25,9 @@ impl Worker for Cancel {
     }
 
     async fn work(&self, ctx: JobContext, args: GenerationArgs) -> Result<(), JobError> {
-        let mut conn = ctx.pool.acquire().await?;
-        let Some(generation) = record::load(&mut conn, args.generation_id).await? else {
+        let Some((generation, kind)) = record::load(&ctx.pool, args.generation_id).await? else {
             return Ok(());
         };
-        drop(conn);
         let request_id = match (generation.state, &generation.provider_request_id) {
             (GenerationState::Submitted, Some(id)) => id.clone(),
             (GenerationState::Queued, _) => {
@@ -44,9 +42,6 @@ impl Worker for Cancel {
             // Submitting: the submit job adopts or settles it, then enqueues this job again.
             _ => return Ok(()),
         };
-        let kind: ProviderKind = generation.provider.parse().map_err(|_| {
-            JobError::permanent(format!("unknown provider {:?}", generation.provider))
-        })?;
         let provider = self.0.providers.get(kind);
         let outcome = self
             .0

@@ -124,18 +124,24 @@ impl Pipeline {
             metrics::counter!(crate::metrics::PROVIDER_RETRIES, "provider" => kind.as_str(), "operation" => operation)
                 .increment(1);
         }
-        if gate::release(pool, slot, outcome, &limits).await? {
-            tracing::warn!(
+        // The call happened: its result must reach the caller even if the gate cannot be
+        // updated (the slot then expires with its lease), or a sent submit would look unsent.
+        match gate::release(pool, slot, outcome, &limits).await {
+            Ok(true) => tracing::warn!(
                 provider = kind.as_str(),
                 "circuit open: calls to this provider pause for the cooldown"
-            );
+            ),
+            Ok(false) => {}
+            Err(err) => tracing::warn!(provider = kind.as_str(), error = %err,
+                "provider gate not updated after a call; the slot expires with its lease"),
         }
         Ok(result)
     }
 }
 
 /// A provider error the job cannot settle now becomes a retry (with the provider's
-/// Retry-After when it gave one).
+/// Retry-After when it gave one). On the job's last attempt, callers settle instead, so a
+/// generation never stays open with its credits held after its job gave up.
 pub(crate) fn retry_later(err: &ProviderError) -> JobError {
     match err {
         ProviderError::Retryable {

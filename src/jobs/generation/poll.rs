@@ -32,20 +32,15 @@ impl Worker for Poll {
     }
 
     async fn work(&self, ctx: JobContext, args: GenerationArgs) -> Result<(), JobError> {
-        let mut conn = ctx.pool.acquire().await?;
-        let Some(generation) = record::load(&mut conn, args.generation_id).await? else {
+        let Some((generation, kind)) = record::load(&ctx.pool, args.generation_id).await? else {
             return Ok(());
         };
-        drop(conn);
         let (GenerationState::Submitted, Some(request_id)) =
             (generation.state, generation.provider_request_id.clone())
         else {
             // Ended already (webhook, cancel), or not yet submitted (the submit job owns it).
             return Ok(());
         };
-        let kind: ProviderKind = generation.provider.parse().map_err(|_| {
-            JobError::permanent(format!("unknown provider {:?}", generation.provider))
-        })?;
         follow(&self.0, &ctx, kind, &generation, &request_id).await
     }
 }
@@ -89,6 +84,15 @@ pub async fn follow(
                         generation,
                         GenerationState::Failed,
                         &format!("output could not be copied: {message}"),
+                    )
+                    .await;
+                }
+                Err(StorageError::Retryable { message, .. }) if ctx.is_last_attempt() => {
+                    return settle::end(
+                        ctx,
+                        generation,
+                        GenerationState::Failed,
+                        &format!("output could not be copied after every attempt: {message}"),
                     )
                     .await;
                 }
@@ -137,6 +141,15 @@ pub async fn follow(
                 generation,
                 GenerationState::Failed,
                 &format!("{kind}: {message}"),
+            )
+            .await
+        }
+        Err(err) if ctx.is_last_attempt() => {
+            settle::end(
+                ctx,
+                generation,
+                GenerationState::Failed,
+                &format!("gave up following the request: {err}"),
             )
             .await
         }

@@ -2,17 +2,12 @@
 //! expects, so two paths racing (a poll and a webhook, a crash and its rescue) cannot both
 //! move a generation.
 
-use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::credits::GenerationState;
-
-const LOAD: &str = r#"
-SELECT id, user_id, provider, model, input, cost, state, provider_request_id, provider_meta,
-       submit_attempts, submitting_since, submitted_at, cancel_requested_at, created_at
-  FROM genq.generations WHERE id = $1
-"#;
+use crate::daemon::JobError;
+use crate::providers::ProviderKind;
 
 // Intent is committed before the provider is called: a crash or timeout after this point
 // leaves `submitting`, which the next attempt reconciles instead of submitting again.
@@ -34,6 +29,7 @@ UPDATE genq.generations
    SET state = 'submitted', provider_request_id = $2, provider_meta = $3, submitted_at = now(),
        updated_at = now()
  WHERE id = $1 AND state IN ('queued', 'submitting')
+RETURNING cancel_requested_at IS NOT NULL
 "#;
 
 const MARK_SUCCEEDED: &str = r#"
@@ -53,42 +49,23 @@ RETURNING extract(epoch FROM now() - created_at)::float8
 const ENQUEUE_FOLLOW_UP: &str =
     "SELECT genq.enqueue($1, $2, queue => 'generation', run_at => now() + make_interval(secs => $3), max_attempts => 25, unique_key => $4)";
 
-/// The columns the pipeline reads.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct GenerationRow {
-    /// Id.
-    pub id: Uuid,
-    /// Owner (never sent to providers).
-    pub user_id: String,
-    /// Provider dialect.
-    pub provider: String,
-    /// Model id.
-    pub model: String,
-    /// Model input.
-    pub input: serde_json::Value,
-    /// Credits held.
-    pub cost: i64,
-    /// State.
-    pub state: GenerationState,
-    /// The provider's request id, once submitted.
-    pub provider_request_id: Option<String>,
-    /// Provider-specific URLs and ids.
-    pub provider_meta: serde_json::Value,
-    /// Submit calls started.
-    pub submit_attempts: i32,
-    /// When the last submit call started.
-    pub submitting_since: Option<DateTime<Utc>>,
-    /// When the provider accepted it.
-    pub submitted_at: Option<DateTime<Utc>>,
-    /// Set when the user asked to cancel.
-    pub cancel_requested_at: Option<DateTime<Utc>>,
-    /// Enqueue time.
-    pub created_at: DateTime<Utc>,
-}
+/// A generation as the pipeline sees it (the row of `genq.generations`).
+pub type GenerationRow = crate::credits::Generation;
 
-/// Loads a generation; `None` if it does not exist (e.g. erased).
-pub async fn load(conn: &mut PgConnection, id: Uuid) -> Result<Option<GenerationRow>, sqlx::Error> {
-    sqlx::query_as(LOAD).bind(id).fetch_optional(conn).await
+/// Loads a generation with its provider; `None` if it no longer exists (e.g. erased).
+pub async fn load(
+    pool: &sqlx::PgPool,
+    id: Uuid,
+) -> Result<Option<(GenerationRow, ProviderKind)>, JobError> {
+    let mut conn = pool.acquire().await?;
+    let Some(generation) = crate::credits::load(&mut conn, id).await? else {
+        return Ok(None);
+    };
+    let kind = generation
+        .provider
+        .parse()
+        .map_err(|_| JobError::permanent(format!("unknown provider {:?}", generation.provider)))?;
+    Ok(Some((generation, kind)))
 }
 
 /// Records the intent to submit. False if the generation is no longer submittable (ended,
@@ -108,21 +85,21 @@ pub async fn back_to_queued(conn: &mut PgConnection, id: Uuid) -> Result<(), sql
     Ok(())
 }
 
-/// Saves the provider's request id. False if someone else already moved the generation.
+/// Saves the provider's request id. `None` if someone else already moved the generation,
+/// else whether a cancellation was requested meanwhile (read in the same statement, so a
+/// cancel that arrived during the submit call is never lost).
 pub async fn mark_submitted(
     conn: &mut PgConnection,
     id: Uuid,
     request_id: &str,
     meta: &serde_json::Value,
-) -> Result<bool, sqlx::Error> {
-    Ok(sqlx::query(MARK_SUBMITTED)
+) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar(MARK_SUBMITTED)
         .bind(id)
         .bind(request_id)
         .bind(meta)
-        .execute(conn)
-        .await?
-        .rows_affected()
-        == 1)
+        .fetch_optional(conn)
+        .await
 }
 
 /// Marks success with the stored outputs. Returns the end-to-end seconds, or `None` if the

@@ -40,17 +40,12 @@ impl Worker for Submit {
 
     async fn work(&self, ctx: JobContext, args: GenerationArgs) -> Result<(), JobError> {
         let pipeline = &self.0;
-        let mut conn = ctx.pool.acquire().await?;
-        let Some(generation) = record::load(&mut conn, args.generation_id).await? else {
+        let Some((generation, kind)) = record::load(&ctx.pool, args.generation_id).await? else {
             return Err(JobError::permanent(format!(
                 "generation {} does not exist",
                 args.generation_id
             )));
         };
-        drop(conn);
-        let kind: ProviderKind = generation.provider.parse().map_err(|_| {
-            JobError::permanent(format!("unknown provider {:?}", generation.provider))
-        })?;
         match generation.state {
             GenerationState::Queued | GenerationState::Submitting => {}
             // Already sent (a rerun after the save committed), or already ended: nothing to do.
@@ -82,8 +77,8 @@ impl Worker for Submit {
         let mut conn = ctx.pool.acquire().await?;
         if !record::mark_submitting(&mut conn, generation.id).await? {
             // A cancellation may have arrived after the load: honour it before anything is sent.
-            if let Some(now) = record::load(&mut conn, generation.id).await? {
-                drop(conn);
+            drop(conn);
+            if let Some((now, _)) = record::load(&ctx.pool, generation.id).await? {
                 if now.cancel_requested_at.is_some()
                     && matches!(
                         now.state,
@@ -139,6 +134,15 @@ impl Worker for Submit {
                     .await;
                 }
                 Err(retry_later(&err))
+            }
+            Err(err @ ProviderError::Ambiguous { .. }) if ctx.is_last_attempt() => {
+                settle::end(
+                    &ctx,
+                    &generation,
+                    GenerationState::Failed,
+                    &format!("submit outcome unknown on the last attempt ({err}); not resubmitted, hold released"),
+                )
+                .await
             }
             Err(err @ ProviderError::Ambiguous { .. }) => {
                 tracing::warn!(generation_id = %generation.id, error = %err, "submit outcome unknown; the next attempt reconciles");
@@ -211,17 +215,17 @@ async fn save_submitted(
     submitted: &Submitted,
 ) -> Result<(), JobError> {
     let mut tx = ctx.pool.begin().await?;
-    if record::mark_submitted(
+    let saved = record::mark_submitted(
         &mut tx,
         generation.id,
         &submitted.request_id,
         &submitted.meta,
     )
-    .await?
-    {
+    .await?;
+    if let Some(cancel_requested) = saved {
         record::enqueue_follow_up(&mut tx, super::poll::KIND, generation.id, FIRST_POLL_SECS)
             .await?;
-        if generation.cancel_requested_at.is_some() {
+        if cancel_requested {
             record::enqueue_follow_up(&mut tx, super::cancel::KIND, generation.id, 0.0).await?;
         }
     }

@@ -78,6 +78,10 @@ async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if method == Method::GET && path == ".well-known/jwks.json" {
+        // Public, like fal's (which lives at rest.alpha.fal.ai): no key needed.
+        return jwks(state).await;
+    }
     if let Some(refused) = check_auth(&headers, "Key", &FalDialect) {
         return refused;
     }
@@ -89,6 +93,16 @@ async fn dispatch(
         (&Method::POST, _) => submit(state, &path, query.get("fal_webhook").cloned(), &body).await,
         _ => FalDialect.error(StatusCode::NOT_FOUND, None, "Not found"),
     }
+}
+
+/// The keys fal's webhooks are signed with (`X-Fal-Webhook-Signature`).
+async fn jwks(state: Shared) -> Response {
+    let fault = match gate(&state, Some(KIND), FakeOp::Jwks, &FalDialect).await {
+        Gate::Respond(r) => return r,
+        Gate::Proceed(f) => f,
+    };
+    let body = state.signing.jwks();
+    finish(&state, fault, StatusCode::OK, HeaderMap::new(), body).await
 }
 
 fn app_of(model: &str) -> String {

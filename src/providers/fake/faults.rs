@@ -38,6 +38,10 @@ pub enum FakeOp {
     List,
     /// Download an output file.
     File,
+    /// fal: read the webhook JWKS (`GET /fal/.well-known/jwks.json`).
+    Jwks,
+    /// Replicate: read the webhook signing secret (`GET /replicate/v1/webhooks/default/secret`).
+    WebhookSecret,
 }
 
 impl FakeOp {
@@ -50,6 +54,8 @@ impl FakeOp {
             Self::Cancel => "cancel",
             Self::List => "list",
             Self::File => "file",
+            Self::Jwks => "jwks",
+            Self::WebhookSecret => "webhook_secret",
         }
     }
 }
@@ -272,11 +278,13 @@ pub(super) async fn finish(
     (status, headers, Json(body)).into_response()
 }
 
-/// `/_fake/faults` (POST adds, GET lists, DELETE clears) and `/_fake/stats`.
+/// `/_fake/faults` (POST adds, GET lists, DELETE clears), `/_fake/stats`, and the webhook
+/// controls (see [`super::webhooks::routes`]).
 pub(super) fn routes() -> Router<Shared> {
     Router::new()
         .route("/_fake/faults", post(add).get(list).delete(clear))
         .route("/_fake/stats", get(stats))
+        .merge(super::webhooks::routes())
 }
 
 /// One fault or a list of them.

@@ -7,7 +7,9 @@
 //! moderation error for a `failure_rate` share of jobs, drawn from a generator seeded with
 //! `seed`. Scripted faults (`POST /_fake/faults`, see [`FaultSpec`]) make single requests
 //! fail the ways providers do; `GET /_fake/stats` counts requests and created jobs, which
-//! is how a test proves that one generation did not become two paid jobs.
+//! is how a test proves that one generation did not become two paid jobs. Webhooks are
+//! signed as each provider signs them (fal Ed25519 + JWKS, Replicate Standard Webhooks,
+//! BytePlus nothing); see `webhooks.rs` and docs/providers.md for keys and controls.
 //!
 //! The fake accepts any API key and none, but refuses a wrong `Authorization` scheme
 //! (fal `Key`, the others `Bearer`) with 401, so an adapter sending the wrong one fails.
@@ -35,6 +37,7 @@ pub use faults::{FakeOp, FaultKind, FaultSpec};
 pub use files::{bytes_of as file_bytes, SIZE as FILE_SIZE};
 pub use replicate::PAGE_SIZE as REPLICATE_PAGE_SIZE;
 pub use state::FakeStats;
+pub use webhooks::{DEFAULT_FAL_USER_ID, DEFAULT_REPLICATE_WEBHOOK_SECRET};
 
 use super::{ProviderKind, ProvidersConfig};
 use faults::Dialect;
@@ -51,6 +54,13 @@ pub struct FakeConfig {
     pub seed: u64,
     /// How long an output file stays downloadable after its job ends. Defaults to 1 h.
     pub output_ttl: Duration,
+    /// fal user id in `X-Fal-Webhook-User-Id` and signed messages. Defaults to
+    /// [`DEFAULT_FAL_USER_ID`].
+    pub fal_user_id: String,
+    /// Replicate's Standard Webhooks secret (`whsec_` + base64), served at
+    /// `GET /replicate/v1/webhooks/default/secret`. Defaults to
+    /// [`DEFAULT_REPLICATE_WEBHOOK_SECRET`].
+    pub replicate_webhook_secret: String,
 }
 
 impl Default for FakeConfig {
@@ -60,6 +70,8 @@ impl Default for FakeConfig {
             failure_rate: 0.0,
             seed: 0,
             output_ttl: Duration::from_secs(3600),
+            fal_user_id: DEFAULT_FAL_USER_ID.into(),
+            replicate_webhook_secret: DEFAULT_REPLICATE_WEBHOOK_SECRET.into(),
         }
     }
 }
@@ -82,6 +94,12 @@ pub struct FakeProviderArgs {
     /// Seed for ids and failures (same seed and order, same run).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// fal user id the webhooks are signed for.
+    #[arg(long, default_value = DEFAULT_FAL_USER_ID)]
+    pub fal_user_id: String,
+    /// Replicate webhook secret (`whsec_` + base64).
+    #[arg(long, default_value = DEFAULT_REPLICATE_WEBHOOK_SECRET)]
+    pub replicate_webhook_secret: String,
 }
 
 impl FakeProviderArgs {
@@ -92,6 +110,8 @@ impl FakeProviderArgs {
             failure_rate: self.failure_rate,
             seed: self.seed,
             output_ttl: self.output_ttl,
+            fal_user_id: self.fal_user_id.clone(),
+            replicate_webhook_secret: self.replicate_webhook_secret.clone(),
         }
     }
 }
@@ -136,6 +156,16 @@ impl FakeServer {
     /// Adds a scripted fault (as `POST /_fake/faults`).
     pub fn add_fault(&self, spec: FaultSpec) {
         self.state.faults.add(spec);
+    }
+
+    /// fal's webhook JWKS (as `GET /fal/.well-known/jwks.json`).
+    pub fn fal_jwks(&self) -> serde_json::Value {
+        self.state.signing.jwks()
+    }
+
+    /// Replicate's current webhook secret (as `GET /replicate/v1/webhooks/default/secret`).
+    pub fn replicate_webhook_secret(&self) -> String {
+        self.state.signing.replicate_secret()
     }
 
     /// Removes every scripted fault (as `DELETE /_fake/faults`).
@@ -184,6 +214,11 @@ pub async fn serve(addr: SocketAddr, cfg: FakeConfig) -> anyhow::Result<FakeServ
         (0.0..=1.0).contains(&cfg.failure_rate),
         "failure_rate must be between 0 and 1, not {}",
         cfg.failure_rate
+    );
+    anyhow::ensure!(
+        cfg.replicate_webhook_secret.starts_with("whsec_")
+            && super::signing::standard_webhooks_key(&cfg.replicate_webhook_secret).is_ok(),
+        "replicate_webhook_secret must be whsec_ followed by base64"
     );
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -235,6 +270,11 @@ pub async fn run_cli(port: u16, cfg: FakeConfig) -> anyhow::Result<()> {
         );
     }
     println!("  faults: POST http://{addr}/_fake/faults   stats: GET http://{addr}/_fake/stats");
+    println!(
+        "  webhooks: fal JWKS GET http://{addr}/fal/.well-known/jwks.json (user id {}), \
+         Replicate secret GET http://{addr}/replicate/v1/webhooks/default/secret",
+        cfg.fal_user_id
+    );
     wait_for_signal().await?;
     server.stop().await;
     Ok(())

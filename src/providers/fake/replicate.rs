@@ -37,6 +37,20 @@ pub(super) fn routes() -> Router<Shared> {
         )
         .route("/replicate/v1/predictions/{id}", get(read))
         .route("/replicate/v1/predictions/{id}/cancel", post(cancel))
+        .route("/replicate/v1/webhooks/default/secret", get(webhook_secret))
+}
+
+/// The secret the webhooks are signed with, `{"key": "whsec_…"}`.
+async fn webhook_secret(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(refused) = check_auth(&headers, "Bearer", &ReplicateDialect) {
+        return refused;
+    }
+    let fault = match gate(&state, Some(KIND), FakeOp::WebhookSecret, &ReplicateDialect).await {
+        Gate::Respond(r) => return r,
+        Gate::Proceed(f) => f,
+    };
+    let body = json!({ "key": state.signing.replicate_secret() });
+    finish(&state, fault, StatusCode::OK, HeaderMap::new(), body).await
 }
 
 pub(super) struct ReplicateDialect;

@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::faults::{FakeOp, Faults};
+use super::webhooks::Signing;
 use super::FakeConfig;
 use crate::providers::ProviderKind;
 
@@ -24,6 +25,8 @@ pub(super) struct State {
     pub base: String,
     pub faults: Faults,
     pub webhook_client: reqwest::Client,
+    /// Webhook keys, secrets and signing modes.
+    pub signing: Signing,
     shutdown: watch::Receiver<bool>,
     inner: Mutex<Inner>,
 }
@@ -198,6 +201,7 @@ impl State {
                 order: Vec::new(),
                 stats: FakeStats::default(),
             }),
+            signing: Signing::new(&cfg),
             cfg,
             base,
             faults: Faults::default(),
