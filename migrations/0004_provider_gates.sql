@@ -71,9 +71,11 @@ BEGIN
 END
 $$;
 
--- Ends a call. 'failure' (5xx, timeouts, connection errors) counts toward opening the
--- circuit for p_cooldown_secs after p_threshold in a row; 'success' closes it; 'neutral'
--- (rate limited, validation errors) changes nothing. Returns whether the circuit is open.
+-- Ends a call. 'failure' (5xx, timeouts, connection errors, ambiguous submits) counts
+-- toward opening the circuit for p_cooldown_secs after p_threshold in a row; 'success'
+-- (including a definitive refusal such as a validation error: the provider is up) closes
+-- it; 'neutral' (throttled with a Retry-After) changes nothing. After the cooldown, calls
+-- are admitted again and the first success closes the circuit. Returns whether it is open.
 CREATE FUNCTION genq.provider_release(
     p_provider text, p_slot bigint, p_outcome text, p_threshold integer, p_cooldown_secs float8)
 RETURNS boolean

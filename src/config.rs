@@ -61,7 +61,8 @@ pub struct Config {
     /// none (a kind uses its handler's timeout, else `worker.job_timeout`).
     #[serde(with = "duration_map")]
     pub timeouts: BTreeMap<String, Duration>,
-    /// Queues this daemon works. Defaults to `default` (50) and `maintenance` (2).
+    /// Queues this daemon works. Defaults to `default` (50), `generation` (100) and
+    /// `maintenance` (2).
     pub queues: BTreeMap<String, QueueConfig>,
     /// Periodic jobs. Defaults to none besides the built-in prune job.
     pub periodic: Vec<PeriodicConfig>,

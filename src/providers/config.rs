@@ -63,7 +63,8 @@ pub struct ProviderLimits {
     /// Consecutive failed calls (5xx, timeouts, ambiguous) that open the circuit breaker.
     /// Defaults to 5.
     pub failure_threshold: u32,
-    /// How long an open circuit refuses calls before one trial call. Defaults to 30 s.
+    /// How long an open circuit refuses calls; afterwards calls are admitted again and the
+    /// first success closes it. Defaults to 30 s.
     #[serde(with = "humantime_serde")]
     pub cooldown: Duration,
 }
