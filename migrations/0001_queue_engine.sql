@@ -139,19 +139,24 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_count  bigint;
-    v_queues text[];
-    v_queue  text;
+    v_count        bigint;
+    v_queues       text[];
+    v_queue        text;
+    v_bad_kind     boolean;
+    v_bad_attempts boolean;
 BEGIN
     IF jobs IS NULL OR jsonb_typeof(jobs) <> 'array' THEN
         RAISE EXCEPTION 'genq.enqueue_many: expected a JSON array of jobs' USING ERRCODE = '22023';
     END IF;
-    IF EXISTS (SELECT 1 FROM jsonb_array_elements(jobs) j
-                WHERE jsonb_typeof(j) <> 'object' OR coalesce(j->>'kind', '') = '') THEN
+    -- One pass over the input for both checks.
+    SELECT bool_or(jsonb_typeof(j) <> 'object' OR coalesce(j->>'kind', '') = ''),
+           bool_or(jsonb_typeof(j->'max_attempts') = 'number' AND (j->>'max_attempts')::numeric < 1)
+      INTO v_bad_kind, v_bad_attempts
+      FROM jsonb_array_elements(jobs) j;
+    IF v_bad_kind THEN
         RAISE EXCEPTION 'genq.enqueue_many: every job needs a non-empty "kind"' USING ERRCODE = '22023';
     END IF;
-    IF EXISTS (SELECT 1 FROM jsonb_array_elements(jobs) j
-                WHERE jsonb_typeof(j->'max_attempts') = 'number' AND (j->>'max_attempts')::numeric < 1) THEN
+    IF v_bad_attempts THEN
         RAISE EXCEPTION 'genq.enqueue_many: max_attempts must be at least 1' USING ERRCODE = '22023';
     END IF;
 

@@ -61,7 +61,7 @@ pub struct Config {
     /// none (a kind uses its handler's timeout, else `worker.job_timeout`).
     #[serde(with = "duration_map")]
     pub timeouts: BTreeMap<String, Duration>,
-    /// Queues this daemon works. Defaults to `default` (50), `generation` (100) and
+    /// Queues this daemon works. Defaults to `default` (50), `generation` (16) and
     /// `maintenance` (2).
     pub queues: BTreeMap<String, QueueConfig>,
     /// Periodic jobs. Defaults to none besides the built-in prune job.
@@ -307,7 +307,7 @@ impl Default for Config {
         queues.insert("default".to_string(), QueueConfig::default());
         queues.insert(
             crate::jobs::generation::QUEUE.to_string(),
-            QueueConfig::with_concurrency(100),
+            QueueConfig::with_concurrency(16),
         );
         queues.insert(
             crate::jobs::MAINTENANCE_QUEUE.to_string(),

@@ -52,7 +52,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub render_time: std::time::Duration,
     /// generation: generation jobs the daemon runs at once.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 16)]
     pub generation_concurrency: u32,
     /// generation: the daemon's database pool size.
     #[arg(long, default_value_t = 20)]
