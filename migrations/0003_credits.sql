@@ -299,97 +299,74 @@ BEGIN
 END
 $$;
 
--- genq.capture_hold: spends a generation's hold (held -> gone). Call it in the transaction
--- that marks the generation succeeded. Returns true if this call captured, false if the hold
--- was already captured (idempotent). Raises 55000 if the hold was released or there is none,
--- P0002 if the generation does not exist. Does not change the generation's state.
-CREATE FUNCTION genq.capture_hold(generation_id uuid) RETURNS boolean
+-- genq.settle_hold: the one place a hold is settled, by a capture (held -> spent) or a
+-- release (held -> available), behind capture_hold and release_hold below. Returns true if
+-- this call settled, false if the same settlement was already recorded (idempotent). Raises
+-- 55000 if the hold was settled the other way or there is none, P0002 for an unknown
+-- generation. Does not change the generation's state.
+CREATE FUNCTION genq.settle_hold(p_generation uuid, p_kind genq.ledger_kind, p_note text)
+RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
 DECLARE
     v_user   text;
     v_amount bigint;
+    v_other  genq.ledger_kind := CASE p_kind WHEN 'capture' THEN 'release' ELSE 'capture' END;
 BEGIN
+    IF p_kind NOT IN ('capture', 'release') THEN
+        RAISE EXCEPTION 'genq.settle_hold: % is not a settlement', p_kind USING ERRCODE = '22023';
+    END IF;
     -- Lock order everywhere: generation row, then account row.
-    SELECT g.user_id INTO v_user FROM genq.generations g
-     WHERE g.id = capture_hold.generation_id FOR UPDATE;
+    SELECT g.user_id INTO v_user FROM genq.generations g WHERE g.id = p_generation FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'generation % not found', capture_hold.generation_id USING ERRCODE = 'P0002';
+        RAISE EXCEPTION 'generation % not found', p_generation USING ERRCODE = 'P0002';
     END IF;
     PERFORM 1 FROM genq.accounts a WHERE a.user_id = v_user FOR UPDATE;
 
     SELECT l.amount INTO v_amount FROM genq.ledger l
-     WHERE l.generation_id = capture_hold.generation_id AND l.kind = 'hold';
+     WHERE l.generation_id = p_generation AND l.kind = 'hold';
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'genq.capture_hold: generation % has no hold to capture', capture_hold.generation_id
+        RAISE EXCEPTION 'genq.%_hold: generation % has no hold to %', p_kind, p_generation, p_kind
             USING ERRCODE = '55000';
     END IF;
-    IF EXISTS (SELECT 1 FROM genq.ledger l
-                WHERE l.generation_id = capture_hold.generation_id AND l.kind = 'release') THEN
-        RAISE EXCEPTION 'genq.capture_hold: the hold of generation % was already released; it cannot be captured',
-            capture_hold.generation_id USING ERRCODE = '55000';
-    END IF;
-
-    INSERT INTO genq.ledger (user_id, kind, amount, generation_id)
-    VALUES (v_user, 'capture', v_amount, capture_hold.generation_id)
-    ON CONFLICT (generation_id, kind) WHERE kind IN ('hold', 'capture', 'release') DO NOTHING;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-    UPDATE genq.accounts a SET held = a.held - v_amount, updated_at = now() WHERE a.user_id = v_user;
-    RETURN true;
-END
-$$;
-
--- genq.release_hold: returns a generation's hold to the user (held -> available), with the
--- reason in the ledger note. Call it in the transaction that marks the generation failed or
--- cancelled. Returns true if this call released, false if already released (idempotent).
--- Raises 55000 if the hold was captured or there is none, P0002 for an unknown generation.
--- Does not change the generation's state.
-CREATE FUNCTION genq.release_hold(generation_id uuid, reason text) RETURNS boolean
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    v_user   text;
-    v_amount bigint;
-BEGIN
-    SELECT g.user_id INTO v_user FROM genq.generations g
-     WHERE g.id = release_hold.generation_id FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'generation % not found', release_hold.generation_id USING ERRCODE = 'P0002';
-    END IF;
-    PERFORM 1 FROM genq.accounts a WHERE a.user_id = v_user FOR UPDATE;
-
-    SELECT l.amount INTO v_amount FROM genq.ledger l
-     WHERE l.generation_id = release_hold.generation_id AND l.kind = 'hold';
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'genq.release_hold: generation % has no hold to release', release_hold.generation_id
-            USING ERRCODE = '55000';
-    END IF;
-    IF EXISTS (SELECT 1 FROM genq.ledger l
-                WHERE l.generation_id = release_hold.generation_id AND l.kind = 'capture') THEN
-        RAISE EXCEPTION 'genq.release_hold: the hold of generation % was already captured; it cannot be released',
-            release_hold.generation_id USING ERRCODE = '55000';
+    IF EXISTS (SELECT 1 FROM genq.ledger l WHERE l.generation_id = p_generation AND l.kind = v_other) THEN
+        RAISE EXCEPTION 'genq.%_hold: the hold of generation % was already %d; it cannot be %d',
+            p_kind, p_generation, v_other, p_kind USING ERRCODE = '55000';
     END IF;
 
     INSERT INTO genq.ledger (user_id, kind, amount, generation_id, note)
-    VALUES (v_user, 'release', v_amount, release_hold.generation_id, release_hold.reason)
+    VALUES (v_user, p_kind, v_amount, p_generation, p_note)
     ON CONFLICT (generation_id, kind) WHERE kind IN ('hold', 'capture', 'release') DO NOTHING;
     IF NOT FOUND THEN
         RETURN false;
     END IF;
     UPDATE genq.accounts a
-       SET held = a.held - v_amount, available = a.available + v_amount, updated_at = now()
+       SET held = a.held - v_amount,
+           available = a.available + CASE p_kind WHEN 'release' THEN v_amount ELSE 0 END,
+           updated_at = now()
      WHERE a.user_id = v_user;
     RETURN true;
 END
 $$;
+
+-- genq.capture_hold: spends a generation's hold. Call it in the transaction that marks the
+-- generation succeeded. See genq.settle_hold for results and errors.
+CREATE FUNCTION genq.capture_hold(generation_id uuid) RETURNS boolean
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT genq.settle_hold(generation_id, 'capture', NULL) $$;
+
+-- genq.release_hold: returns a generation's hold to the user, with the reason in the ledger
+-- note. Call it in the transaction that marks the generation failed or cancelled. See
+-- genq.settle_hold for results and errors.
+CREATE FUNCTION genq.release_hold(generation_id uuid, reason text) RETURNS boolean
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT genq.settle_hold(generation_id, 'release', reason) $$;
 
 -- genq.cancel_generation: cancels a generation as far as the database can; returns the
 -- resulting state.
