@@ -60,6 +60,9 @@ pub const GENERATION_DURATION: &str = "genq_generation_duration_seconds";
 /// Credits moved by this daemon's settlements, by kind (captured, released).
 pub const CREDITS: &str = "genq_credits_total";
 
+/// Credits held by unfinished generations, all users (fleet-wide, read every sample interval).
+pub const CREDITS_HELD: &str = "genq_credits_held";
+
 /// Every metric: (name, type, help).
 pub const ALL: &[(&str, &str, &str)] = &[
     (BUILD_INFO, "gauge", "Build information, always 1."),
@@ -168,6 +171,11 @@ pub const ALL: &[(&str, &str, &str)] = &[
         CREDITS,
         "counter",
         "Credits settled by this daemon, by kind (captured, released).",
+    ),
+    (
+        CREDITS_HELD,
+        "gauge",
+        "Credits held by unfinished generations, all users (fleet-wide; use max across daemons).",
     ),
 ];
 

@@ -25,6 +25,9 @@ SELECT q.name, q.paused, extract(epoch FROM now() - q.paused_at)::float8, q.max_
 
 const READ_ENQUEUED: &str = "SELECT queue, kind, total FROM genq.enqueued_totals";
 
+// One aggregate over the accounts table (a row per user), not per generation.
+const READ_HELD: &str = "SELECT coalesce(sum(held), 0)::int8 FROM genq.accounts";
+
 type QueueRow = (
     String,
     bool,
@@ -135,6 +138,8 @@ async fn sample_and_export(pool: &PgPool, min_interval_secs: f64) -> Result<(), 
             .set(max_running.map_or(-1.0, f64::from));
     }
     let totals: Vec<(String, String, i64)> = sqlx::query_as(READ_ENQUEUED).fetch_all(pool).await?;
+    let held: i64 = sqlx::query_scalar(READ_HELD).fetch_one(pool).await?;
+    metrics::gauge!(m::CREDITS_HELD).set(held as f64);
     for (queue, kind, total) in totals {
         metrics::counter!(m::JOBS_ENQUEUED, "queue" => queue, "kind" => kind)
             .absolute(total.max(0) as u64);

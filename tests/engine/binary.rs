@@ -174,3 +174,45 @@ async fn the_readme_demo_runs_end_to_end(po: PgPoolOptions, co: PgConnectOptions
     .unwrap();
     assert_eq!((succeeded, failed), (5, 1));
 }
+
+#[sqlx::test(migrations = false)]
+async fn json_logs_carry_the_job_span(po: PgPoolOptions, co: PgConnectOptions) {
+    let db = TestDb::new(po, co).await;
+    let url = db.url().await;
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = crate::common::genq_command(&url)
+        .args([
+            "run",
+            "--migrate",
+            "--http",
+            &format!("127.0.0.1:{}", crate::common::free_port()),
+        ])
+        .env("GENQ_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let id = db
+        .enqueue(genq::NewJob::new("no.such.kind", json!({})))
+        .await;
+    db.wait_for_state(id, JobState::Discarded, Duration::from_secs(20))
+        .await;
+    assert!(crate::common::terminate(&mut child).await);
+
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let discarded = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == json!("job discarded"))
+        .unwrap_or_else(|| panic!("no discard line in {text}"));
+    assert_eq!(discarded["level"], json!("ERROR"));
+    assert_eq!(discarded["span"]["name"], json!("job"));
+    assert_eq!(discarded["span"]["id"], json!(id));
+    assert_eq!(discarded["span"]["kind"], json!("no.such.kind"));
+    assert_eq!(discarded["span"]["queue"], json!("default"));
+    assert_eq!(discarded["span"]["attempt"], json!(1));
+}
