@@ -182,6 +182,9 @@ pub struct WebhooksConfig {
     /// Environment variable holding the key of the per-generation BytePlus callback tokens.
     /// Defaults to `GENQ_BYTEPLUS_WEBHOOK_SECRET`.
     pub byteplus_secret_env: String,
+    /// Environment variable holding Plisio's secret key (`verify_hash`). Defaults to
+    /// `PLISIO_SECRET_KEY`.
+    pub plisio_secret_env: String,
     /// Largest accepted clock difference of signed timestamps. Defaults to 300 s.
     #[serde(with = "humantime_serde")]
     pub tolerance: Duration,
@@ -198,6 +201,7 @@ impl Default for WebhooksConfig {
             fal_user_id: String::new(),
             replicate_secret_env: "REPLICATE_WEBHOOK_SECRET".into(),
             byteplus_secret_env: "GENQ_BYTEPLUS_WEBHOOK_SECRET".into(),
+            plisio_secret_env: "PLISIO_SECRET_KEY".into(),
             tolerance: Duration::from_secs(300),
             max_body_bytes: 1024 * 1024,
         }
@@ -208,6 +212,11 @@ impl WebhooksConfig {
     /// Replicate's secret, from its environment variable (unset or empty: none).
     pub fn replicate_secret(&self) -> Option<String> {
         secret(&self.replicate_secret_env)
+    }
+
+    /// Plisio's secret key, from its environment variable (unset or empty: none).
+    pub fn plisio_secret(&self) -> Option<String> {
+        secret(&self.plisio_secret_env)
     }
 
     /// The BytePlus token key, from its environment variable (unset or empty: none).
@@ -576,6 +585,20 @@ mod duration_map {
 
 #[cfg(test)]
 mod tests {
+
+    // serde_json is built with arbitrary_precision (Plisio's verify_hash): numbers in a
+    // periodic payload must still round-trip through the TOML layer as numbers.
+    #[test]
+    fn periodic_payload_numbers_survive_arbitrary_precision() {
+        let text = "[[periodic]]\nname = \"n\"\nkind = \"k\"\nevery = \"1m\"\npayload = { n = 5, x = 1.5, s = \"t\" }\n";
+        let c = Config::from_toml_and_env(text, "test", &[]).unwrap();
+        assert_eq!(
+            c.periodic[0].payload,
+            serde_json::json!({"n": 5, "x": 1.5, "s": "t"})
+        );
+        assert_eq!(c.periodic[0].payload["n"].as_i64(), Some(5));
+    }
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -15,6 +15,11 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const WEBHOOKS_RECEIVED: &str = "genq_webhooks_received_total";
 /// Seconds from a callback being stored to its reconciliation job acting on it, by provider.
 pub const WEBHOOK_RECONCILE_LAG: &str = "genq_webhook_reconcile_lag_seconds";
+/// Plisio callbacks applied to payments, by our status (pending, completed, review,
+/// expired, cancelled, error).
+pub const PAYMENTS: &str = "genq_payments_total";
+/// Credits granted by completed payments.
+pub const CREDITS_GRANTED: &str = "genq_credits_granted_total";
 /// What the generation sweeper did, by action (polled, expired).
 pub const SWEEPER_ACTIONS: &str = "genq_sweeper_actions_total";
 
@@ -79,6 +84,16 @@ pub const ALL: &[(&str, &str, &str)] = &[
         WEBHOOK_RECONCILE_LAG,
         "histogram",
         "Seconds from a stored callback to its reconciliation acting on it, by provider.",
+    ),
+    (
+        PAYMENTS,
+        "counter",
+        "Plisio callbacks applied to payments, by status (pending, completed, review, expired, cancelled, error).",
+    ),
+    (
+        CREDITS_GRANTED,
+        "counter",
+        "Credits granted by completed payments.",
     ),
     (
         SWEEPER_ACTIONS,

@@ -36,6 +36,7 @@ pub struct Webhooks {
     config: WebhooksConfig,
     replicate_secret: Option<String>,
     byteplus_secret: Option<Vec<u8>>,
+    plisio_secret: Option<Vec<u8>>,
     jwks: JwksCache,
 }
 
@@ -47,6 +48,13 @@ impl Webhooks {
             config.replicate_secret(),
             config.byteplus_secret().map(String::into_bytes),
         )
+        .map(|w| w.with_plisio_secret(config.plisio_secret().map(String::into_bytes)))
+    }
+
+    /// Sets Plisio's secret key (`None`: Plisio callbacks are refused).
+    pub fn with_plisio_secret(mut self, secret: Option<Vec<u8>>) -> Self {
+        self.plisio_secret = secret;
+        self
     }
 
     /// From `[webhooks]` with the secrets given (tests, embedding).
@@ -59,6 +67,7 @@ impl Webhooks {
             config: config.clone(),
             replicate_secret,
             byteplus_secret,
+            plisio_secret: None,
             jwks: JwksCache::new(config)?,
         })
     }
@@ -167,6 +176,7 @@ pub(crate) fn routes(max_body_bytes: usize) -> Router<HttpState> {
         .route("/webhooks/fal", post(fal))
         .route("/webhooks/replicate", post(replicate))
         .route("/webhooks/byteplus/{generation_id}/{token}", post(byteplus))
+        .route("/webhooks/plisio", post(plisio))
         .layer(DefaultBodyLimit::max(max_body_bytes))
 }
 
@@ -353,6 +363,95 @@ async fn byteplus(
         body: &raw,
     };
     store(state.daemon.pool(), event).await
+}
+
+/// Plisio (`json=true` callbacks): `verify_hash` checked before anything else; the
+/// callback is stored once per `(txn_id, status)` and applied to the payment in the same
+/// transaction (no job: nothing needs fetching).
+async fn plisio(State(state): State<HttpState>, raw: Result<Bytes, BytesRejection>) -> Reply {
+    const P: &str = "plisio";
+    let raw = match body(P, raw) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let hooks = match webhooks(&state, P) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let Some(secret) = hooks.plisio_secret.as_deref() else {
+        tracing::warn!("Plisio callback refused: no secret key (PLISIO_SECRET_KEY)");
+        return reply(P, "disabled", StatusCode::SERVICE_UNAVAILABLE);
+    };
+    if !crate::payments::plisio_verify(secret, &raw) {
+        return rejected(P, "verify_hash does not match");
+    }
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    let (Some(txn_id), Some(status)) = (body["txn_id"].as_str(), body["status"].as_str()) else {
+        return reply(P, "error", StatusCode::BAD_REQUEST);
+    };
+    match try_store_payment(state.daemon.pool(), txn_id, status, &body, &raw).await {
+        Ok(result) => reply(P, result, StatusCode::OK),
+        Err(err) => {
+            tracing::error!(error = %err, %txn_id, "Plisio callback not stored");
+            reply(P, "error", StatusCode::SERVICE_UNAVAILABLE)
+        }
+    }
+}
+
+async fn try_store_payment(
+    pool: &PgPool,
+    txn_id: &str,
+    status: &str,
+    body: &Value,
+    raw: &[u8],
+) -> Result<&'static str, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // An unknown invoice is kept as an orphan under its own key, so a redelivery after
+    // genq.record_invoice is applied, not taken for a duplicate.
+    let known: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM genq.payments WHERE txn_id = $1)")
+            .bind(txn_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let prefix = if known { "" } else { "orphan:" };
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO genq.webhook_events (provider, dedupe_key, request_id, orphan, body)
+         VALUES ('plisio', $4 || $1 || ':' || $2, $1, NOT $5, $3)
+         ON CONFLICT (provider, dedupe_key) DO NOTHING RETURNING id",
+    )
+    .bind(txn_id)
+    .bind(status)
+    .bind(raw)
+    .bind(prefix)
+    .bind(known)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if !known {
+        tx.commit().await?;
+        return Ok("orphan");
+    }
+    let Some(event_id) = inserted else {
+        return Ok("duplicate");
+    };
+    let result = match crate::payments::apply(&mut tx, txn_id, status, body).await? {
+        crate::payments::Applied::Unknown => "orphan",
+        crate::payments::Applied::Recorded { status, granted } => {
+            metrics::counter!(crate::metrics::PAYMENTS, "status" => status).increment(1);
+            if granted > 0 {
+                metrics::counter!(crate::metrics::CREDITS_GRANTED).increment(granted as u64);
+            }
+            if status == "review" {
+                tracing::warn!(%txn_id, "Plisio payment mismatch: moved to review");
+            }
+            "accepted"
+        }
+    };
+    sqlx::query("UPDATE genq.webhook_events SET processed_at = now() WHERE id = $1")
+        .bind(event_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(result)
 }
 
 fn parse_id(text: Option<&str>) -> Option<Uuid> {

@@ -602,3 +602,205 @@ async fn a_thousand_concurrent_callbacks_are_stored_and_reconciled_once(
     assert_eq!(env.fake.stats().created(ProviderKind::Replicate), 0);
     env.assert_ledger_clean().await;
 }
+
+const PLISIO_SECRET: &str = "test-plisio-secret-key";
+
+/// A Plisio `json=true` callback with its keys in this order and a valid `verify_hash`
+/// placed among them, pretty-printed (the hash covers the compact form).
+fn plisio_body(fields: &[(&str, Value)], secret: &str) -> String {
+    let mut map = serde_json::Map::new();
+    for (k, v) in fields {
+        map.insert((*k).to_string(), v.clone());
+    }
+    let hash = genq::payments::plisio_hash(secret.as_bytes(), &map);
+    let mut with_hash = serde_json::Map::new();
+    for (i, (k, v)) in map.into_iter().enumerate() {
+        if i == 2 {
+            with_hash.insert("verify_hash".into(), Value::String(hash.clone()));
+        }
+        with_hash.insert(k, v);
+    }
+    serde_json::to_string_pretty(&Value::Object(with_hash)).unwrap()
+}
+
+async fn post_plisio(port: u16, body: String) -> (StatusCode, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/webhooks/plisio?json=true"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.json().await.unwrap())
+}
+
+fn plisio_fields(txn: &str, status: &str) -> Vec<(&'static str, Value)> {
+    vec![
+        ("txn_id", json!(txn)),
+        ("ipn_type", json!("invoice")),
+        ("merchant", json!("genq")),
+        ("status", json!(status)),
+        ("order_number", json!(format!("order-{txn}"))),
+        ("amount", json!("0.00123400")),
+        ("currency", json!("BTC")),
+        // A number with trailing zeros: signed as received (arbitrary_precision).
+        (
+            "source_amount",
+            serde_json::from_str::<Value>("10.50").unwrap(),
+        ),
+        ("source_currency", json!("USD")),
+    ]
+}
+
+#[sqlx::test(migrations = false)]
+async fn plisio_callbacks_grant_credits_once_and_send_mismatches_to_review(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    let (env, port) = hook_env(po, co).await;
+    let webhooks = Arc::new(
+        Webhooks::with_secrets(&env.config.webhooks, None, None)
+            .unwrap()
+            .with_plisio_secret(Some(PLISIO_SECRET.as_bytes().to_vec())),
+    );
+    let daemon = env.daemon();
+    let server = genq::http::serve(
+        &format!("127.0.0.1:{port}"),
+        HttpState {
+            daemon: daemon.control(),
+            admin_token: None,
+            webhooks: Some(webhooks),
+        },
+    )
+    .await
+    .unwrap();
+    for (txn, user, credits) in [
+        ("t-ok", "payer", 500_i64),
+        ("t-odd", "payer", 300),
+        ("t-late", "payer", 100),
+    ] {
+        sqlx::query("SELECT genq.record_invoice($1, $2, $3, $4)")
+            .bind(txn)
+            .bind(format!("order-{txn}"))
+            .bind(user)
+            .bind(credits)
+            .execute(&env.db.pool)
+            .await
+            .unwrap();
+    }
+    // Recording the same invoice again is a no-op; other values are refused.
+    sqlx::query("SELECT genq.record_invoice('t-ok', 'order-t-ok', 'payer', 500)")
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    assert!(
+        sqlx::query("SELECT genq.record_invoice('t-ok', 'order-t-ok', 'payer', 501)")
+            .execute(&env.db.pool)
+            .await
+            .is_err()
+    );
+
+    // pending, then completed three times (duplicates): one grant.
+    let (s, r) = post_plisio(
+        port,
+        plisio_body(&plisio_fields("t-ok", "pending"), PLISIO_SECRET),
+    )
+    .await;
+    assert_eq!(
+        (s, r["result"].as_str().unwrap()),
+        (StatusCode::OK, "accepted")
+    );
+    for expected in ["accepted", "duplicate", "duplicate"] {
+        let (s, r) = post_plisio(
+            port,
+            plisio_body(&plisio_fields("t-ok", "completed"), PLISIO_SECRET),
+        )
+        .await;
+        assert_eq!(
+            (s, r["result"].as_str().unwrap()),
+            (StatusCode::OK, expected)
+        );
+    }
+    assert_eq!(env.balance("payer").await.available, 500);
+    // A late `expired` does not undo a completed payment.
+    post_plisio(
+        port,
+        plisio_body(&plisio_fields("t-ok", "expired"), PLISIO_SECRET),
+    )
+    .await;
+    let (status, history): (String, Value) =
+        sqlx::query_as("SELECT status, history FROM genq.payments WHERE txn_id = 't-ok'")
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "completed");
+    assert_eq!(history.as_array().unwrap().len(), 3, "{history}");
+    assert_eq!(env.balance("payer").await.available, 500);
+
+    // A bad hash: 401, nothing recorded, nothing granted.
+    let forged = plisio_body(&plisio_fields("t-late", "completed"), "not-the-secret");
+    let (s, _) = post_plisio(port, forged).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let tampered =
+        plisio_body(&plisio_fields("t-late", "completed"), PLISIO_SECRET).replace("10.50", "10.5");
+    let (s, _) = post_plisio(port, tampered).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "numbers are signed as received"
+    );
+
+    // mismatch → review, no credits; cancelled duplicate → cancelled.
+    post_plisio(
+        port,
+        plisio_body(&plisio_fields("t-odd", "mismatch"), PLISIO_SECRET),
+    )
+    .await;
+    post_plisio(
+        port,
+        plisio_body(
+            &plisio_fields("t-late", "cancelled duplicate"),
+            PLISIO_SECRET,
+        ),
+    )
+    .await;
+    let statuses: Vec<(String, String)> =
+        sqlx::query_as("SELECT txn_id, status FROM genq.payments ORDER BY txn_id")
+            .fetch_all(&env.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        statuses,
+        vec![
+            ("t-late".into(), "cancelled".into()),
+            ("t-odd".into(), "review".into()),
+            ("t-ok".into(), "completed".into())
+        ]
+    );
+    assert_eq!(env.balance("payer").await.available, 500);
+
+    // An unknown invoice: 200, kept as an orphan; once recorded, a redelivery applies.
+    let (s, r) = post_plisio(
+        port,
+        plisio_body(&plisio_fields("t-new", "completed"), PLISIO_SECRET),
+    )
+    .await;
+    assert_eq!(
+        (s, r["result"].as_str().unwrap()),
+        (StatusCode::OK, "orphan")
+    );
+    sqlx::query("SELECT genq.record_invoice('t-new', 'order-t-new', 'payer', 50)")
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    let (_, r) = post_plisio(
+        port,
+        plisio_body(&plisio_fields("t-new", "completed"), PLISIO_SECRET),
+    )
+    .await;
+    assert_eq!(r["result"], "accepted");
+    assert_eq!(env.balance("payer").await.available, 550);
+    daemon.shutdown().await;
+    server.stop().await;
+    env.assert_ledger_clean().await;
+}
