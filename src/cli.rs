@@ -249,12 +249,17 @@ async fn run(config: Config, migrate: bool, http: Option<String>) -> anyhow::Res
     Arc::new(Pipeline::from_config(&config).context("cannot set up the generation pipeline")?)
         .register(&mut registry);
     warn_unhandled_periodic(&config, &registry);
+    let webhooks = Arc::new(
+        http::webhooks::Webhooks::from_config(&config.webhooks)
+            .context("cannot set up webhook verification")?,
+    );
     let handle = Daemon::with_connect_options(config, registry, options).start();
     let server = match http::serve(
         &bind,
         http::HttpState {
             daemon: handle.control(),
             admin_token,
+            webhooks: Some(webhooks),
         },
     )
     .await

@@ -57,6 +57,10 @@ pub struct Config {
     pub providers: crate::providers::ProvidersConfig,
     /// Where outputs are stored.
     pub storage: crate::storage::StorageConfig,
+    /// Inbound provider callbacks (`/webhooks/...`).
+    pub webhooks: WebhooksConfig,
+    /// The generation sweeper (`generation.sweep`).
+    pub sweep: SweepConfig,
     /// Per-kind attempt time limits; they override a handler's own timeout. Defaults to
     /// none (a kind uses its handler's timeout, else `worker.job_timeout`).
     #[serde(with = "duration_map")]
@@ -154,6 +158,105 @@ pub struct PruneConfig {
 pub struct HttpConfig {
     /// Bind address. Defaults to `127.0.0.1:9800`.
     pub bind: String,
+}
+
+/// `[webhooks]`: verification of inbound provider callbacks. Secrets never go in the file:
+/// they come from the environment variables named here.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// fal's JWKS. Defaults to `https://rest.alpha.fal.ai/.well-known/jwks.json`.
+    pub fal_jwks_url: String,
+    /// How long fetched fal keys are trusted. Defaults to 24 h.
+    #[serde(with = "humantime_serde")]
+    pub fal_jwks_ttl: Duration,
+    /// Least time between two fetches forced by a signature no cached key verifies.
+    /// Defaults to 30 s (a forged request cannot make us hammer fal).
+    #[serde(with = "humantime_serde")]
+    pub fal_jwks_refetch_after: Duration,
+    /// The fal user id callbacks must carry (`X-Fal-Webhook-User-Id`). Empty: fal
+    /// callbacks are refused (503).
+    pub fal_user_id: String,
+    /// Environment variable holding Replicate's Standard Webhooks secret (`whsec_...`).
+    /// Defaults to `REPLICATE_WEBHOOK_SECRET`.
+    pub replicate_secret_env: String,
+    /// Environment variable holding the key of the per-generation BytePlus callback tokens.
+    /// Defaults to `GENQ_BYTEPLUS_WEBHOOK_SECRET`.
+    pub byteplus_secret_env: String,
+    /// Environment variable holding Plisio's secret key (`verify_hash`). Defaults to
+    /// `PLISIO_SECRET_KEY`.
+    pub plisio_secret_env: String,
+    /// Largest accepted clock difference of signed timestamps. Defaults to 300 s.
+    #[serde(with = "humantime_serde")]
+    pub tolerance: Duration,
+    /// Largest accepted body; larger ones get 413. Defaults to 1 MiB.
+    pub max_body_bytes: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            fal_jwks_url: "https://rest.alpha.fal.ai/.well-known/jwks.json".into(),
+            fal_jwks_ttl: Duration::from_secs(24 * 3600),
+            fal_jwks_refetch_after: Duration::from_secs(30),
+            fal_user_id: String::new(),
+            replicate_secret_env: "REPLICATE_WEBHOOK_SECRET".into(),
+            byteplus_secret_env: "GENQ_BYTEPLUS_WEBHOOK_SECRET".into(),
+            plisio_secret_env: "PLISIO_SECRET_KEY".into(),
+            tolerance: Duration::from_secs(300),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// Replicate's secret, from its environment variable (unset or empty: none).
+    pub fn replicate_secret(&self) -> Option<String> {
+        secret(&self.replicate_secret_env)
+    }
+
+    /// Plisio's secret key, from its environment variable (unset or empty: none).
+    pub fn plisio_secret(&self) -> Option<String> {
+        secret(&self.plisio_secret_env)
+    }
+
+    /// The BytePlus token key, from its environment variable (unset or empty: none).
+    pub fn byteplus_secret(&self) -> Option<String> {
+        secret(&self.byteplus_secret_env)
+    }
+}
+
+fn secret(env: &str) -> Option<String> {
+    if env.is_empty() {
+        return None;
+    }
+    std::env::var(env).ok().filter(|s| !s.is_empty())
+}
+
+/// `[sweep]`: the periodic `generation.sweep` job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SweepConfig {
+    /// How often it runs (one daemon per interval). Defaults to 5 min.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A submitted generation older than this with no live poll job gets one. Defaults to 15 min.
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
+    /// Past this age (the providers' retention) a submitted generation fails and its hold
+    /// is released. Defaults to 7 days.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(300),
+            stale_after: Duration::from_secs(900),
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
 }
 
 /// `[admin]`. The token itself comes from `GENQ_ADMIN_TOKEN`, or from this file.
@@ -323,6 +426,8 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             providers: Default::default(),
             storage: Default::default(),
+            webhooks: WebhooksConfig::default(),
+            sweep: SweepConfig::default(),
             timeouts: BTreeMap::new(),
             queues,
             periodic: Vec::new(),
@@ -481,6 +586,20 @@ mod duration_map {
 
 #[cfg(test)]
 mod tests {
+
+    // serde_json is built with arbitrary_precision (Plisio's verify_hash): numbers in a
+    // periodic payload must still round-trip through the TOML layer as numbers.
+    #[test]
+    fn periodic_payload_numbers_survive_arbitrary_precision() {
+        let text = "[[periodic]]\nname = \"n\"\nkind = \"k\"\nevery = \"1m\"\npayload = { n = 5, x = 1.5, s = \"t\" }\n";
+        let c = Config::from_toml_and_env(text, "test", &[]).unwrap();
+        assert_eq!(
+            c.periodic[0].payload,
+            serde_json::json!({"n": 5, "x": 1.5, "s": "t"})
+        );
+        assert_eq!(c.periodic[0].payload["n"].as_i64(), Some(5));
+    }
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -10,6 +10,19 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+/// Provider callbacks received, by provider and result (accepted, duplicate, orphan,
+/// bad_signature, too_large, disabled, error).
+pub const WEBHOOKS_RECEIVED: &str = "genq_webhooks_received_total";
+/// Seconds from a callback being stored to its reconciliation job acting on it, by provider.
+pub const WEBHOOK_RECONCILE_LAG: &str = "genq_webhook_reconcile_lag_seconds";
+/// Plisio callbacks applied to payments, by our status (pending, completed, review,
+/// expired, cancelled, error).
+pub const PAYMENTS: &str = "genq_payments_total";
+/// Credits granted by completed payments.
+pub const CREDITS_GRANTED: &str = "genq_credits_granted_total";
+/// What the generation sweeper did, by action (polled, expired).
+pub const SWEEPER_ACTIONS: &str = "genq_sweeper_actions_total";
+
 /// Build information (`version` label), always 1.
 pub const BUILD_INFO: &str = "genq_build_info";
 /// Attempts finished by this daemon, by queue, kind and outcome (completed, retried,
@@ -65,6 +78,31 @@ pub const CREDITS_HELD: &str = "genq_credits_held";
 
 /// Every metric: (name, type, help).
 pub const ALL: &[(&str, &str, &str)] = &[
+    (
+        WEBHOOKS_RECEIVED,
+        "counter",
+        "Provider callbacks received, by provider and result (accepted, duplicate, orphan, bad_signature, too_large, disabled, error).",
+    ),
+    (
+        WEBHOOK_RECONCILE_LAG,
+        "histogram",
+        "Seconds from a stored callback to its reconciliation acting on it, by provider.",
+    ),
+    (
+        PAYMENTS,
+        "counter",
+        "Plisio callbacks applied to payments, by status (pending, completed, review, expired, cancelled, error).",
+    ),
+    (
+        CREDITS_GRANTED,
+        "counter",
+        "Credits granted by completed payments.",
+    ),
+    (
+        SWEEPER_ACTIONS,
+        "counter",
+        "Generations the sweeper acted on, by action (polled: given a poll job again; expired: failed past the retention window).",
+    ),
     (BUILD_INFO, "gauge", "Build information, always 1."),
     (
         JOBS_FINISHED,

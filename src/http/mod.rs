@@ -6,6 +6,7 @@ pub mod admin;
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 
@@ -27,6 +28,8 @@ pub struct HttpState {
     pub daemon: DaemonControl,
     /// The admin API token; `None` turns the admin API off.
     pub admin_token: Option<AdminToken>,
+    /// Webhook verification; `None` answers every callback 503.
+    pub webhooks: Option<std::sync::Arc<webhooks::Webhooks>>,
 }
 
 /// The full router.
@@ -36,6 +39,10 @@ pub fn router(state: HttpState) -> Router {
         .merge(metrics::routes())
         .nest("/admin", admin::routes(state.clone()))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // After the default limit, so the webhooks' own (larger) limit applies to them.
+        .merge(webhooks::routes(
+            state.daemon.config().webhooks.max_body_bytes,
+        ))
         .with_state(state)
 }
 
@@ -73,6 +80,6 @@ pub async fn serve(bind: &str, state: HttpState) -> anyhow::Result<HttpServer> {
             tracing::error!(error = %err, "HTTP server failed");
         }
     });
-    tracing::info!(%addr, "HTTP listening (/metrics, /healthz, /readyz, /admin)");
+    tracing::info!(%addr, "HTTP listening (/metrics, /healthz, /readyz, /admin, /webhooks)");
     Ok(HttpServer { addr, stop, task })
 }

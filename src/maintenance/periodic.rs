@@ -104,6 +104,13 @@ pub async fn enqueue_slot(
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut defs: Vec<PeriodicConfig> = shared.config.periodic.clone();
     defs.push(crate::jobs::prune::periodic(&shared.config));
+    // The generation sweeper, in daemons that run the generation pipeline.
+    if shared
+        .registry
+        .contains(crate::jobs::generation::sweep::KIND)
+    {
+        defs.push(crate::jobs::generation::sweep::periodic(&shared.config));
+    }
     let mut entries: Vec<(Periodic, Option<DateTime<Utc>>)> = Vec::new();
     for def in &defs {
         match Periodic::parse(def) {

@@ -73,6 +73,54 @@ pub fn standard_webhooks_sign(
     format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
 }
 
+/// Whether any `v1,<base64>` signature in `header` (Standard Webhooks `webhook-signature`,
+/// space separated; several during a secret rotation) signs `id.timestamp.body` under
+/// `secret_whsec`. Compared in constant time; malformed entries are skipped.
+pub fn standard_webhooks_verify(
+    secret_whsec: &str,
+    id: &str,
+    timestamp: &str,
+    body: &[u8],
+    header: &str,
+) -> bool {
+    let Ok(key) = standard_webhooks_key(secret_whsec) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes keys of any length");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    header.split_whitespace().any(|candidate| {
+        let Some(b64) = candidate.strip_prefix("v1,") else {
+            return false;
+        };
+        match STANDARD.decode(b64) {
+            Ok(sig) => mac.clone().verify_slice(&sig).is_ok(),
+            Err(_) => false,
+        }
+    })
+}
+
+/// The token of a BytePlus callback URL: hex of HMAC-SHA256 of the generation id (its
+/// hyphenated lowercase form) under the server's secret.
+pub fn callback_token(secret: &[u8], generation_id: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(generation_id.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Whether `token_hex` is [`callback_token`] of `generation_id`, compared in constant time.
+pub fn callback_token_valid(secret: &[u8], generation_id: &str, token_hex: &str) -> bool {
+    let Ok(token) = hex::decode(token_hex) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(generation_id.as_bytes());
+    mac.verify_slice(&token).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +135,43 @@ mod tests {
             br#"{"email":"test@example.com","username":"test_user"}"#,
         );
         assert_eq!(sig, "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=");
+    }
+
+    #[test]
+    fn standard_webhooks_verify_accepts_any_listed_signature() {
+        let secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+        let (id, ts) = ("msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", "1649367553");
+        let body = br#"{"email":"test@example.com","username":"test_user"}"#;
+        let good = "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=";
+        assert!(standard_webhooks_verify(secret, id, ts, body, good));
+        let rotated = format!("v1,AAAA v1,bm90LWEtc2ln {good}");
+        assert!(standard_webhooks_verify(secret, id, ts, body, &rotated));
+        assert!(!standard_webhooks_verify(
+            secret,
+            id,
+            "1649367554",
+            body,
+            good
+        ));
+        assert!(!standard_webhooks_verify(secret, id, ts, b"{}", good));
+        assert!(!standard_webhooks_verify(
+            secret,
+            id,
+            ts,
+            body,
+            "v2,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
+        ));
+        assert!(!standard_webhooks_verify(secret, id, ts, body, ""));
+    }
+
+    #[test]
+    fn callback_tokens() {
+        let t = callback_token(b"k", "abc");
+        assert_eq!(t.len(), 64);
+        assert!(callback_token_valid(b"k", "abc", &t));
+        assert!(!callback_token_valid(b"k", "abd", &t));
+        assert!(!callback_token_valid(b"j", "abc", &t));
+        assert!(!callback_token_valid(b"k", "abc", "zz"));
     }
 
     #[test]

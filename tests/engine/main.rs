@@ -18,3 +18,4 @@ mod queues;
 mod recovery;
 mod retries;
 mod storage;
+mod webhooks;

@@ -14,9 +14,11 @@
 
 pub mod cancel;
 pub mod poll;
+pub mod reconcile;
 pub mod record;
 pub mod settle;
 pub mod submit;
+pub mod sweep;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +55,11 @@ pub struct Pipeline {
     pub config: ProvidersConfig,
     /// Largest output copied.
     pub max_object_bytes: u64,
+    /// Key of the BytePlus callback tokens (`[webhooks] byteplus_secret`); without it
+    /// BytePlus callback URLs carry no token and are not received.
+    pub callback_secret: Option<Vec<u8>>,
+    /// `[sweep]`.
+    pub sweep: crate::config::SweepConfig,
 }
 
 impl Pipeline {
@@ -67,6 +74,8 @@ impl Pipeline {
                 .build()?,
             config: config.providers.clone(),
             max_object_bytes: config.storage.max_object_bytes,
+            callback_secret: config.webhooks.byteplus_secret().map(String::into_bytes),
+            sweep: config.sweep.clone(),
         })
     }
 
@@ -74,14 +83,27 @@ impl Pipeline {
     pub fn register(self: Arc<Self>, registry: &mut Registry) {
         registry.register(submit::Submit(self.clone()));
         registry.register(poll::Poll(self.clone()));
+        registry.register(reconcile::Reconcile(self.clone()));
+        registry.register(sweep::Sweep(self.clone()));
         registry.register(cancel::Cancel(self));
     }
 
     /// The webhook URL a provider should call back for this generation, if callbacks are
     /// configured. It always carries the generation id (reconciliation matches on it).
+    /// BytePlus signs nothing, so its URL is `/webhooks/byteplus/{id}/{token}` with
+    /// `token` = HMAC-SHA256 of the id under `callback_secret`.
     pub fn webhook_url(&self, kind: ProviderKind, id: Uuid) -> Option<String> {
         let base = self.config.webhook_base_url.trim_end_matches('/');
-        (!base.is_empty()).then(|| format!("{base}/webhooks/{}?generation_id={id}", kind.as_str()))
+        if base.is_empty() {
+            return None;
+        }
+        Some(match (kind, &self.callback_secret) {
+            (ProviderKind::BytePlus, Some(secret)) => {
+                let token = crate::providers::signing::callback_token(secret, &id.to_string());
+                format!("{base}/webhooks/byteplus/{id}/{token}")
+            }
+            _ => format!("{base}/webhooks/{}?generation_id={id}", kind.as_str()),
+        })
     }
 
     /// Runs one provider call through the fleet-wide gate. `Err(JobError::Snooze)` when the

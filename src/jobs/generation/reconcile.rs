@@ -1,0 +1,145 @@
+//! `generation.reconcile`: what a verified webhook enqueues. A webhook is only a hint ("look
+//! now"): the job asks the provider for the authoritative state through the adapter and
+//! acts through [`poll::follow`], the path the poll job uses, so a late, duplicated or
+//! out-of-order callback changes nothing that the provider does not confirm.
+//!
+//! - `submitted`: one status call; an end is settled (copy, capture or release, completing
+//!   this job in the same transaction); still rendering: done, the poll job keeps following.
+//! - `submitting` (the callback beat the submit response): for fal, whose requests cannot
+//!   be looked up, the callback's request id is adopted (the generation becomes `submitted`
+//!   and gets its poll job), which is what the submit job's `AMBIGUOUS_GRACE` waits for;
+//!   for BytePlus and Replicate the job snoozes until the submit job has saved the id.
+//! - `queued` or final: nothing to do.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::record::{self, GenerationRow};
+use super::submit::{AMBIGUOUS_GRACE, FIRST_POLL_SECS};
+use super::{poll, GenerationArgs, Pipeline};
+use crate::credits::GenerationState;
+use crate::daemon::{JobContext, JobError, Worker};
+use crate::providers::ProviderKind;
+
+/// The kind.
+pub const KIND: &str = "generation.reconcile";
+
+/// How often a reconcile waiting for the submit job looks again.
+const WAIT_FOR_SUBMIT: Duration = Duration::from_secs(2);
+
+/// The reconcile worker.
+pub struct Reconcile(pub Arc<Pipeline>);
+
+impl Worker for Reconcile {
+    type Args = GenerationArgs;
+
+    fn kind(&self) -> &str {
+        KIND
+    }
+
+    async fn work(&self, ctx: JobContext, args: GenerationArgs) -> Result<(), JobError> {
+        let id = args.generation_id;
+        let Some((generation, kind)) = record::load(&ctx.pool, id).await? else {
+            return Ok(());
+        };
+        let result = match (generation.state, generation.provider_request_id.clone()) {
+            (GenerationState::Submitted, Some(request_id)) => {
+                match poll::follow(&self.0, &ctx, kind, &generation, &request_id).await {
+                    // Still rendering (or the gate said wait): the poll job keeps following.
+                    Err(JobError::Snooze { .. }) => Ok(()),
+                    other => other,
+                }
+            }
+            (GenerationState::Submitting, _) => {
+                if kind == ProviderKind::Fal {
+                    if let Some(request_id) = latest_request_id(&ctx.pool, id).await? {
+                        return adopt(&ctx, &generation, &request_id).await;
+                    }
+                }
+                let waited = (Utc::now()
+                    - generation.submitting_since.unwrap_or(generation.created_at))
+                .to_std()
+                .unwrap_or_default();
+                if waited < AMBIGUOUS_GRACE + Duration::from_secs(60) {
+                    // The submit job has not saved the request id yet.
+                    return Err(JobError::snooze(WAIT_FOR_SUBMIT));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        if result.is_ok() {
+            mark_processed(&ctx.pool, id).await?;
+        }
+        result
+    }
+}
+
+/// The request id of the newest verified callback for `id` that names one.
+async fn latest_request_id(pool: &sqlx::PgPool, id: Uuid) -> Result<Option<String>, JobError> {
+    Ok(sqlx::query_scalar(
+        "SELECT request_id FROM genq.webhook_events
+          WHERE generation_id = $1 AND request_id IS NOT NULL AND NOT orphan
+          ORDER BY id DESC LIMIT 1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Marks the generation's callbacks received so far as acted upon.
+async fn mark_processed(pool: &sqlx::PgPool, id: Uuid) -> Result<(), JobError> {
+    let mut conn = pool.acquire().await?;
+    mark_processed_in(&mut conn, id).await
+}
+
+async fn mark_processed_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<(), JobError> {
+    let lags: Vec<(String, f64)> = sqlx::query_as(
+        "UPDATE genq.webhook_events SET processed_at = now()
+          WHERE generation_id = $1 AND processed_at IS NULL
+          RETURNING provider, extract(epoch FROM now() - received_at)::float8",
+    )
+    .bind(id)
+    .fetch_all(conn)
+    .await?;
+    for (provider, secs) in lags {
+        metrics::histogram!(crate::metrics::WEBHOOK_RECONCILE_LAG, "provider" => provider)
+            .record(secs);
+    }
+    Ok(())
+}
+
+/// A fal callback for a generation still `submitting` names the request it created: mark it
+/// submitted with that id and schedule its poll, completing this job, in one transaction.
+/// If the submit job saved the id first, the guarded update changes nothing.
+async fn adopt(
+    ctx: &JobContext,
+    generation: &GenerationRow,
+    request_id: &str,
+) -> Result<(), JobError> {
+    let app: String = generation
+        .model
+        .split('/')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("/");
+    let meta = serde_json::json!({ "app": app, "adopted_from_webhook": true });
+    let mut tx = ctx.pool.begin().await?;
+    let saved = record::mark_submitted(&mut tx, generation.id, request_id, &meta).await?;
+    if let Some(cancel_requested) = saved {
+        record::enqueue_follow_up(&mut tx, poll::KIND, generation.id, FIRST_POLL_SECS).await?;
+        if cancel_requested {
+            record::enqueue_follow_up(&mut tx, super::cancel::KIND, generation.id, 0.0).await?;
+        }
+        tracing::info!(generation_id = %generation.id, %request_id, "adopted the request named by fal's callback");
+    }
+    mark_processed_in(&mut tx, generation.id).await?;
+    ctx.complete_in(&mut tx)
+        .await
+        .map_err(|e| JobError::retry(e.to_string()))?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! `generation.sweep`: the backstop for callbacks that never come and poll jobs that gave
+//! up. A periodic job (maintenance queue, `[sweep] interval`, one run per slot for the
+//! fleet) that
+//!
+//! - gives a `generation.poll` to each generation `submitted` longer than
+//!   `[sweep] stale_after` whose poll job is missing or final (discarded after its last
+//!   attempt, cancelled by hand), so it is followed again; the poll job's own snoozes and
+//!   retries are the backoff, and the sweeper only steps in when none is alive;
+//! - fails each generation submitted longer ago than `[sweep] retention` (7 days, the
+//!   providers' retention: BytePlus tasks are queryable 7 days) and releases its hold.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{poll, record, Pipeline};
+use crate::config::{Config, PeriodicConfig};
+use crate::credits::{self, GenerationState};
+use crate::daemon::{JobContext, JobError, Worker};
+
+/// The kind.
+pub const KIND: &str = "generation.sweep";
+
+/// Generations handled per run and per category; a larger backlog is finished by later runs.
+const BATCH: i64 = 500;
+
+/// The sweep worker.
+pub struct Sweep(pub Arc<Pipeline>);
+
+/// Payload (empty).
+#[derive(Debug, Deserialize)]
+pub struct SweepArgs {}
+
+const EXPIRED: &str = r#"
+SELECT id FROM genq.generations
+ WHERE state = 'submitted' AND submitted_at < now() - make_interval(secs => $1)
+ ORDER BY submitted_at LIMIT $2
+"#;
+
+const STRANDED: &str = r#"
+SELECT g.id FROM genq.generations g
+ WHERE g.state = 'submitted' AND g.submitted_at < now() - make_interval(secs => $1)
+   AND NOT EXISTS (SELECT 1 FROM genq.jobs j
+                    WHERE j.unique_key = 'generation.poll:' || g.id::text
+                      AND j.state IN ('available', 'running', 'retryable'))
+ ORDER BY g.submitted_at LIMIT $2
+"#;
+
+impl Worker for Sweep {
+    type Args = SweepArgs;
+
+    fn kind(&self) -> &str {
+        KIND
+    }
+
+    async fn work(&self, ctx: JobContext, _args: SweepArgs) -> Result<(), JobError> {
+        let config = &self.0.sweep;
+        let expired: Vec<Uuid> = sqlx::query_scalar(EXPIRED)
+            .bind(config.retention.as_secs_f64())
+            .bind(BATCH)
+            .fetch_all(&ctx.pool)
+            .await?;
+        let reason = format!(
+            "no final state from the provider within {} of submission (its retention window); hold released",
+            humantime::format_duration(config.retention)
+        );
+        for id in &expired {
+            let mut tx = ctx.pool.begin().await?;
+            if record::mark_ended(&mut tx, *id, GenerationState::Failed, &reason)
+                .await?
+                .is_some()
+            {
+                credits::release(&mut tx, *id, &reason).await?;
+                metrics::counter!(crate::metrics::SWEEPER_ACTIONS, "action" => "expired")
+                    .increment(1);
+                tracing::warn!(generation_id = %id, "sweeper: generation failed past the retention window");
+            }
+            tx.commit().await?;
+        }
+        let stranded: Vec<Uuid> = sqlx::query_scalar(STRANDED)
+            .bind(config.stale_after.as_secs_f64())
+            .bind(BATCH)
+            .fetch_all(&ctx.pool)
+            .await?;
+        for id in &stranded {
+            let mut conn = ctx.pool.acquire().await?;
+            record::enqueue_follow_up(&mut conn, poll::KIND, *id, 0.0).await?;
+            metrics::counter!(crate::metrics::SWEEPER_ACTIONS, "action" => "polled").increment(1);
+            tracing::info!(generation_id = %id, "sweeper: submitted generation had no poll job; polling it again");
+        }
+        Ok(())
+    }
+}
+
+/// The periodic definition of the sweep job.
+pub fn periodic(config: &Config) -> PeriodicConfig {
+    PeriodicConfig {
+        name: KIND.into(),
+        kind: KIND.into(),
+        cron: None,
+        every: Some(config.sweep.interval),
+        queue: crate::jobs::MAINTENANCE_QUEUE.into(),
+        payload: serde_json::json!({}),
+    }
+}
