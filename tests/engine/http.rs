@@ -37,6 +37,20 @@ async fn the_admin_api_needs_the_bearer_token(po: PgPoolOptions, co: PgConnectOp
         .unwrap();
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
 
+    // The daemon registers its configured queues just after it starts.
+    wait_until(
+        Duration::from_secs(10),
+        "the default queue to be registered",
+        || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM genq.queues WHERE name = 'default')",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
     let ok = daemon
         .http
         .get(&queues)
