@@ -61,6 +61,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// The generation sweeper (`generation.sweep`).
     pub sweep: SweepConfig,
+    /// Plisio payments: the polling fallback (`payments.poll`).
+    pub payments: PaymentsConfig,
     /// Per-kind attempt time limits; they override a handler's own timeout. Defaults to
     /// none (a kind uses its handler's timeout, else `worker.job_timeout`).
     #[serde(with = "duration_map")]
@@ -259,6 +261,32 @@ impl Default for SweepConfig {
     }
 }
 
+/// `[payments]`: the periodic `payments.poll` job, the fallback for Plisio callbacks that
+/// never come. Its API key is Plisio's secret key (`[webhooks] plisio_secret_env`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentsConfig {
+    /// Plisio's API base. Defaults to `https://api.plisio.net/api/v1`.
+    pub plisio_base_url: String,
+    /// How often pending invoices are polled (one daemon per interval). Defaults to 5 min.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// A `new`/`pending` payment older than this (since its last change) is polled.
+    /// Defaults to 10 min.
+    #[serde(with = "humantime_serde")]
+    pub poll_after: Duration,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        Self {
+            plisio_base_url: "https://api.plisio.net/api/v1".into(),
+            poll_interval: Duration::from_secs(300),
+            poll_after: Duration::from_secs(600),
+        }
+    }
+}
+
 /// `[admin]`. The token itself comes from `GENQ_ADMIN_TOKEN`, or from this file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -428,6 +456,7 @@ impl Default for Config {
             storage: Default::default(),
             webhooks: WebhooksConfig::default(),
             sweep: SweepConfig::default(),
+            payments: PaymentsConfig::default(),
             timeouts: BTreeMap::new(),
             queues,
             periodic: Vec::new(),

@@ -140,6 +140,30 @@ pub async fn apply(
     })
 }
 
+/// Applies a Plisio status (from a verified callback or a poll) in the caller's
+/// transaction, with its metrics and log: the one path both take. Returns `accepted` or
+/// `orphan` (no such payment).
+pub async fn record(
+    conn: &mut PgConnection,
+    txn_id: &str,
+    plisio_status: &str,
+    body: &Value,
+) -> Result<&'static str, sqlx::Error> {
+    Ok(match apply(conn, txn_id, plisio_status, body).await? {
+        Applied::Unknown => "orphan",
+        Applied::Recorded { status, granted } => {
+            metrics::counter!(crate::metrics::PAYMENTS, "status" => status).increment(1);
+            if granted > 0 {
+                metrics::counter!(crate::metrics::CREDITS_GRANTED).increment(granted as u64);
+            }
+            if status == "review" {
+                tracing::warn!(%txn_id, "Plisio payment mismatch: moved to review");
+            }
+            "accepted"
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,11 @@
 //! `genq bench`: benchmarks on a throwaway database of the configured server (created,
 //! migrated, dropped afterwards), printing throughput, latency percentiles and memory.
-//! Scenarios: `queue` (the engine alone, no-op jobs) and `generation` (the whole pipeline
-//! against the in-process fake provider).
+//! Scenarios: `queue` (the engine alone, no-op jobs), `generation` (the whole pipeline
+//! against the in-process fake provider) and `webhooks` (signed callbacks at a fixed rate).
 
 pub mod generation;
 pub mod queue;
+pub mod webhooks;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,8 @@ pub enum Scenario {
     Queue,
     /// Generations in flight against the fake provider: RSS, connections, overhead.
     Generation,
+    /// Signed Replicate callbacks at a fixed rate to the daemon's webhook endpoint.
+    Webhooks,
 }
 
 /// `genq bench` options.
@@ -57,6 +60,15 @@ pub struct BenchArgs {
     /// generation: the daemon's database pool size.
     #[arg(long, default_value_t = 20)]
     pub pool: u32,
+    /// webhooks: callbacks per second.
+    #[arg(long, default_value_t = 500.0)]
+    pub rate: f64,
+    /// webhooks: how long to send for.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
+    /// webhooks: most callbacks in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub max_in_flight: usize,
     /// Keep the benchmark database afterwards (it is dropped by default).
     #[arg(long)]
     pub keep_db: bool,
@@ -79,6 +91,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
         match args.scenario {
             Scenario::Queue => queue::measure(config, &args, &options).await,
             Scenario::Generation => generation::measure(config, &args, &options, &name).await,
+            Scenario::Webhooks => webhooks::measure(config, &args, &options).await,
         }
     }
     .await;

@@ -433,19 +433,7 @@ async fn try_store_payment(
     let Some(event_id) = inserted else {
         return Ok("duplicate");
     };
-    let result = match crate::payments::apply(&mut tx, txn_id, status, body).await? {
-        crate::payments::Applied::Unknown => "orphan",
-        crate::payments::Applied::Recorded { status, granted } => {
-            metrics::counter!(crate::metrics::PAYMENTS, "status" => status).increment(1);
-            if granted > 0 {
-                metrics::counter!(crate::metrics::CREDITS_GRANTED).increment(granted as u64);
-            }
-            if status == "review" {
-                tracing::warn!(%txn_id, "Plisio payment mismatch: moved to review");
-            }
-            "accepted"
-        }
-    };
+    let result = crate::payments::record(&mut tx, txn_id, status, body).await?;
     sqlx::query("UPDATE genq.webhook_events SET processed_at = now() WHERE id = $1")
         .bind(event_id)
         .execute(&mut *tx)

@@ -1,6 +1,7 @@
 //! Job kinds, one module each. The built-in ones are registered in every daemon.
 pub mod generation;
 pub mod noop;
+pub mod payments_poll;
 pub mod prune;
 pub mod sleep;
 

@@ -111,6 +111,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     {
         defs.push(crate::jobs::generation::sweep::periodic(&shared.config));
     }
+    // The Plisio polling fallback, in daemons that have Plisio's key.
+    if shared.registry.contains(crate::jobs::payments_poll::KIND) {
+        defs.push(crate::jobs::payments_poll::periodic(&shared.config));
+    }
     let mut entries: Vec<(Periodic, Option<DateTime<Utc>>)> = Vec::new();
     for def in &defs {
         match Periodic::parse(def) {

@@ -809,3 +809,142 @@ async fn plisio_callbacks_grant_credits_once_and_send_mismatches_to_review(
     server.stop().await;
     env.assert_ledger_clean().await;
 }
+
+async fn payment(env: &GenEnv, txn: &str) -> (String, i64) {
+    sqlx::query_as(
+        "SELECT status, jsonb_array_length(history)::int8 FROM genq.payments WHERE txn_id = $1",
+    )
+    .bind(txn)
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn plisio_payments_without_callbacks_are_completed_by_the_poll(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    let mut env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    env.config.payments.plisio_base_url = env.fake.plisio_base_url();
+    env.config.payments.poll_interval = Duration::from_secs(1);
+    env.config.payments.poll_after = Duration::ZERO;
+    for (txn, credits) in [
+        ("p-paid", 200_i64),
+        ("p-odd", 70),
+        ("p-wait", 40),
+        ("p-gone", 10),
+    ] {
+        sqlx::query("SELECT genq.record_invoice($1, $2, 'payer', $3)")
+            .bind(txn)
+            .bind(format!("order-{txn}"))
+            .bind(credits)
+            .execute(&env.db.pool)
+            .await
+            .unwrap();
+    }
+    // No callback ever comes; Plisio knows the outcomes (p-gone it does not know at all).
+    env.fake.set_plisio_operation(
+        "p-paid",
+        json!({ "status": "completed", "amount": "0.00200000", "currency": "BTC",
+                "source_amount": "20.00", "source_currency": "USD" }),
+    );
+    env.fake
+        .set_plisio_operation("p-odd", json!({ "status": "mismatch" }));
+    // Set through the control API, as an operator would.
+    fake_post(
+        &env,
+        "/_fake/plisio/operations/p-wait",
+        json!({ "status": "pending" }),
+    )
+    .await;
+
+    // The pipeline registers payments.poll only with Plisio's key (PLISIO_SECRET_KEY).
+    let mut pipeline = Pipeline::from_config(&env.config).unwrap();
+    pipeline.plisio_api_key = Some(PLISIO_SECRET.into());
+    let mut registry = Registry::new();
+    Arc::new(pipeline).register(&mut registry);
+    let daemon = env.db.daemon(env.config.clone(), registry);
+    wait_until(
+        Duration::from_secs(20),
+        "polled payments settled",
+        || async {
+            payment(&env, "p-paid").await.0 == "completed"
+                && payment(&env, "p-odd").await.0 == "review"
+        },
+    )
+    .await;
+    assert_eq!(env.balance("payer").await.available, 200);
+    // Later runs poll only what is still open: the completed payment is granted once.
+    let polls = env.fake.stats().plisio_polls;
+    wait_until(Duration::from_secs(20), "two more poll runs", || async {
+        env.fake.stats().plisio_polls >= polls + 4
+    })
+    .await;
+    daemon.shutdown().await;
+    assert_eq!(payment(&env, "p-paid").await, ("completed".into(), 1));
+    assert_eq!(payment(&env, "p-odd").await, ("review".into(), 1));
+    // Still pending at Plisio, or unknown to it: unchanged, nothing appended.
+    assert_eq!(payment(&env, "p-wait").await, ("new".into(), 0));
+    assert_eq!(payment(&env, "p-gone").await, ("new".into(), 0));
+    assert_eq!(env.balance("payer").await.available, 200);
+    let grants: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM genq.ledger WHERE idempotency_key = 'plisio:p-paid'",
+    )
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(grants, 1);
+    env.assert_ledger_clean().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_sweeper_fails_generations_whose_submit_job_is_final(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    let mut env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    env.config.sweep.interval = Duration::from_secs(1);
+    env.config.sweep.stale_after = Duration::from_secs(1);
+    env.grant("u1", 100).await;
+    // Nobody works the generation queue: submit jobs stay as they are set here.
+    let mut config = env.config.clone();
+    config.queues.remove("generation");
+    let discarded = env.request("u1", "replicate", 10).await;
+    let cancelled = env.request("u1", "fal", 10).await;
+    let alive = env.request("u1", "byteplus", 10).await;
+    for (id, state) in [(discarded, "discarded"), (cancelled, "cancelled")] {
+        sqlx::query(
+            "UPDATE genq.jobs SET state = $2::genq.job_state, finished_at = now()
+              WHERE unique_key = 'generation.submit:' || $1::text",
+        )
+        .bind(id)
+        .bind(state)
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    }
+    // One of them had started submitting when its job ran out of attempts.
+    sqlx::query("UPDATE genq.generations SET state = 'submitting' WHERE id = $1")
+        .bind(discarded)
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    let daemon = env.daemon_with(config);
+    for id in [discarded, cancelled] {
+        let g = env.wait_final(id, Duration::from_secs(30)).await;
+        assert_eq!(g.state, GenerationState::Failed);
+        assert!(
+            g.error.as_deref().unwrap().contains("submit job ended"),
+            "{g:?}"
+        );
+        assert_eq!(env.entries(id).await, vec!["hold", "release"]);
+    }
+    // A generation whose submit job is still waiting is left alone.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    daemon.shutdown().await;
+    assert_eq!(env.generation(alive).await.state, GenerationState::Queued);
+    assert_eq!(env.entries(alive).await, vec!["hold"]);
+    assert_eq!(env.balance("u1").await.available, 90);
+    env.assert_ledger_clean().await;
+}

@@ -60,6 +60,10 @@ pub struct Pipeline {
     pub callback_secret: Option<Vec<u8>>,
     /// `[sweep]`.
     pub sweep: crate::config::SweepConfig,
+    /// `[payments]`: the Plisio polling fallback.
+    pub payments: crate::config::PaymentsConfig,
+    /// Plisio's secret key (its API key); `None` registers no `payments.poll`.
+    pub plisio_api_key: Option<String>,
 }
 
 impl Pipeline {
@@ -76,6 +80,8 @@ impl Pipeline {
             max_object_bytes: config.storage.max_object_bytes,
             callback_secret: config.webhooks.byteplus_secret().map(String::into_bytes),
             sweep: config.sweep.clone(),
+            payments: config.payments.clone(),
+            plisio_api_key: config.webhooks.plisio_secret(),
         })
     }
 
@@ -85,6 +91,14 @@ impl Pipeline {
         registry.register(poll::Poll(self.clone()));
         registry.register(reconcile::Reconcile(self.clone()));
         registry.register(sweep::Sweep(self.clone()));
+        if let Some(key) = &self.plisio_api_key {
+            match crate::jobs::payments_poll::PaymentsPoll::new(&self.payments, key.clone()) {
+                Ok(poll) => {
+                    registry.register(poll);
+                }
+                Err(err) => tracing::error!(error = %err, "payments.poll not set up"),
+            }
+        }
         registry.register(cancel::Cancel(self));
     }
 

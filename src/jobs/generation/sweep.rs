@@ -7,7 +7,10 @@
 //!   attempt, cancelled by hand), so it is followed again; the poll job's own snoozes and
 //!   retries are the backoff, and the sweeper only steps in when none is alive;
 //! - fails each generation submitted longer ago than `[sweep] retention` (7 days, the
-//!   providers' retention: BytePlus tasks are queryable 7 days) and releases its hold.
+//!   providers' retention: BytePlus tasks are queryable 7 days) and releases its hold;
+//! - fails each generation still `queued`/`submitting`, unchanged for `[sweep] stale_after`,
+//!   whose `generation.submit` job is final (discarded after its last attempt, cancelled)
+//!   or gone (pruned), and releases its hold: nothing would ever submit it.
 
 use std::sync::Arc;
 
@@ -47,6 +50,15 @@ SELECT g.id FROM genq.generations g
  ORDER BY g.submitted_at LIMIT $2
 "#;
 
+const UNSUBMITTED: &str = r#"
+SELECT g.id FROM genq.generations g
+ WHERE g.state IN ('queued', 'submitting') AND g.updated_at < now() - make_interval(secs => $1)
+   AND NOT EXISTS (SELECT 1 FROM genq.jobs j
+                    WHERE j.unique_key = 'generation.submit:' || g.id::text
+                      AND j.state IN ('available', 'running', 'retryable'))
+ ORDER BY g.updated_at LIMIT $2
+"#;
+
 impl Worker for Sweep {
     type Args = SweepArgs;
 
@@ -75,6 +87,26 @@ impl Worker for Sweep {
                 metrics::counter!(crate::metrics::SWEEPER_ACTIONS, "action" => "expired")
                     .increment(1);
                 tracing::warn!(generation_id = %id, "sweeper: generation failed past the retention window");
+            }
+            tx.commit().await?;
+        }
+        let unsubmitted: Vec<Uuid> = sqlx::query_scalar(UNSUBMITTED)
+            .bind(config.stale_after.as_secs_f64())
+            .bind(BATCH)
+            .fetch_all(&ctx.pool)
+            .await?;
+        let reason =
+            "the submit job ended without submitting (out of attempts or cancelled); hold released";
+        for id in &unsubmitted {
+            let mut tx = ctx.pool.begin().await?;
+            if record::mark_ended(&mut tx, *id, GenerationState::Failed, reason)
+                .await?
+                .is_some()
+            {
+                credits::release(&mut tx, *id, reason).await?;
+                metrics::counter!(crate::metrics::SWEEPER_ACTIONS, "action" => "unsubmitted")
+                    .increment(1);
+                tracing::warn!(generation_id = %id, "sweeper: generation failed, its submit job is final");
             }
             tx.commit().await?;
         }

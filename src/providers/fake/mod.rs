@@ -18,6 +18,7 @@ mod byteplus;
 mod fal;
 pub mod faults;
 mod files;
+mod plisio;
 mod replicate;
 mod state;
 mod webhooks;
@@ -168,6 +169,19 @@ impl FakeServer {
         self.state.signing.replicate_secret()
     }
 
+    /// Plisio's API base on this fake (`http://127.0.0.1:PORT/plisio/api/v1`), for
+    /// `[payments] plisio_base_url`.
+    pub fn plisio_base_url(&self) -> String {
+        format!("{}{}", self.url(), plisio::PREFIX)
+    }
+
+    /// Sets a Plisio operation (as `POST /_fake/plisio/operations/{txn_id}`); `data` is an
+    /// object with at least `status`.
+    pub fn set_plisio_operation(&self, txn_id: &str, mut data: serde_json::Value) {
+        data["txn_id"] = serde_json::Value::String(txn_id.to_string());
+        self.state.set_plisio_operation(txn_id, data);
+    }
+
     /// Removes every scripted fault (as `DELETE /_fake/faults`).
     pub fn clear_faults(&self) {
         self.state.faults.clear();
@@ -231,6 +245,7 @@ pub async fn serve(addr: SocketAddr, cfg: FakeConfig) -> anyhow::Result<FakeServ
         .merge(byteplus::routes())
         .merge(replicate::routes())
         .merge(files::routes())
+        .merge(plisio::routes())
         .merge(faults::routes())
         .with_state(state.clone());
     let task = tokio::spawn(async move {

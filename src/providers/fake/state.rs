@@ -37,6 +37,8 @@ struct Inner {
     /// Ids in creation order (deleted BytePlus tasks are skipped when listing).
     order: Vec<String>,
     stats: FakeStats,
+    /// Plisio operations by txn id (set through the control API).
+    plisio: HashMap<String, Value>,
 }
 
 /// How a job will end.
@@ -160,6 +162,9 @@ pub struct FakeStats {
     pub webhooks_sent: u64,
     /// Webhooks that failed (no answer or not 2xx); never retried.
     pub webhooks_failed: u64,
+    /// Requests to Plisio's operations API.
+    #[serde(default)]
+    pub plisio_polls: u64,
 }
 
 impl FakeStats {
@@ -200,6 +205,7 @@ impl State {
                 jobs: HashMap::new(),
                 order: Vec::new(),
                 stats: FakeStats::default(),
+                plisio: HashMap::new(),
             }),
             signing: Signing::new(&cfg),
             cfg,
@@ -215,6 +221,21 @@ impl State {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panicking handler must not take the whole fake down with a poisoned lock.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A Plisio operation's data.
+    pub fn plisio_operation(&self, txn_id: &str) -> Option<Value> {
+        self.lock().plisio.get(txn_id).cloned()
+    }
+
+    /// Sets a Plisio operation's data.
+    pub fn set_plisio_operation(&self, txn_id: &str, data: Value) {
+        self.lock().plisio.insert(txn_id.to_string(), data);
+    }
+
+    /// Counts a request to Plisio's operations API.
+    pub fn count_plisio_poll(&self) {
+        self.lock().stats.plisio_polls += 1;
     }
 
     /// Counts a request.
