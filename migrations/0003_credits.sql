@@ -144,6 +144,23 @@ $$;
 CREATE TRIGGER generations_touch BEFORE UPDATE ON genq.generations
     FOR EACH ROW EXECUTE FUNCTION genq.generations_touch();
 
+-- genq.lock_account: the one place a user's balance row is created (if new) and locked
+-- for the rest of the transaction; returns the available credits. Every money operation
+-- takes this lock first, so concurrent calls for one user run one after the other.
+CREATE FUNCTION genq.lock_account(p_user text) RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_available bigint;
+BEGIN
+    INSERT INTO genq.accounts (user_id) VALUES (p_user) ON CONFLICT (user_id) DO NOTHING;
+    SELECT a.available INTO v_available FROM genq.accounts a WHERE a.user_id = p_user FOR UPDATE;
+    RETURN v_available;
+END
+$$;
+
 -- genq.grant_credits: adds credits to a user's available balance, once per idempotency key
 -- (use the payment's id). A repeated call with the same key, user and amount grants nothing
 -- and returns the current balance; the same key with another user or amount is an error.
@@ -171,9 +188,7 @@ BEGIN
             USING ERRCODE = '22023';
     END IF;
 
-    INSERT INTO genq.accounts (user_id) VALUES (grant_credits.user_id) ON CONFLICT (user_id) DO NOTHING;
-    SELECT a.available INTO v_available FROM genq.accounts a
-     WHERE a.user_id = grant_credits.user_id FOR UPDATE;
+    v_available := genq.lock_account(grant_credits.user_id);
 
     INSERT INTO genq.ledger (user_id, kind, amount, idempotency_key)
     VALUES (grant_credits.user_id, 'grant', grant_credits.amount, grant_credits.idempotency_key)
@@ -261,9 +276,7 @@ BEGIN
 
     -- Lock the user's balance first: concurrent calls for one user wait here, and each then
     -- sees what the previous one committed (a generation with the same key, the new balance).
-    INSERT INTO genq.accounts (user_id) VALUES (enqueue_generation.user_id) ON CONFLICT (user_id) DO NOTHING;
-    SELECT a.available INTO v_available FROM genq.accounts a
-     WHERE a.user_id = enqueue_generation.user_id FOR UPDATE;
+    v_available := genq.lock_account(enqueue_generation.user_id);
 
     SELECT g.id INTO v_id FROM genq.generations g
      WHERE g.user_id = enqueue_generation.user_id
@@ -323,7 +336,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'generation % not found', p_generation USING ERRCODE = 'P0002';
     END IF;
-    PERFORM 1 FROM genq.accounts a WHERE a.user_id = v_user FOR UPDATE;
+    PERFORM genq.lock_account(v_user);
 
     SELECT l.amount INTO v_amount FROM genq.ledger l
      WHERE l.generation_id = p_generation AND l.kind = 'hold';

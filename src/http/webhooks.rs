@@ -217,6 +217,17 @@ fn timely(timestamp: &str, tolerance: Duration) -> bool {
     (now - ts).unsigned_abs() <= tolerance.as_secs()
 }
 
+/// What every endpoint does first: read the body within the size limit (413 otherwise),
+/// then make sure webhooks are configured (503 otherwise).
+fn accept<'a>(
+    state: &'a HttpState,
+    provider: &'static str,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<(Bytes, &'a Webhooks), Reply> {
+    let raw = body(provider, raw)?;
+    Ok((raw, webhooks(state, provider)?))
+}
+
 fn webhooks<'a>(state: &'a HttpState, provider: &'static str) -> Result<&'a Webhooks, Reply> {
     state
         .webhooks
@@ -236,12 +247,8 @@ async fn fal(
     raw: Result<Bytes, BytesRejection>,
 ) -> Reply {
     const P: &str = "fal";
-    let raw = match body(P, raw) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let hooks = match webhooks(&state, P) {
-        Ok(h) => h,
+    let (raw, hooks) = match accept(&state, P, raw) {
+        Ok(accepted) => accepted,
         Err(r) => return r,
     };
     if hooks.config.fal_user_id.is_empty() {
@@ -292,12 +299,8 @@ async fn replicate(
     raw: Result<Bytes, BytesRejection>,
 ) -> Reply {
     const P: &str = "replicate";
-    let raw = match body(P, raw) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let hooks = match webhooks(&state, P) {
-        Ok(h) => h,
+    let (raw, hooks) = match accept(&state, P, raw) {
+        Ok(accepted) => accepted,
         Err(r) => return r,
     };
     let Some(secret) = hooks.replicate_secret.as_deref() else {
@@ -336,12 +339,8 @@ async fn byteplus(
     raw: Result<Bytes, BytesRejection>,
 ) -> Reply {
     const P: &str = "byteplus";
-    let raw = match body(P, raw) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let hooks = match webhooks(&state, P) {
-        Ok(h) => h,
+    let (raw, hooks) = match accept(&state, P, raw) {
+        Ok(accepted) => accepted,
         Err(r) => return r,
     };
     let Some(secret) = hooks.byteplus_secret.as_deref() else {
@@ -370,12 +369,8 @@ async fn byteplus(
 /// transaction (no job: nothing needs fetching).
 async fn plisio(State(state): State<HttpState>, raw: Result<Bytes, BytesRejection>) -> Reply {
     const P: &str = "plisio";
-    let raw = match body(P, raw) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let hooks = match webhooks(&state, P) {
-        Ok(h) => h,
+    let (raw, hooks) = match accept(&state, P, raw) {
+        Ok(accepted) => accepted,
         Err(r) => return r,
     };
     let Some(secret) = hooks.plisio_secret.as_deref() else {
