@@ -12,7 +12,6 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::daemon::{Daemon, Registry};
-use crate::jobs::generation::Pipeline;
 use crate::queue::{job_control, queue_control, Client, NewJob};
 use crate::{bench, db, demo, http};
 
@@ -246,8 +245,7 @@ async fn run(config: Config, migrate: bool, http: Option<String>) -> anyhow::Res
     }
     let bind = http.unwrap_or_else(|| config.http.bind.clone());
     let mut registry = Registry::new();
-    Arc::new(Pipeline::from_config(&config).context("cannot set up the generation pipeline")?)
-        .register(&mut registry);
+    crate::jobs::register_product(&mut registry, &config)?;
     warn_unhandled_periodic(&config, &registry);
     let webhooks = Arc::new(
         http::webhooks::Webhooks::from_config(&config.webhooks)

@@ -63,6 +63,8 @@ pub struct Config {
     pub sweep: SweepConfig,
     /// Plisio payments: the polling fallback (`payments.poll`).
     pub payments: PaymentsConfig,
+    /// Retention and privacy: how long each kind of data is kept.
+    pub retention: crate::retention::RetentionConfig,
     /// Per-kind attempt time limits; they override a handler's own timeout. Defaults to
     /// none (a kind uses its handler's timeout, else `worker.job_timeout`).
     #[serde(with = "duration_map")]
@@ -444,6 +446,10 @@ impl Default for Config {
             crate::jobs::MAINTENANCE_QUEUE.to_string(),
             QueueConfig::with_concurrency(2),
         );
+        queues.insert(
+            crate::jobs::retention::QUEUE.to_string(),
+            QueueConfig::with_concurrency(4),
+        );
         Self {
             database: DatabaseConfig::default(),
             worker: WorkerConfig::default(),
@@ -457,6 +463,7 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             sweep: SweepConfig::default(),
             payments: PaymentsConfig::default(),
+            retention: Default::default(),
             timeouts: BTreeMap::new(),
             queues,
             periodic: Vec::new(),

@@ -6,7 +6,6 @@
 //! (`genq.check_ledger()`) is clean.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -17,7 +16,6 @@ use crate::config::{Config, QueueConfig};
 use crate::credits::{self, CreditError, GenerationState, NewGeneration};
 use crate::daemon::{Daemon, Registry};
 use crate::db;
-use crate::jobs::generation::Pipeline;
 use crate::providers::fake::faults::{FakeOp, FaultKind, FaultSpec};
 use crate::providers::fake::{self, FakeConfig};
 use crate::providers::ProviderKind;
@@ -118,7 +116,7 @@ pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     // The daemon starts only now, so the refusal above cannot race a hold released early.
     let mut registry = Registry::new();
-    Arc::new(Pipeline::from_config(&daemon_config)?).register(&mut registry);
+    crate::jobs::register_product(&mut registry, &daemon_config)?;
     let daemon = Daemon::with_connect_options(daemon_config, registry, options.clone()).start();
     println!(
         "daemon {} started; outputs go to {}",

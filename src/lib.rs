@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod payments;
 pub mod providers;
 pub mod queue;
+pub mod retention;
 pub mod storage;
 pub mod telemetry;
 

@@ -23,6 +23,22 @@ pub const CREDITS_GRANTED: &str = "genq_credits_granted_total";
 /// What the generation sweeper did, by action (polled, expired).
 pub const SWEEPER_ACTIONS: &str = "genq_sweeper_actions_total";
 
+/// Blob deletions attempted by the retention jobs, by store, role and outcome (deleted,
+/// failed). "Already gone" counts as deleted.
+pub const RETENTION_DELETIONS: &str = "genq_retention_deletions_total";
+/// Rows scrubbed of personal data, by kind (input, webhook_body).
+pub const RETENTION_SCRUBBED: &str = "genq_retention_scrubbed_total";
+/// Items due for deletion and not yet deleted, by kind (source, reference, output, export,
+/// input, webhook_body; erasure: pending requests). Fleet-wide, sampled.
+pub const RETENTION_DUE: &str = "genq_retention_due";
+/// Items due longer than `[retention] overdue_after` and still not deleted, by kind
+/// (erasure: requests past their due date). The privacy promise holds while this is 0.
+pub const RETENTION_OVERDUE: &str = "genq_retention_overdue";
+/// Seconds from an erasure request to its completion.
+pub const ERASURE_DURATION: &str = "genq_privacy_erasure_seconds";
+/// Data exports written.
+pub const EXPORTS: &str = "genq_privacy_exports_total";
+
 /// Build information (`version` label), always 1.
 pub const BUILD_INFO: &str = "genq_build_info";
 /// Attempts finished by this daemon, by queue, kind and outcome (completed, retried,
@@ -78,6 +94,32 @@ pub const CREDITS_HELD: &str = "genq_credits_held";
 
 /// Every metric: (name, type, help).
 pub const ALL: &[(&str, &str, &str)] = &[
+    (
+        RETENTION_DELETIONS,
+        "counter",
+        "Blob deletions attempted by the retention jobs, by store, role and outcome (deleted, failed).",
+    ),
+    (
+        RETENTION_SCRUBBED,
+        "counter",
+        "Rows scrubbed of personal data, by kind (input, webhook_body).",
+    ),
+    (
+        RETENTION_DUE,
+        "gauge",
+        "Items due for deletion and not yet deleted, by kind; erasure: pending requests (fleet-wide, sampled; use max across daemons).",
+    ),
+    (
+        RETENTION_OVERDUE,
+        "gauge",
+        "Items due longer than the grace and not deleted, by kind; erasure: requests past due (fleet-wide, sampled). The promise holds at 0.",
+    ),
+    (
+        ERASURE_DURATION,
+        "histogram",
+        "Seconds from an account erasure request to its completion.",
+    ),
+    (EXPORTS, "counter", "Data exports written."),
     (
         WEBHOOKS_RECEIVED,
         "counter",
@@ -224,6 +266,12 @@ pub const BUCKETS: &[f64] = &[
     1800.0, 3600.0,
 ];
 
+/// Buckets of [`ERASURE_DURATION`]: a minute to the 30-day promise.
+pub const ERASURE_BUCKETS: &[f64] = &[
+    60.0, 300.0, 900.0, 3600.0, 6.0 * 3600.0, 86400.0, 3.0 * 86400.0, 7.0 * 86400.0,
+    14.0 * 86400.0, 30.0 * 86400.0,
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder on first call and returns the handle that renders
@@ -231,7 +279,9 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+            .set_buckets_for_metric(Matcher::Full(ERASURE_DURATION.into()), ERASURE_BUCKETS)
+            .expect("buckets are non-empty")
+            .set_buckets(BUCKETS)
             .expect("buckets are non-empty")
             .build_recorder();
         let handle = recorder.handle();

@@ -3,6 +3,7 @@ pub mod generation;
 pub mod noop;
 pub mod payments_poll;
 pub mod prune;
+pub mod retention;
 pub mod sleep;
 
 use crate::config::Config;
@@ -22,6 +23,24 @@ pub fn register_builtins(registry: &mut Registry, config: &Config) {
     if !registry.contains(prune::KIND) {
         registry.register(prune::Prune::new(&config.prune));
     }
+}
+
+/// Registers the product's job kinds: the generation pipeline (with payments polling) and
+/// the retention and privacy jobs, which share the output store.
+pub fn register_product(registry: &mut Registry, config: &Config) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::sync::Arc;
+    let pipeline = Arc::new(
+        generation::Pipeline::from_config(config)
+            .context("cannot set up the generation pipeline")?,
+    );
+    let retention = Arc::new(retention::Retention::from_config(
+        config,
+        pipeline.store.clone(),
+    ));
+    pipeline.register(registry);
+    retention.register(registry);
+    Ok(())
 }
 
 /// Whether `kind` is one of the built-in kinds every daemon registers.

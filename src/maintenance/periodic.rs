@@ -115,6 +115,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     if shared.registry.contains(crate::jobs::payments_poll::KIND) {
         defs.push(crate::jobs::payments_poll::periodic(&shared.config));
     }
+    // The retention sweep, in daemons that run the retention jobs.
+    if shared.registry.contains(crate::jobs::retention::sweep::KIND) {
+        defs.push(crate::jobs::retention::sweep::periodic(&shared.config));
+    }
     let mut entries: Vec<(Periodic, Option<DateTime<Utc>>)> = Vec::new();
     for def in &defs {
         match Periodic::parse(def) {

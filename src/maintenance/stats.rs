@@ -66,6 +66,13 @@ async fn try_register(shared: &Shared) -> Result<(), sqlx::Error> {
             queue_control::set_max_running(&shared.pool, name, Some(max)).await?;
         }
     }
+    let redated = crate::retention::apply_policies(&shared.pool, &shared.config.retention).await?;
+    if redated > 0 {
+        tracing::info!(
+            blobs = redated,
+            "retention policies changed: live blobs re-dated"
+        );
+    }
     Ok(())
 }
 
@@ -76,6 +83,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         export_local(&shared);
         if let Err(err) = sample_and_export(&shared.pool, interval.as_secs_f64() * 0.9).await {
             tracing::debug!(error = %err, "queue statistics not sampled this time");
+        }
+        if let Err(err) = export_retention(&shared).await {
+            tracing::debug!(error = %err, "retention backlog not sampled this time");
         }
         if !sleep_or_stop(interval, &mut stop).await {
             return;
@@ -93,6 +103,18 @@ fn export_local(shared: &Shared) {
     let idle = shared.pool.num_idle() as f64;
     metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "in_use").set(size - idle);
     metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "idle").set(idle);
+}
+
+/// Due and overdue items by kind: small counts over partial indexes, read by every daemon.
+async fn export_retention(shared: &Shared) -> Result<(), sqlx::Error> {
+    let backlog =
+        crate::retention::backlog::backlog(&shared.pool, shared.config.retention.overdue_after)
+            .await?;
+    for b in backlog {
+        metrics::gauge!(m::RETENTION_DUE, "kind" => b.kind.clone()).set(b.due as f64);
+        metrics::gauge!(m::RETENTION_OVERDUE, "kind" => b.kind).set(b.overdue as f64);
+    }
+    Ok(())
 }
 
 async fn sample_and_export(pool: &PgPool, min_interval_secs: f64) -> Result<(), sqlx::Error> {

@@ -17,6 +17,7 @@ pub mod config;
 mod copy;
 mod http;
 pub mod local;
+mod registry;
 pub mod s3;
 pub mod supabase;
 pub mod vercel;
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::StorageConfig;
 pub use copy::copy_from_url;
+pub use registry::Stores;
 
 /// A body to store: a stream of chunks, read once. Outputs can be hundreds of MB, so no
 /// backend collects it whole (S3 buffers one multipart part at a time).
@@ -161,7 +163,12 @@ pub trait BlobStore: Send + Sync {
 
 /// Builds the configured store (`storage.backend`), reading its secret from the environment.
 pub fn from_config(cfg: &StorageConfig) -> anyhow::Result<Arc<dyn BlobStore>> {
-    let store: Arc<dyn BlobStore> = match cfg.backend.as_str() {
+    build(&cfg.backend, cfg)
+}
+
+/// Builds the store called `name` from its section of `cfg`.
+fn build(name: &str, cfg: &StorageConfig) -> anyhow::Result<Arc<dyn BlobStore>> {
+    let store: Arc<dyn BlobStore> = match name {
         "local" => Arc::new(local::LocalStore::new(&cfg.local.dir)?),
         "s3" => Arc::new(s3::S3Store::from_config(&cfg.s3)?),
         "vercel" => Arc::new(vercel::VercelStore::from_config(
@@ -173,7 +180,7 @@ pub fn from_config(cfg: &StorageConfig) -> anyhow::Result<Arc<dyn BlobStore>> {
             http::client().context("building the HTTP client for Supabase Storage")?,
         )?),
         other => anyhow::bail!(
-            "storage.backend = {other:?}: expected \"local\", \"s3\", \"vercel\" or \"supabase\""
+            "store {other:?}: expected \"local\", \"s3\", \"vercel\" or \"supabase\""
         ),
     };
     Ok(store)

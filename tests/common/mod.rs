@@ -271,3 +271,4 @@ pub async fn genq_run_async(url: &str, args: &[&str]) -> std::process::Output {
         .expect("join")
 }
 pub mod generation;
+pub mod retention;

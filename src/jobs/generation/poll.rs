@@ -106,7 +106,7 @@ pub async fn follow(
                     });
                 }
             };
-            settle::succeed(ctx, generation, &serde_json::to_value(&stored)?).await
+            settle::succeed(ctx, generation, &stored).await
         }
         Ok(RemoteStatus::Failed { reason }) => {
             settle::end(

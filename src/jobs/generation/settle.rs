@@ -9,17 +9,32 @@ use uuid::Uuid;
 use super::record::{self, GenerationRow};
 use crate::credits::{self, GenerationState};
 use crate::daemon::{JobContext, JobError};
+use crate::retention::{blobs, BlobRole};
+use crate::storage::StoredObject;
 
-/// Ends `generation` as succeeded with `output`, capturing its credits, and completes the
-/// job in the same transaction.
+/// Ends `generation` as succeeded with its `stored` outputs, capturing its credits,
+/// registering each output as a blob with its expiry (the generation's end also dates its
+/// source uploads, in SQL), and completes the job, all in one transaction.
 pub async fn succeed(
     ctx: &JobContext,
     generation: &GenerationRow,
-    output: &serde_json::Value,
+    stored: &[StoredObject],
 ) -> Result<(), JobError> {
+    let output = serde_json::to_value(stored)?;
     let mut tx = ctx.pool.begin().await?;
-    if let Some(secs) = record::mark_succeeded(&mut tx, generation.id, output).await? {
+    if let Some(secs) = record::mark_succeeded(&mut tx, generation.id, &output).await? {
         let captured = credits::capture(&mut tx, generation.id).await?;
+        for object in stored {
+            blobs::register(
+                &mut tx,
+                &generation.user_id,
+                BlobRole::Output,
+                &object.store,
+                &object.key,
+                Some(generation.id),
+            )
+            .await?;
+        }
         ctx.complete_in(&mut tx).await.map_err(fenced)?;
         tx.commit().await?;
         count(

@@ -1,0 +1,68 @@
+//! Retention and privacy: the products' privacy promises, kept by the daemon with proof.
+//!
+//! Promises are dates, so they live in the database next to the data: every object genq
+//! must delete is a row of `genq.blobs` with the date it becomes due (`expires_at`) and the
+//! policy that set it; the policies themselves (`genq.retention_policies`) are written from
+//! `[retention]` when a daemon starts, so SQL and daemon agree. The retention jobs
+//! (`src/jobs/retention/`) only act on what is due, re-checked under the row's lock, and
+//! every deletion or scrub writes `genq.deletion_log`. Erasure keeps money records
+//! (ledger, payments) but replaces the user's id by a keyed hash. See `docs/privacy.md`.
+//!
+//! One named place per SQL operation: [`blobs`] (register, schedule, lock, mark),
+//! [`scrub`] (inputs and webhook bodies), [`erasure`], [`export`], [`backlog`].
+
+pub mod backlog;
+pub mod blobs;
+pub mod config;
+pub mod erasure;
+pub mod export;
+pub mod scrub;
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+pub use config::RetentionConfig;
+
+/// What a blob is to the product (`genq.blob_role`); each role has its own policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "genq.blob_role", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum BlobRole {
+    /// An upload a generation consumes; deleted `source_after` its generation ended.
+    Source,
+    /// An upload kept for a while (e.g. a style reference); deleted `reference_after` upload.
+    Reference,
+    /// A generated output genq copied to storage; deleted `output_after` (or kept).
+    Output,
+    /// A data export archive; deleted `export_after` it was written.
+    Export,
+}
+
+impl BlobRole {
+    /// The role's name, as in SQL and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Source => "source",
+            Self::Reference => "reference",
+            Self::Output => "output",
+            Self::Export => "export",
+        }
+    }
+}
+
+const SET_POLICY: &str = "SELECT genq.set_retention_policy($1, make_interval(secs => $2))";
+
+/// Writes the configured policies into `genq.retention_policies` (re-dating the live blobs
+/// of a changed policy). Returns the blobs re-dated.
+pub async fn apply_policies(pool: &PgPool, config: &RetentionConfig) -> sqlx::Result<i64> {
+    let mut redated = 0;
+    for (name, keep) in config.policies() {
+        let n: i64 = sqlx::query_scalar(SET_POLICY)
+            .bind(name)
+            .bind(keep.map(|d| d.as_secs_f64()))
+            .fetch_one(pool)
+            .await?;
+        redated += n;
+    }
+    Ok(redated)
+}
