@@ -268,8 +268,16 @@ pub const BUCKETS: &[f64] = &[
 
 /// Buckets of [`ERASURE_DURATION`]: a minute to the 30-day promise.
 pub const ERASURE_BUCKETS: &[f64] = &[
-    60.0, 300.0, 900.0, 3600.0, 6.0 * 3600.0, 86400.0, 3.0 * 86400.0, 7.0 * 86400.0,
-    14.0 * 86400.0, 30.0 * 86400.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    6.0 * 3600.0,
+    86400.0,
+    3.0 * 86400.0,
+    7.0 * 86400.0,
+    14.0 * 86400.0,
+    30.0 * 86400.0,
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

@@ -116,7 +116,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         defs.push(crate::jobs::payments_poll::periodic(&shared.config));
     }
     // The retention sweep, in daemons that run the retention jobs.
-    if shared.registry.contains(crate::jobs::retention::sweep::KIND) {
+    if shared
+        .registry
+        .contains(crate::jobs::retention::sweep::KIND)
+    {
         defs.push(crate::jobs::retention::sweep::periodic(&shared.config));
     }
     let mut entries: Vec<(Periodic, Option<DateTime<Utc>>)> = Vec::new();

@@ -45,6 +45,22 @@ impl LocalStore {
         Ok(key.split('/').fold(self.root.clone(), |p, s| p.join(s)))
     }
 
+    /// Removes the directories a deleted key leaves empty, up to the root: key paths
+    /// often name their user (`outputs/<user>/...`), and an erased user's name must not
+    /// stay behind as an empty directory. Stops at the first directory that is not empty.
+    async fn remove_empty_parents(&self, path: &Path) {
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == self.root
+                || !d.starts_with(&self.root)
+                || tokio::fs::remove_dir(d).await.is_err()
+            {
+                return;
+            }
+            dir = d.parent();
+        }
+    }
+
     async fn write(&self, path: &Path, mut body: ByteStream) -> Result<u64, StorageError> {
         let parent = path.parent().expect("a key has at least one segment");
         tokio::fs::create_dir_all(parent)
@@ -57,9 +73,18 @@ impl LocalStore {
             uuid::Uuid::new_v4().simple()
         ));
         let result = async {
-            let mut file = tokio::fs::File::create(&temp)
-                .await
-                .map_err(|e| io_error("creating the temporary file", e))?;
+            // A delete may remove the (empty) directory between its creation and this
+            // file's: create it once more then.
+            let mut file = match tokio::fs::File::create(&temp).await {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    tokio::fs::create_dir_all(parent)
+                        .await
+                        .map_err(|e| io_error("creating the key's directory", e))?;
+                    tokio::fs::File::create(&temp).await
+                }
+                other => other,
+            }
+            .map_err(|e| io_error("creating the temporary file", e))?;
             let mut size = 0u64;
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| {
@@ -120,7 +145,10 @@ impl BlobStore for LocalStore {
         for key in keys {
             let outcome = match self.path_of(key) {
                 Ok(path) => match tokio::fs::remove_file(&path).await {
-                    Ok(()) => Ok(()),
+                    Ok(()) => {
+                        self.remove_empty_parents(&path).await;
+                        Ok(())
+                    }
                     Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
                     Err(e) => Err(io_error("removing the file", e)),
                 },

@@ -179,9 +179,9 @@ fn build(name: &str, cfg: &StorageConfig) -> anyhow::Result<Arc<dyn BlobStore>> 
             &cfg.supabase,
             http::client().context("building the HTTP client for Supabase Storage")?,
         )?),
-        other => anyhow::bail!(
-            "store {other:?}: expected \"local\", \"s3\", \"vercel\" or \"supabase\""
-        ),
+        other => {
+            anyhow::bail!("store {other:?}: expected \"local\", \"s3\", \"vercel\" or \"supabase\"")
+        }
     };
     Ok(store)
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use genq::config::Config;
+use genq::credits::{self, NewGeneration};
 use genq::jobs::retention::Retention;
 use genq::retention::{blobs, BlobRole};
 use genq::storage::local::LocalStore;
@@ -48,6 +49,11 @@ impl RetentionEnv {
         let mut config = fast_config();
         config.storage.local.dir = dir.path().to_string_lossy().into_owned();
         config.retention.interval = Duration::from_secs(3600);
+        // Only the retention jobs: a generation.submit of a test's generation must not be
+        // claimed (and discarded as unknown) by these daemons.
+        config
+            .queues
+            .retain(|name, _| name == "retention" || name == "maintenance");
         let local = Arc::new(LocalStore::new(dir.path()).unwrap());
         Self {
             db,
@@ -181,6 +187,57 @@ impl RetentionEnv {
             open == 0
         })
         .await;
+    }
+
+    /// Grants `user` credits and requests a generation costing 10 (state `queued`).
+    pub async fn generation(&self, user: &str) -> Uuid {
+        let mut conn = self.db.pool.acquire().await.unwrap();
+        credits::grant(&mut conn, user, 10, &format!("grant:{}", Uuid::new_v4()))
+            .await
+            .unwrap();
+        credits::enqueue_generation(
+            &mut conn,
+            &NewGeneration {
+                user_id: user.into(),
+                provider: "fal".into(),
+                model: "fal-ai/flux/dev".into(),
+                input: serde_json::json!({"prompt": format!("a portrait of {user}")}),
+                cost: 10,
+                idempotency_key: Uuid::new_v4().to_string(),
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Ends a queued generation as succeeded (credits captured), as the pipeline would.
+    pub async fn succeed(&self, id: Uuid) {
+        let mut tx = self.db.pool.begin().await.unwrap();
+        sqlx::query(
+            "UPDATE genq.generations SET state = 'succeeded',
+                    output = '[{\"store\":\"local\",\"key\":\"k\"}]' WHERE id = $1",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        assert!(credits::capture(&mut tx, id).await.unwrap());
+        tx.commit().await.unwrap();
+    }
+
+    /// Cancels a queued generation (it ends at once, credits released).
+    pub async fn cancel(&self, id: Uuid) {
+        let mut conn = self.db.pool.acquire().await.unwrap();
+        credits::cancel_generation(&mut conn, id).await.unwrap();
+    }
+
+    pub async fn assert_ledger_clean(&self) {
+        let mut conn = self.db.pool.acquire().await.unwrap();
+        let violations = credits::check_ledger(&mut conn).await.unwrap();
+        assert!(
+            violations.is_empty(),
+            "ledger invariants violated: {violations:#?}"
+        );
     }
 
     /// Deletion log rows for a blob: (outcome, policy).

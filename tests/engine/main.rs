@@ -16,6 +16,7 @@ mod pipeline;
 mod providers;
 mod queues;
 mod recovery;
+mod retention;
 mod retries;
 mod storage;
 mod webhooks;

@@ -66,16 +66,15 @@ impl Worker for Delete {
         let (deleted, failed) = match self.0.stores.get(&args.store) {
             Ok(store) => {
                 let keys: Vec<String> = due.iter().map(|b| b.key.clone()).collect();
-                let report =
-                    match tokio::time::timeout(STORE_CALLS, store.delete(&keys)).await {
-                        Ok(report) => report,
-                        Err(_) => {
-                            let mut r = crate::storage::DeleteReport::default();
-                            let e = StorageError::retryable("store calls timed out");
-                            r.failed = keys.iter().map(|k| (k.clone(), e.clone())).collect();
-                            r
-                        }
-                    };
+                let report = match tokio::time::timeout(STORE_CALLS, store.delete(&keys)).await {
+                    Ok(report) => report,
+                    Err(_) => {
+                        let mut r = crate::storage::DeleteReport::default();
+                        let e = StorageError::retryable("store calls timed out");
+                        r.failed = keys.iter().map(|k| (k.clone(), e.clone())).collect();
+                        r
+                    }
+                };
                 split(&due, report)
             }
             Err(e) => (Vec::new(), due.iter().map(|b| (b, e.clone())).collect()),
@@ -145,7 +144,10 @@ fn split(
         } else if deleted.contains(&b.key) {
             ok.push(b);
         } else {
-            failed.push((b, StorageError::retryable("the store did not report this key")));
+            failed.push((
+                b,
+                StorageError::retryable("the store did not report this key"),
+            ));
         }
     }
     (ok, failed)

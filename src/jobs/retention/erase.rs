@@ -67,15 +67,25 @@ impl Worker for Erase {
         let scheduled =
             blobs::schedule_deletions(&ctx.pool, Some(&user), self.0.config.batch, SCHEDULE_LIMIT)
                 .await?;
-        tracing::info!(request_id = request.id, unfinished, blobs_expired = expired,
-            delete_jobs = scheduled.jobs, inputs_scrubbed = scrubbed.inputs,
-            webhook_bodies_scrubbed = scrubbed.webhook_bodies, "erasure: step");
+        tracing::info!(
+            request_id = request.id,
+            unfinished,
+            blobs_expired = expired,
+            delete_jobs = scheduled.jobs,
+            inputs_scrubbed = scrubbed.inputs,
+            webhook_bodies_scrubbed = scrubbed.webhook_bodies,
+            "erasure: step"
+        );
 
         // Step 3.
         let live = blobs::live_count(&ctx.pool, &user).await?;
         if unfinished > 0 || live > 0 {
-            tracing::debug!(request_id = request.id, unfinished, live_blobs = live,
-                "erasure waits for cancellations and deletions");
+            tracing::debug!(
+                request_id = request.id,
+                unfinished,
+                live_blobs = live,
+                "erasure waits for cancellations and deletions"
+            );
             return Err(JobError::snooze(RECHECK));
         }
 

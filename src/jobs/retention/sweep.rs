@@ -49,8 +49,7 @@ impl Worker for Sweep {
             }
         }
         let scheduled =
-            blobs::schedule_deletions(&ctx.pool, None, self.0.config.batch, SCHEDULE_LIMIT)
-                .await?;
+            blobs::schedule_deletions(&ctx.pool, None, self.0.config.batch, SCHEDULE_LIMIT).await?;
         if scrubbed != scrub::Scrubbed::default() || scheduled.jobs > 0 {
             tracing::info!(
                 inputs_scrubbed = scrubbed.inputs,

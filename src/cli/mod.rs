@@ -1,5 +1,7 @@
 //! The `genq` command line. Every subcommand has `--help`.
 
+pub mod privacy;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -54,6 +56,13 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: JobCommand,
+    },
+    /// Retention and privacy: backlog and recent deletions, account erasure, data export,
+    /// deleting one generation.
+    Privacy {
+        /// What to do.
+        #[command(subcommand)]
+        command: privacy::PrivacyCommand,
     },
     /// Benchmark on a throwaway database: the queue engine (no-op jobs) or the generation pipeline.
     Bench(bench::BenchArgs),
@@ -188,6 +197,10 @@ pub async fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Job { command } => job(config, command).await,
+        Command::Privacy { command } => {
+            let pool = connect(&config).await?;
+            privacy::run(config, pool, command).await
+        }
         Command::Bench(args) => bench::run(&config, args).await,
         Command::Demo(args) => demo::run(&config, args).await,
         Command::FakeProvider(args) => {
