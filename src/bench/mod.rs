@@ -5,6 +5,7 @@
 
 pub mod generation;
 pub mod queue;
+pub mod retention;
 pub mod webhooks;
 
 use std::process::ExitCode;
@@ -25,6 +26,8 @@ pub enum Scenario {
     Generation,
     /// Signed Replicate callbacks at a fixed rate to the daemon's webhook endpoint.
     Webhooks,
+    /// Due blobs deleted from a local store, inputs scrubbed, one account erasure.
+    Retention,
 }
 
 /// `genq bench` options.
@@ -48,7 +51,7 @@ pub struct BenchArgs {
     /// queue: jobs enqueued one at a time for the pickup-latency measurement.
     #[arg(long, default_value_t = 200)]
     pub latency_samples: usize,
-    /// generation: generations enqueued at once.
+    /// generation: generations enqueued at once; retention: finished generations to scrub.
     #[arg(long, default_value_t = 10_000)]
     pub generations: usize,
     /// generation: the fake provider's render time.
@@ -69,6 +72,18 @@ pub struct BenchArgs {
     /// webhooks: most callbacks in flight at once.
     #[arg(long, default_value_t = 256)]
     pub max_in_flight: usize,
+    /// retention: due blobs to delete (files in a temporary local store).
+    #[arg(long, default_value_t = 20_000)]
+    pub blobs: usize,
+    /// retention: blobs of the erased user.
+    #[arg(long, default_value_t = 1000)]
+    pub erasure_blobs: usize,
+    /// retention: retention jobs the daemon runs at once.
+    #[arg(long, default_value_t = 4)]
+    pub retention_concurrency: u32,
+    /// retention: blobs per delete job.
+    #[arg(long, default_value_t = 100)]
+    pub retention_batch: u32,
     /// Keep the benchmark database afterwards (it is dropped by default).
     #[arg(long)]
     pub keep_db: bool,
@@ -92,6 +107,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             Scenario::Queue => queue::measure(config, &args, &options).await,
             Scenario::Generation => generation::measure(config, &args, &options, &name).await,
             Scenario::Webhooks => webhooks::measure(config, &args, &options).await,
+            Scenario::Retention => retention::measure(config, &args, &options).await,
         }
     }
     .await;

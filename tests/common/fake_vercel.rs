@@ -3,7 +3,8 @@
 //! It checks what the real API checks (the bearer token, `x-api-version`, overwriting only
 //! with `x-allow-overwrite: 1`, a random suffix unless `x-add-random-suffix: 0`), keeps blobs
 //! in memory, implements `PUT /{pathname}` and `POST /delete`, and answers the next requests
-//! with faults queued by the test (`rate_limited` with `retry-after`, `service_unavailable`).
+//! with faults queued by the test (`rate_limited` with `retry-after`, `service_unavailable`,
+//! or a hold until the test releases the request).
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
@@ -17,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use axum::{Json, Router};
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 /// The API version the fake accepts.
 pub const API_VERSION: &str = "9";
@@ -28,6 +30,8 @@ pub enum Fault {
     RateLimited { retry_after_secs: u64 },
     /// 503 `service_unavailable`.
     Unavailable,
+    /// Waits until the test calls [`FakeVercel::release`], then serves the request.
+    Hold,
 }
 
 /// A stored blob.
@@ -43,6 +47,9 @@ struct Inner {
     blobs: Mutex<HashMap<String, Blob>>,
     faults: Mutex<VecDeque<Fault>>,
     requests: Mutex<Vec<String>>,
+    /// The `urls` of every `POST /delete` that passed the auth check, in order.
+    deletes: Mutex<Vec<Vec<String>>>,
+    gate: Semaphore,
 }
 
 /// A running fake; it stops with the test's runtime.
@@ -65,6 +72,8 @@ impl FakeVercel {
             blobs: Mutex::default(),
             faults: Mutex::default(),
             requests: Mutex::default(),
+            deletes: Mutex::default(),
+            gate: Semaphore::new(0),
         });
         let app = Router::new()
             .route("/delete", post(delete))
@@ -78,6 +87,11 @@ impl FakeVercel {
     /// Answers the next request (after the auth check) with `fault`.
     pub fn fail_next(&self, fault: Fault) {
         self.inner.faults.lock().unwrap().push_back(fault);
+    }
+
+    /// Lets one held request (or the next one to be held) through.
+    pub fn release(&self) {
+        self.inner.gate.add_permits(1);
     }
 
     /// The blob at `pathname`.
@@ -96,6 +110,11 @@ impl FakeVercel {
         );
     }
 
+    /// Removes a blob directly (deleted out of band).
+    pub fn remove(&self, pathname: &str) -> bool {
+        self.inner.blobs.lock().unwrap().remove(pathname).is_some()
+    }
+
     /// Pathnames stored, sorted.
     pub fn pathnames(&self) -> Vec<String> {
         let mut p: Vec<_> = self.inner.blobs.lock().unwrap().keys().cloned().collect();
@@ -106,6 +125,11 @@ impl FakeVercel {
     /// "METHOD path" of every request that passed the auth check, in order.
     pub fn requests(&self) -> Vec<String> {
         self.inner.requests.lock().unwrap().clone()
+    }
+
+    /// The `urls` of every `POST /delete` that passed the auth check, in order.
+    pub fn deletes(&self) -> Vec<Vec<String>> {
+        self.inner.deletes.lock().unwrap().clone()
     }
 
     /// The public URL the fake gives a pathname.
@@ -123,22 +147,10 @@ fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// The checks every request passes, then the queued fault: the answer instead of serving,
-/// if any.
-fn refuse(inner: &Inner, headers: &HeaderMap, request: String) -> Option<Response> {
-    let bearer = format!("Bearer {}", inner.token);
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(bearer.as_str()) {
-        return Some(api_error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Access denied, please provide a valid token for this resource.",
-        ));
-    }
-    if headers.get("x-api-version").and_then(|v| v.to_str().ok()) != Some(API_VERSION) {
-        return Some(api_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "unsupported x-api-version",
-        ));
+/// if any (a hold waits for the test, then serves).
+async fn refuse(inner: &Inner, headers: &HeaderMap, request: String) -> Option<Response> {
+    if let Some(r) = check(inner, headers) {
+        return Some(r);
     }
     inner.requests.lock().unwrap().push(request);
     let fault = inner.faults.lock().unwrap().pop_front();
@@ -160,7 +172,31 @@ fn refuse(inner: &Inner, headers: &HeaderMap, request: String) -> Option<Respons
             "service_unavailable",
             "The blob service is currently not available.",
         )),
+        Some(Fault::Hold) => {
+            inner.gate.acquire().await.unwrap().forget();
+            None
+        }
     }
+}
+
+/// The token and API version checks: the answer if they fail.
+fn check(inner: &Inner, headers: &HeaderMap) -> Option<Response> {
+    let bearer = format!("Bearer {}", inner.token);
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(bearer.as_str()) {
+        return Some(api_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Access denied, please provide a valid token for this resource.",
+        ));
+    }
+    if headers.get("x-api-version").and_then(|v| v.to_str().ok()) != Some(API_VERSION) {
+        return Some(api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "unsupported x-api-version",
+        ));
+    }
+    None
 }
 
 async fn put_blob(
@@ -169,7 +205,7 @@ async fn put_blob(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = refuse(&inner, &headers, format!("PUT /{pathname}")) {
+    if let Some(r) = refuse(&inner, &headers, format!("PUT /{pathname}")).await {
         return r;
     }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -217,7 +253,10 @@ async fn delete(
     headers: HeaderMap,
     Json(body): Json<DeleteBody>,
 ) -> Response {
-    if let Some(r) = refuse(&inner, &headers, "POST /delete".into()) {
+    if check(&inner, &headers).is_none() {
+        inner.deletes.lock().unwrap().push(body.urls.clone());
+    }
+    if let Some(r) = refuse(&inner, &headers, "POST /delete".into()).await {
         return r;
     }
     let prefix = format!("{}/public/", inner.base_url);

@@ -176,6 +176,8 @@ pub fn spawn_daemon(url: &str, env: &[(&str, &str)]) -> Child {
     cmd.spawn().expect("spawn genq run")
 }
 
+pub mod fake_supabase;
+pub mod fake_vercel;
 pub mod prom;
 pub mod proxy;
 
@@ -272,3 +274,4 @@ pub async fn genq_run_async(url: &str, args: &[&str]) -> std::process::Output {
 }
 pub mod generation;
 pub mod retention;
+pub mod retention_audit;

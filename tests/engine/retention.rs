@@ -326,10 +326,7 @@ async fn sweep_racing_new_uploads_deletes_nothing_it_should_not(
             env.local_exists(key),
             "new upload {key} is gone from the store"
         );
-        assert_eq!(
-            std::fs::read(env.dir.path().join(key)).unwrap().len() > 0,
-            true
-        );
+        assert!(!std::fs::read(env.dir.path().join(key)).unwrap().is_empty());
     }
     for (id, key) in &old {
         let b = env.blob(*id).await;
@@ -776,7 +773,13 @@ async fn the_pipeline_registers_outputs_and_dates_sources_when_a_generation_ends
     let g = env.wait_final(id, Duration::from_secs(20)).await;
     env.assert_output_stored(&g);
 
-    let rows: Vec<(String, String, Option<String>, Option<chrono::DateTime<chrono::Utc>>)> =
+    type Row = (
+        String,
+        String,
+        Option<String>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    );
+    let rows: Vec<Row> =
         sqlx::query_as(
             "SELECT role::text, key, policy, expires_at FROM genq.blobs WHERE generation_id = $1 ORDER BY id",
         )

@@ -3,23 +3,16 @@
 //! (HTTP), a real S3-compatible server (moto), and a file server playing a provider's output
 //! URL for `copy_from_url`. No database.
 
-#[path = "../common/fake_vercel.rs"]
-mod fake_vercel;
-
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
-use fake_vercel::{FakeVercel, Fault};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
 use futures::StreamExt;
 use genq::storage::config::{LocalConfig, S3Config, VercelConfig};
 use genq::storage::local::LocalStore;
@@ -29,7 +22,9 @@ use genq::storage::vercel::VercelStore;
 use genq::storage::{
     copy_from_url, from_config, BlobStore, ByteStream, StorageConfig, StorageError,
 };
-use serde_json::json;
+
+use crate::common::fake_supabase::{self, FakeSupabase};
+use crate::common::fake_vercel::{FakeVercel, Fault};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -478,95 +473,12 @@ async fn vercel_bad_token_is_permanent_and_never_shown() {
 
 const SUPABASE_KEY: &str = "service-role-key-for-tests";
 
-/// A fake Supabase Storage: bulk delete (missing objects left out of the answer) and
-/// upserting uploads, with chosen delete calls failing with 503.
-#[derive(Default)]
-struct SupabaseState {
-    objects: Mutex<BTreeMap<String, Vec<u8>>>,
-    delete_calls: Mutex<usize>,
-    failing_calls: Mutex<HashSet<usize>>,
-}
-
-async fn fake_supabase() -> (String, Arc<SupabaseState>) {
-    fn authorized(headers: &HeaderMap) -> bool {
-        let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-        get("apikey") == Some(SUPABASE_KEY)
-            && get("authorization") == Some(&format!("Bearer {SUPABASE_KEY}"))
-    }
-    fn error(status: StatusCode, error: &str, message: &str) -> Response {
-        let body =
-            json!({"statusCode": status.as_u16().to_string(), "error": error, "message": message});
-        (status, Json(body)).into_response()
-    }
-    async fn remove(
-        State(s): State<Arc<SupabaseState>>,
-        Path(bucket): Path<String>,
-        headers: HeaderMap,
-        Json(body): Json<serde_json::Value>,
-    ) -> Response {
-        if !authorized(&headers) {
-            return error(StatusCode::FORBIDDEN, "Unauthorized", "invalid signature");
-        }
-        let call = {
-            let mut n = s.delete_calls.lock().unwrap();
-            *n += 1;
-            *n
-        };
-        if s.failing_calls.lock().unwrap().contains(&call) {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "try again");
-        }
-        let prefixes = body["prefixes"].as_array().unwrap();
-        assert!(
-            (1..=1000).contains(&prefixes.len()),
-            "1 to 1000 prefixes per call"
-        );
-        let mut objects = s.objects.lock().unwrap();
-        let removed: Vec<_> = prefixes
-            .iter()
-            .filter_map(|p| p.as_str())
-            .filter(|p| objects.remove(*p).is_some())
-            .map(|p| json!({"name": p, "bucket_id": bucket}))
-            .collect();
-        Json(removed).into_response()
-    }
-    async fn upload(
-        State(s): State<Arc<SupabaseState>>,
-        Path((bucket, key)): Path<(String, String)>,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Response {
-        if !authorized(&headers) {
-            return error(StatusCode::FORBIDDEN, "Unauthorized", "invalid signature");
-        }
-        let upsert = headers.get("x-upsert").and_then(|v| v.to_str().ok()) == Some("true");
-        let mut objects = s.objects.lock().unwrap();
-        if objects.contains_key(&key) && !upsert {
-            return error(
-                StatusCode::CONFLICT,
-                "Duplicate",
-                "The resource already exists",
-            );
-        }
-        objects.insert(key.clone(), body.to_vec());
-        Json(
-            json!({"Key": format!("{bucket}/{key}"), "Id": "00000000-0000-0000-0000-000000000000"}),
-        )
-        .into_response()
-    }
-    let state = Arc::new(SupabaseState::default());
-    let app = Router::new()
-        .route("/storage/v1/object/{bucket}", delete(remove))
-        .route("/storage/v1/object/{bucket}/{*key}", post(upload))
-        .layer(DefaultBodyLimit::disable())
-        .with_state(state.clone());
-    (format!("http://{}", serve(app).await), state)
-}
-
 #[tokio::test]
 async fn supabase_delete_counts_already_gone_objects_as_deleted() {
-    let (url, fake) = fake_supabase().await;
+    let fake = FakeSupabase::start(SUPABASE_KEY).await;
+    let url = fake.url.clone();
     for k in ["u/1.png", "u/2.png", "u/keep.png"] {
-        fake.objects.lock().unwrap().insert(k.into(), b"x".to_vec());
+        fake.insert(k, b"x");
     }
     let store = SupabaseStore::new(&url, "uploads", SUPABASE_KEY, http()).unwrap();
     assert!(!format!("{store:?}").contains(SUPABASE_KEY));
@@ -576,37 +488,40 @@ async fn supabase_delete_counts_already_gone_objects_as_deleted() {
     let report = store.delete(&keys).await;
     assert!(report.is_complete(), "{report:?}");
     assert_eq!(report.deleted, keys);
-    let left: Vec<_> = fake.objects.lock().unwrap().keys().cloned().collect();
-    assert_eq!(left, vec!["u/keep.png"]);
+    assert_eq!(fake.keys(), vec!["u/keep.png"]);
 }
 
 #[tokio::test]
 async fn supabase_partial_failure_reports_the_failed_batch() {
-    let (url, fake) = fake_supabase().await;
+    let fake = FakeSupabase::start(SUPABASE_KEY).await;
+    let url = fake.url.clone();
     let keys: Vec<String> = (0..1500).map(|i| format!("refs/{i}.jpg")).collect();
     for k in &keys {
-        fake.objects
-            .lock()
-            .unwrap()
-            .insert(k.clone(), b"x".to_vec());
+        fake.insert(k, b"x");
     }
-    fake.failing_calls.lock().unwrap().insert(2);
+    fake.fail_call(
+        2,
+        fake_supabase::Fault::Unavailable {
+            retry_after_secs: None,
+        },
+    );
     let store = SupabaseStore::new(&url, "uploads", SUPABASE_KEY, http()).unwrap();
     let report = store.delete(&keys).await;
     assert_eq!(report.deleted, keys[..1000].to_vec());
     let failed: Vec<_> = report.failed.iter().map(|(k, _)| k.clone()).collect();
     assert_eq!(failed, keys[1000..].to_vec());
     assert!(report.failed.iter().all(|(_, e)| e.is_retryable()));
-    assert_eq!(fake.objects.lock().unwrap().len(), 500);
+    assert_eq!(fake.keys().len(), 500);
     // The retention job retries the failed keys.
     let again = store.delete(&failed).await;
     assert!(again.is_complete());
-    assert!(fake.objects.lock().unwrap().is_empty());
+    assert!(fake.keys().is_empty());
 }
 
 #[tokio::test]
 async fn supabase_put_upserts_and_bad_key_is_permanent() {
-    let (url, fake) = fake_supabase().await;
+    let fake = FakeSupabase::start(SUPABASE_KEY).await;
+    let url = fake.url.clone();
     let store = SupabaseStore::new(&url, "outputs", SUPABASE_KEY, http()).unwrap();
     let stored = store
         .put("g/1.mp4", chunks(&[b"first"]), Some("video/mp4"))
@@ -621,7 +536,7 @@ async fn supabase_put_upserts_and_bad_key_is_permanent() {
         format!("{url}/storage/v1/object/public/outputs/g/1.mp4")
     );
     assert_eq!(stored.size, 5);
-    assert_eq!(fake.objects.lock().unwrap()["g/1.mp4"], b"second!");
+    assert_eq!(fake.object("g/1.mp4").unwrap(), b"second!");
 
     let wrong = SupabaseStore::new(&url, "outputs", "not-the-key", http()).unwrap();
     assert_permanent(wrong.put("g/2.mp4", chunks(&[b"x"]), None).await, "403");

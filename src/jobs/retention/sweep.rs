@@ -20,8 +20,11 @@ pub const KIND: &str = "retention.sweep";
 const SCRUB_BATCH: i64 = 1000;
 /// Scrub statements per kind and run.
 const SCRUB_MAX_BATCHES: u32 = 50;
-/// Blobs scheduled per run; a larger backlog is scheduled by the next runs.
+/// Blobs scheduled per transaction.
 const SCHEDULE_LIMIT: i64 = 10_000;
+/// Scheduling transactions per run: a backlog of up to 100,000 due blobs is scheduled by
+/// one run; a larger one by the next runs.
+const SCHEDULE_ROUNDS: u32 = 10;
 
 /// The sweep worker.
 pub struct Sweep(pub Arc<Retention>);
@@ -48,8 +51,17 @@ impl Worker for Sweep {
                     .increment(n as u64);
             }
         }
-        let scheduled =
-            blobs::schedule_deletions(&ctx.pool, None, self.0.config.batch, SCHEDULE_LIMIT).await?;
+        let mut scheduled = blobs::Scheduled::default();
+        for _ in 0..SCHEDULE_ROUNDS {
+            let round =
+                blobs::schedule_deletions(&ctx.pool, None, self.0.config.batch, SCHEDULE_LIMIT)
+                    .await?;
+            scheduled.jobs += round.jobs;
+            scheduled.blobs += round.blobs;
+            if round.blobs < SCHEDULE_LIMIT as u64 {
+                break;
+            }
+        }
         if scrubbed != scrub::Scrubbed::default() || scheduled.jobs > 0 {
             tracing::info!(
                 inputs_scrubbed = scrubbed.inputs,
