@@ -512,6 +512,64 @@ BEGIN
 END
 $$;
 
+-- genq.check_retention: audits the privacy invariants; one row per violation, none when
+-- healthy. Like genq.check_ledger, it reads whole tables: run it from monitoring, after an
+-- incident, or after fault tests.
+CREATE FUNCTION genq.check_retention() RETURNS TABLE (invariant text, detail text)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- Nothing deleted before it was due.
+    SELECT 'deleted_before_due', format('blob %s deleted at %s, due %s', b.id, b.deleted_at, b.expires_at)
+      FROM genq.blobs b
+     WHERE b.deleted_at IS NOT NULL AND (b.expires_at IS NULL OR b.deleted_at < b.expires_at)
+    UNION ALL
+    -- Every deletion proven once: one log row per deleted blob, none for a live one.
+    SELECT 'deletion_not_logged', format('blob %s deleted at %s has no deletion_log row', b.id, b.deleted_at)
+      FROM genq.blobs b
+     WHERE b.deleted_at IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM genq.deletion_log l WHERE l.blob_id = b.id)
+    UNION ALL
+    SELECT 'deletion_logged_twice', format('blob %s has %s deletion_log rows', l.blob_id, count(*))
+      FROM genq.deletion_log l WHERE l.subject = 'blob'
+     GROUP BY l.blob_id HAVING count(*) > 1
+    UNION ALL
+    SELECT 'logged_but_live', format('blob %s is logged as %s but not deleted', b.id, l.outcome)
+      FROM genq.deletion_log l JOIN genq.blobs b ON b.id = l.blob_id
+     WHERE b.deleted_at IS NULL
+    UNION ALL
+    -- No deletion forgotten: a source of an ended generation, and every blob of a deleted
+    -- generation, has a due date.
+    SELECT 'source_not_scheduled', format('source blob %s of ended generation %s has no due date', b.id, g.id)
+      FROM genq.blobs b JOIN genq.generations g ON g.id = b.generation_id
+     WHERE b.role = 'source' AND b.deleted_at IS NULL AND b.expires_at IS NULL
+       AND g.finished_at IS NOT NULL AND genq.policy_keep('source') IS NOT NULL
+    UNION ALL
+    SELECT 'deleted_generation_blob_kept', format('blob %s of deleted generation %s is not due', b.id, g.id)
+      FROM genq.blobs b JOIN genq.generations g ON g.id = b.generation_id
+     WHERE g.deleted_at IS NOT NULL AND b.deleted_at IS NULL
+       AND (b.expires_at IS NULL OR b.expires_at > g.deleted_at)
+    UNION ALL
+    -- Every stored output of a succeeded generation is registered (so it will be deleted).
+    SELECT 'output_not_registered', format('generation %s output %s is not in genq.blobs', g.id, o->>'key')
+      FROM genq.generations g CROSS JOIN LATERAL jsonb_array_elements(
+               CASE WHEN jsonb_typeof(g.output) = 'array' THEN g.output ELSE '[]'::jsonb END) o
+     WHERE g.state = 'succeeded' AND o ? 'key' AND o ? 'store'
+       AND NOT EXISTS (SELECT 1 FROM genq.blobs b
+                        WHERE b.generation_id = g.id AND b.store = o->>'store' AND b.key = o->>'key')
+    UNION ALL
+    -- A scrubbed generation holds no input; a completed erasure left nothing live.
+    SELECT 'scrubbed_input_kept', format('generation %s is scrubbed but has an input', g.id)
+      FROM genq.generations g
+     WHERE g.scrubbed_at IS NOT NULL AND (g.input <> '{}'::jsonb OR g.output IS NOT NULL)
+    UNION ALL
+    SELECT 'erased_blob_live', format('erasure %s completed but blob %s is live', r.id, b.id)
+      FROM genq.erasure_requests r JOIN genq.blobs b ON b.user_id = r.subject
+     WHERE r.completed_at IS NOT NULL AND b.deleted_at IS NULL AND b.created_at <= r.completed_at
+$$;
+
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA genq FROM PUBLIC;
 
 DO $$

@@ -18,7 +18,8 @@ use crate::retention::{erasure, export};
 #[derive(Debug, Subcommand)]
 pub enum PrivacyCommand {
     /// Due and overdue items by kind, deletions in the last 24 h by role, pending erasures
-    /// and exports. Exit status 3 when anything is overdue (the promise is broken).
+    /// and exports, and the invariant audit (genq.check_retention). Exit status 3 when
+    /// anything is overdue or an invariant is broken.
     Status {
         /// Print JSON instead of tables.
         #[arg(long)]
@@ -67,6 +68,7 @@ struct Status {
     erasures_completed_last_24h: i64,
     exports_pending: i64,
     overdue: i64,
+    violations: Vec<crate::retention::Violation>,
 }
 
 #[derive(Debug, Serialize)]
@@ -153,6 +155,8 @@ async fn status(config: &Config, pool: &PgPool, json: bool) -> anyhow::Result<Ex
     let exports_pending: i64 = sqlx::query_scalar(PENDING_EXPORTS).fetch_one(pool).await?;
     let erasures_done: i64 = sqlx::query_scalar(ERASURES_DONE).fetch_one(pool).await?;
     let overdue: i64 = backlog.iter().map(|b| b.overdue).sum();
+    let violations = crate::retention::check(pool).await?;
+    let broken = overdue > 0 || !violations.is_empty();
     if json {
         let status = Status {
             backlog,
@@ -168,6 +172,7 @@ async fn status(config: &Config, pool: &PgPool, json: bool) -> anyhow::Result<Ex
             erasures_completed_last_24h: erasures_done,
             exports_pending,
             overdue,
+            violations,
         };
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -207,8 +212,16 @@ async fn status(config: &Config, pool: &PgPool, json: bool) -> anyhow::Result<Ex
         } else {
             println!("\nnothing overdue");
         }
+        if violations.is_empty() {
+            println!("invariants (genq.check_retention): ok");
+        } else {
+            println!("INVARIANTS BROKEN (genq.check_retention):");
+            for v in &violations {
+                println!("  {}: {}", v.invariant, v.detail);
+            }
+        }
     }
-    Ok(if overdue > 0 {
+    Ok(if broken {
         ExitCode::from(3)
     } else {
         ExitCode::SUCCESS

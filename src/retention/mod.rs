@@ -50,6 +50,24 @@ impl BlobRole {
     }
 }
 
+/// A broken privacy invariant, as reported by `genq.check_retention()`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct Violation {
+    /// Which invariant (`deleted_before_due`, `deletion_not_logged`, `source_not_scheduled`, ...).
+    pub invariant: String,
+    /// The rows involved.
+    pub detail: String,
+}
+
+/// Audits the privacy invariants (`genq.check_retention()`): nothing deleted before it was
+/// due, every deletion logged exactly once, no source or output left without a deletion
+/// date, nothing live after a completed erasure. Empty when healthy; reads whole tables.
+pub async fn check(pool: &PgPool) -> sqlx::Result<Vec<Violation>> {
+    sqlx::query_as("SELECT invariant, detail FROM genq.check_retention()")
+        .fetch_all(pool)
+        .await
+}
+
 const SET_POLICY: &str = "SELECT genq.set_retention_policy($1, make_interval(secs => $2))";
 
 /// Writes the configured policies into `genq.retention_policies` (re-dating the live blobs

@@ -215,7 +215,7 @@ impl RetentionEnv {
         let mut tx = self.db.pool.begin().await.unwrap();
         sqlx::query(
             "UPDATE genq.generations SET state = 'succeeded',
-                    output = '[{\"store\":\"local\",\"key\":\"k\"}]' WHERE id = $1",
+                    output = '{\"test\": true}' WHERE id = $1",
         )
         .bind(id)
         .execute(&mut *tx)
@@ -229,6 +229,15 @@ impl RetentionEnv {
     pub async fn cancel(&self, id: Uuid) {
         let mut conn = self.db.pool.acquire().await.unwrap();
         credits::cancel_generation(&mut conn, id).await.unwrap();
+    }
+
+    /// Panics with every broken privacy invariant (`genq.check_retention()`), if any.
+    pub async fn assert_retention_clean(&self) {
+        let violations = genq::retention::check(&self.db.pool).await.unwrap();
+        assert!(
+            violations.is_empty(),
+            "privacy invariants broken: {violations:#?}"
+        );
     }
 
     pub async fn assert_ledger_clean(&self) {

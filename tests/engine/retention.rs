@@ -178,6 +178,7 @@ async fn each_policy_deletes_exactly_what_is_due(po: PgPoolOptions, co: PgConnec
         scalar_i64(&env, "SELECT count(*) FROM genq.deletion_log").await,
         6
     );
+    env.assert_retention_clean().await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -210,6 +211,7 @@ async fn outputs_kept_forever_and_changed_policies_redate_what_is_stored(
     env.sweep().await;
     assert!(env.blob(out).await.deleted_at.is_some());
     assert!(!env.local_exists("out/1.mp4"));
+    env.assert_retention_clean().await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -349,6 +351,7 @@ async fn sweep_racing_new_uploads_deletes_nothing_it_should_not(
         .await,
         0
     );
+    env.assert_retention_clean().await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -426,6 +429,7 @@ async fn delete_generation_scrubs_now_and_deletes_its_blobs(
     .unwrap();
     assert_eq!(kinds, ["hold", "release"]);
     env.assert_ledger_clean().await;
+    env.assert_retention_clean().await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -470,6 +474,7 @@ async fn backlog_counts_due_and_overdue_until_the_sweep_runs(
         },
     )
     .await;
+    env.assert_retention_clean().await;
 }
 
 /// Every table and column where a user id could remain after an erasure.
@@ -659,6 +664,7 @@ async fn erasure_deletes_data_and_deidentifies_money_records(
         deletions >= 5,
         "blobs, inputs and bodies logged under the erasure policy: {deletions}"
     );
+    env.assert_retention_clean().await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -742,6 +748,7 @@ async fn export_archives_the_users_data_as_an_expiring_blob(
     assert!((ttl.num_hours() - 7 * 24).abs() <= 1, "{ttl:?}");
     assert_eq!(request.expires_at, blob.expires_at);
     let _ = blobs::live_count(&env.db.pool, user).await.unwrap();
+    env.assert_retention_clean().await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -804,6 +811,7 @@ async fn the_pipeline_registers_outputs_and_dates_sources_when_a_generation_ends
     }
     let _ = source;
     env.assert_ledger_clean().await;
+    assert_eq!(genq::retention::check(&env.db.pool).await.unwrap(), vec![]);
 }
 
 #[sqlx::test(migrations = false)]
@@ -921,4 +929,52 @@ async fn privacy_cli_and_metrics_against_the_real_daemon(po: PgPoolOptions, co: 
     )
     .await;
     assert!(daemon.stop().await);
+    env.assert_retention_clean().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn check_retention_reports_each_broken_invariant(po: PgPoolOptions, co: PgConnectOptions) {
+    let env = env(po, co).await;
+    let early = env.upload("u1", BlobRole::Reference, "ref/early.png", None).await;
+    let ended = env.generation("u1").await;
+    let source = env.upload("u1", BlobRole::Source, "up/s.png", Some(ended)).await;
+    let succeeded = env.generation("u1").await;
+    env.succeed(succeeded).await;
+    env.assert_retention_clean().await;
+
+    // Break each one by hand, as a bug or a manual edit would.
+    sqlx::query("UPDATE genq.blobs SET deleted_at = now() WHERE id = $1")
+        .bind(early)
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE genq.generations DISABLE TRIGGER generations_schedule_blobs")
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    env.cancel(ended).await;
+    sqlx::query(
+        "UPDATE genq.generations SET output = '[{\"store\": \"local\", \"key\": \"outputs/x.png\"}]' WHERE id = $1",
+    )
+    .bind(succeeded)
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+    let mut found: Vec<String> = genq::retention::check(&env.db.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.invariant)
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "deleted_before_due",
+            "deletion_not_logged",
+            "output_not_registered",
+            "source_not_scheduled"
+        ]
+    );
+    let _ = source;
 }

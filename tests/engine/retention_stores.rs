@@ -192,6 +192,7 @@ async fn vercel_rate_limit_delays_the_retry_by_retry_after_and_only_due_blobs_go
     env.sweep().await;
     assert_eq!(env.delete_jobs().await.len(), 1);
     assert_eq!(env.blob_log().await.len(), 2);
+    env.assert_retention_clean().await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -254,6 +255,7 @@ async fn vercel_objects_already_gone_count_as_deleted_and_are_logged(
         "one request with every key, gone or not"
     );
     assert!(fake.pathnames().is_empty(), "{:?}", fake.pathnames());
+    env.assert_retention_clean().await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -350,6 +352,7 @@ async fn supabase_failed_second_request_leaves_its_blobs_due_until_the_retry(
     assert_eq!(env.blob_log().await.len(), ids.len());
     assert!(fake.keys().is_empty(), "{} objects left", fake.keys().len());
     assert_eq!(fake.delete_calls().len(), 3);
+    env.assert_retention_clean().await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -413,6 +416,7 @@ async fn supabase_delete_failing_midway_is_retried_whole_and_logged_once(
     assert_logged_once(&env, &ids, "output", job_id).await;
     assert_eq!(env.blob_log().await.len(), ids.len());
     assert!(fake.keys().is_empty());
+    env.assert_retention_clean().await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -514,6 +518,7 @@ async fn a_store_the_daemon_lacks_keeps_its_blobs_due_until_a_daemon_with_it_del
     }
     assert!(!env.db.job(s3_job).await.state.is_final());
     assert_eq!(env.delete_jobs().await.len(), 3);
+    env.assert_retention_clean().await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -615,4 +620,5 @@ async fn a_large_backlog_is_split_per_store_and_batch_and_each_blob_deleted_once
     env.sweep().await;
     assert_eq!(env.delete_jobs().await.len(), jobs.len());
     assert_eq!(env.blob_log().await.len(), all.len());
+    env.assert_retention_clean().await;
 }
