@@ -935,9 +935,13 @@ async fn privacy_cli_and_metrics_against_the_real_daemon(po: PgPoolOptions, co: 
 #[sqlx::test(migrations = false)]
 async fn check_retention_reports_each_broken_invariant(po: PgPoolOptions, co: PgConnectOptions) {
     let env = env(po, co).await;
-    let early = env.upload("u1", BlobRole::Reference, "ref/early.png", None).await;
+    let early = env
+        .upload("u1", BlobRole::Reference, "ref/early.png", None)
+        .await;
     let ended = env.generation("u1").await;
-    let source = env.upload("u1", BlobRole::Source, "up/s.png", Some(ended)).await;
+    let source = env
+        .upload("u1", BlobRole::Source, "up/s.png", Some(ended))
+        .await;
     let succeeded = env.generation("u1").await;
     env.succeed(succeeded).await;
     env.assert_retention_clean().await;
