@@ -58,6 +58,21 @@ impl GenEnv {
         self.db.daemon(config, registry)
     }
 
+    /// A daemon running the pipeline and the retention jobs (sharing the output store),
+    /// with the erasure hash key of the retention fixture.
+    pub fn daemon_with_retention(&self) -> DaemonHandle {
+        let mut registry = Registry::new();
+        let pipeline = Arc::new(Pipeline::from_config(&self.config).expect("pipeline"));
+        let retention = Arc::new(genq::jobs::retention::Retention {
+            stores: genq::storage::Stores::new(&self.config.storage, pipeline.store.clone()),
+            config: self.config.retention.clone(),
+            hash_key: Some(super::retention::HASH_KEY.to_vec()),
+        });
+        pipeline.register(&mut registry);
+        retention.register(&mut registry);
+        self.db.daemon(self.config.clone(), registry)
+    }
+
     pub fn daemon(&self) -> DaemonHandle {
         self.daemon_with(self.config.clone())
     }

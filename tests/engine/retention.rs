@@ -982,3 +982,71 @@ async fn check_retention_reports_each_broken_invariant(po: PgPoolOptions, co: Pg
     );
     let _ = source;
 }
+
+#[sqlx::test(migrations = false)]
+async fn erasure_cancels_a_generation_rendering_at_the_provider_first(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    use genq::credits::GenerationState;
+    let env =
+        crate::common::generation::GenEnv::new(TestDb::new(po, co).await, Duration::from_secs(60))
+            .await;
+    let user = "user-rendering";
+    env.grant(user, 100).await;
+    let rendering = env.request(user, "replicate", 10).await;
+    let mut conn = env.db.pool.acquire().await.unwrap();
+    blobs::register(
+        &mut conn,
+        user,
+        BlobRole::Source,
+        "local",
+        "up/user-rendering/in.png",
+        Some(rendering),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    let _daemon = env.daemon_with_retention();
+    wait_until(
+        Duration::from_secs(20),
+        "the generation to be at the provider",
+        || async { env.generation(rendering).await.state == GenerationState::Submitted },
+    )
+    .await;
+
+    let id: i64 = sqlx::query_scalar("SELECT genq.request_erasure($1)")
+        .bind(user)
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the erasure to complete",
+        || async {
+            genq::retention::erasure::get(&env.db.pool, id)
+                .await
+                .unwrap()
+                .unwrap()
+                .completed_at
+                .is_some()
+        },
+    )
+    .await;
+    // Cancelled at the provider (hold released) before the records were de-identified.
+    let g = env.generation(rendering).await;
+    assert_eq!(g.state, GenerationState::Cancelled);
+    assert_eq!(g.input, serde_json::json!({}));
+    assert_eq!(env.entries(rendering).await, ["hold", "release"]);
+    let subject = genq::retention::erasure::subject(HASH_KEY, user);
+    assert_eq!(g.user_id, subject);
+    let balance = env.balance(&subject).await;
+    assert_eq!((balance.available, balance.held), (100, 0));
+    env.assert_ledger_clean().await;
+    assert_eq!(genq::retention::check(&env.db.pool).await.unwrap(), vec![]);
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM genq.blobs WHERE deleted_at IS NULL")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(live, 0);
+}

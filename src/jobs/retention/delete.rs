@@ -105,7 +105,10 @@ impl Worker for Delete {
         let wait = failed
             .iter()
             .filter_map(|(_, e)| match e {
-                StorageError::Retryable { retry_after, .. } => *retry_after,
+                // A store answering "retry after 0 s" must not burn the attempts in a loop.
+                StorageError::Retryable { retry_after, .. } => {
+                    retry_after.map(|d| d.max(Duration::from_secs(1)))
+                }
                 StorageError::Permanent { .. } => None,
             })
             .max();
