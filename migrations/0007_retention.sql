@@ -72,8 +72,13 @@ CREATE TABLE genq.blobs (
 );
 
 CREATE UNIQUE INDEX blobs_live_key_idx ON genq.blobs (store, key) WHERE deleted_at IS NULL;
--- The sweep's scan: live blobs by due date.
+-- The sweep's scans: live blobs by due date (backlog, status); due blobs no delete job
+-- owns yet; blobs a delete job owns (to find those whose job ended without deleting them).
 CREATE INDEX blobs_due_idx ON genq.blobs (expires_at) WHERE deleted_at IS NULL AND expires_at IS NOT NULL;
+CREATE INDEX blobs_unscheduled_idx ON genq.blobs (expires_at)
+    WHERE deleted_at IS NULL AND expires_at IS NOT NULL AND delete_job_id IS NULL;
+CREATE INDEX blobs_scheduled_idx ON genq.blobs (delete_job_id)
+    WHERE deleted_at IS NULL AND delete_job_id IS NOT NULL;
 CREATE INDEX blobs_user_idx ON genq.blobs (user_id);
 CREATE INDEX blobs_generation_idx ON genq.blobs (generation_id) WHERE generation_id IS NOT NULL;
 

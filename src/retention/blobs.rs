@@ -29,15 +29,26 @@ pub async fn register(
         .await
 }
 
-/// Due blobs without a live delete job (none yet, or it ended or was pruned while the
-/// blob still exists). Rows an in-flight delete holds are skipped.
+/// Blobs whose delete job ended (out of attempts, cancelled) or was pruned while they
+/// still exist lose it, so they are scheduled again: deletions are retried until done.
+/// Only blobs in deletion are read (a partial index), never the whole backlog.
+const RELEASE_ORPHANED: &str = r#"
+UPDATE genq.blobs SET delete_job_id = NULL
+ WHERE id IN (
+    SELECT b.id FROM genq.blobs b
+     WHERE b.deleted_at IS NULL AND b.delete_job_id IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM genq.jobs j
+                        WHERE j.id = b.delete_job_id
+                          AND j.state IN ('available', 'running', 'retryable'))
+     FOR UPDATE OF b SKIP LOCKED)
+"#;
+
+/// Due blobs no delete job owns, oldest due first. Rows an in-flight delete holds are
+/// skipped.
 const DUE_UNSCHEDULED: &str = r#"
 SELECT b.id, b.store FROM genq.blobs b
- WHERE b.deleted_at IS NULL AND b.expires_at <= now()
+ WHERE b.deleted_at IS NULL AND b.expires_at <= now() AND b.delete_job_id IS NULL
    AND ($1::text IS NULL OR b.user_id = $1)
-   AND (b.delete_job_id IS NULL OR NOT EXISTS (
-          SELECT 1 FROM genq.jobs j
-           WHERE j.id = b.delete_job_id AND j.state IN ('available', 'running', 'retryable')))
  ORDER BY b.expires_at
  LIMIT $2
  FOR UPDATE OF b SKIP LOCKED
@@ -63,6 +74,7 @@ pub async fn schedule_deletions(
     limit: i64,
 ) -> sqlx::Result<Scheduled> {
     let mut tx = pool.begin().await?;
+    sqlx::query(RELEASE_ORPHANED).execute(&mut *tx).await?;
     let due: Vec<(i64, String)> = sqlx::query_as(DUE_UNSCHEDULED)
         .bind(user)
         .bind(limit)
