@@ -68,6 +68,29 @@ export async function enqueueMany(
   return Number(rows[0].n);
 }
 
+/** Roles and stores `genq.register_blob` accepts. */
+export type BlobRole = "source" | "reference" | "output" | "export";
+export type BlobStore = "local" | "s3" | "vercel" | "supabase";
+
+/**
+ * Tells genq about an upload it must delete on time (docs/privacy.md). Call it in the
+ * transaction that records the upload, before or while uploading. Returns the blob id.
+ */
+export async function registerBlob(
+  client: pg.ClientBase,
+  userId: string,
+  role: BlobRole,
+  store: BlobStore,
+  key: string,
+  generationId?: string,
+): Promise<string> {
+  const { rows } = await client.query<{ id: string }>(
+    "SELECT genq.register_blob($1, $2, $3, $4, $5) AS id",
+    [userId, role, store, key, generationId ?? null],
+  );
+  return rows[0].id;
+}
+
 /** The backend's own write and the job commit together, or not at all. */
 async function createRender(pool: pg.Pool, userId: string, prompt: string): Promise<string> {
   const client = await pool.connect();
@@ -83,6 +106,8 @@ async function createRender(pool: pg.Pool, userId: string, prompt: string): Prom
     const jobId = await enqueue(client, "noop", { renderId, userId }, {
       uniqueKey: `render:${userId}:${renderId}`,
     });
+    // The style reference the user uploaded: genq deletes it 7 days from now.
+    await registerBlob(client, userId, "reference", "local", `references/render-${renderId}.png`);
     await client.query("COMMIT");
     return jobId;
   } catch (err) {
