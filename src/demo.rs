@@ -209,11 +209,31 @@ pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     );
     drop(conn);
+    // The privacy side of the same run: each stored output is registered for deletion.
+    let (outputs, due): (i64, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as(
+        "SELECT count(*), min(expires_at) FROM genq.blobs WHERE role = 'output' AND generation_id = ANY($1)",
+    )
+    .bind(ids.iter().map(|(_, id)| *id).collect::<Vec<_>>())
+    .fetch_one(&pool)
+    .await?;
+    let retention_violations = crate::retention::check(&pool).await?;
+    println!(
+        "retention: {outputs} outputs registered in genq.blobs, deleted from {} (output_after); \
+         genq.check_retention(): {}",
+        due.map_or("never".into(), |d| d.format("%Y-%m-%d").to_string()),
+        if retention_violations.is_empty() {
+            "clean".to_string()
+        } else {
+            format!("{retention_violations:?}")
+        }
+    );
     daemon.shutdown().await;
     fake.stop().await;
 
     let expected_available = granted - (ids.len() as i64 - failed) * COST;
     if violations.is_empty()
+        && retention_violations.is_empty()
+        && outputs == ids.len() as i64 - failed
         && failed == 1
         && balance.held == 0
         && balance.available == expected_available

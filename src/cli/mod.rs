@@ -259,6 +259,10 @@ async fn run(config: Config, migrate: bool, http: Option<String>) -> anyhow::Res
     let bind = http.unwrap_or_else(|| config.http.bind.clone());
     let mut registry = Registry::new();
     crate::jobs::register_product(&mut registry, &config)?;
+    if config.retention.hash_key().is_none() {
+        tracing::warn!(variable = %config.retention.hash_key_env,
+            "no erasure hash key: account erasures will delete data but cannot complete");
+    }
     warn_unhandled_periodic(&config, &registry);
     let webhooks = Arc::new(
         http::webhooks::Webhooks::from_config(&config.webhooks)

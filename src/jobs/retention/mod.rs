@@ -39,15 +39,10 @@ impl Retention {
     /// Builds the retention jobs' context from the daemon configuration, with `output` as
     /// the store outputs and exports are written to.
     pub fn from_config(config: &crate::Config, output: Arc<dyn crate::storage::BlobStore>) -> Self {
-        let hash_key = config.retention.hash_key();
-        if hash_key.is_none() {
-            tracing::warn!(variable = %config.retention.hash_key_env,
-                "no erasure hash key: account erasures will delete data but cannot complete");
-        }
         Self {
             stores: Stores::new(&config.storage, output),
             config: config.retention.clone(),
-            hash_key,
+            hash_key: config.retention.hash_key(),
         }
     }
 
