@@ -111,6 +111,8 @@ ALTER TABLE genq.generations
     ADD COLUMN deleted_at  timestamptz;
 CREATE INDEX generations_scrub_idx ON genq.generations (finished_at)
     WHERE scrubbed_at IS NULL AND finished_at IS NOT NULL;
+CREATE INDEX generations_deleted_unscrubbed_idx ON genq.generations (deleted_at)
+    WHERE scrubbed_at IS NULL AND deleted_at IS NOT NULL;
 CREATE INDEX generations_user_idx ON genq.generations (user_id);
 
 -- Webhook bodies are scrubbed after their window; the row (ids, times) stays.

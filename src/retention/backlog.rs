@@ -1,6 +1,7 @@
 //! How much is due and not yet deleted, by kind: the numbers behind
 //! `genq_retention_due` / `genq_retention_overdue` and `genq privacy status`. The promise
-//! holds while nothing is overdue.
+//! holds while nothing is overdue. Every daemon runs this each sample interval, so each
+//! part reads only due rows through a partial index (never every unscrubbed generation).
 
 use std::time::Duration;
 
@@ -25,12 +26,16 @@ SELECT role::text, count(*), count(*) FILTER (WHERE expires_at < now() - make_in
  WHERE deleted_at IS NULL AND expires_at <= now()
  GROUP BY role
 UNION ALL
-SELECT 'input', count(*),
-       count(*) FILTER (WHERE coalesce(g.deleted_at, g.finished_at + k.keep) < now() - make_interval(secs => $1)),
-       min(coalesce(g.deleted_at, g.finished_at + k.keep))
-  FROM genq.generations g, (SELECT genq.policy_keep('inputs') AS keep) k
- WHERE g.scrubbed_at IS NULL AND g.finished_at IS NOT NULL
-   AND (g.deleted_at IS NOT NULL OR g.finished_at <= now() - k.keep)
+SELECT 'input', count(*), count(*) FILTER (WHERE d.due_at < now() - make_interval(secs => $1)),
+       min(d.due_at)
+  FROM (SELECT g.finished_at + k.keep AS due_at
+          FROM genq.generations g, (SELECT genq.policy_keep('inputs') AS keep) k
+         WHERE g.scrubbed_at IS NULL AND g.finished_at IS NOT NULL
+           AND g.finished_at <= now() - k.keep AND g.deleted_at IS NULL
+        UNION ALL
+        SELECT g.deleted_at FROM genq.generations g
+         WHERE g.scrubbed_at IS NULL AND g.deleted_at IS NOT NULL
+           AND g.state IN ('succeeded', 'failed', 'cancelled')) d
 UNION ALL
 SELECT 'webhook_body', count(*), count(*) FILTER (WHERE w.received_at + k.keep < now() - make_interval(secs => $1)),
        min(w.received_at + k.keep)
