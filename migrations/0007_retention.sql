@@ -231,7 +231,8 @@ $$;
 -- it in the transaction that records the upload, before or while uploading). Idempotent:
 -- the same (store, key) registered again for the same user, role and generation returns
 -- the same id. A key whose previous blob is due (or being deleted) is taken over: the
--- call waits for an in-flight delete of it to finish, and the old row is closed as
+-- call waits for an in-flight delete of it to finish (also when the delete lost its
+-- database connection: while its job holds a valid lease), and the old row is closed as
 -- 'superseded'. A key held by another live, not-due blob is an error (23505).
 -- Returns the blob's id.
 CREATE FUNCTION genq.register_blob(user_id text, role text, store text, key text,
@@ -276,6 +277,26 @@ BEGIN
         END IF;
     END IF;
 
+    -- The delete job holds the old row's lock across its store call, but the lock goes with
+    -- the job's connection (a database restart, a network cut) while the store request may
+    -- still be on its way, and would then delete the new upload. So first wait, holding
+    -- nothing, while the old row's delete job still runs with a valid lease (a dead worker's
+    -- lease runs out within worker.lease). Stop waiting if another session waits for this
+    -- transaction (it may be that job, blocked on a key taken over earlier in this
+    -- transaction: a cycle Postgres would not see), and outside READ COMMITTED (the
+    -- snapshot would never show the job end); the row lock below then still applies.
+    IF current_setting('transaction_isolation') = 'read committed' THEN
+        LOOP
+            EXIT WHEN NOT EXISTS (
+                SELECT 1 FROM genq.blobs b JOIN genq.jobs j ON j.id = b.delete_job_id
+                 WHERE b.store = register_blob.store AND b.key = register_blob.key
+                   AND b.deleted_at IS NULL
+                   AND j.state = 'running' AND j.lease_until > clock_timestamp());
+            EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_activity a
+                               WHERE pg_backend_pid() = ANY (pg_blocking_pids(a.pid)));
+            PERFORM pg_sleep(0.05);
+        END LOOP;
+    END IF;
     -- Waits for a delete job holding the old row (it holds the lock across the store call).
     SELECT * INTO v_old FROM genq.blobs b
      WHERE b.store = register_blob.store AND b.key = register_blob.key AND b.deleted_at IS NULL

@@ -275,3 +275,4 @@ pub async fn genq_run_async(url: &str, args: &[&str]) -> std::process::Output {
 pub mod generation;
 pub mod retention;
 pub mod retention_audit;
+pub mod retention_faults;

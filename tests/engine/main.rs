@@ -17,6 +17,7 @@ mod providers;
 mod queues;
 mod recovery;
 mod retention;
+mod retention_faults;
 mod retention_stores;
 mod retries;
 mod storage;

@@ -253,8 +253,8 @@ async fn forged_stale_future_oversized_and_unknown_callbacks(
     )
     .await;
     assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
-    let stale = (chrono::Utc::now().timestamp() - 301).to_string();
-    let future = (chrono::Utc::now().timestamp() + 301).to_string();
+    let stale = (chrono::Utc::now().timestamp() - 400).to_string();
+    let future = (chrono::Utc::now().timestamp() + 400).to_string();
     assert_eq!(
         post_replicate(port, &secret, "msg_b", &stale, id, &body)
             .await
