@@ -11,7 +11,7 @@ use genq::jobs::retention::Retention;
 use genq::retention::{blobs, BlobRole};
 use genq::storage::local::LocalStore;
 use genq::storage::{BlobStore, Stores};
-use genq::{DaemonHandle, JobState, NewJob, Registry};
+use genq::{DaemonHandle, Registry};
 use uuid::Uuid;
 
 use super::{fast_config, wait_until, TestDb};
@@ -164,13 +164,7 @@ impl RetentionEnv {
     /// Runs one sweep and waits until it and every delete job it (or earlier runs)
     /// enqueued are final.
     pub async fn sweep(&self) {
-        let id = self
-            .db
-            .enqueue(NewJob::new("retention.sweep", serde_json::json!({})).queue("retention"))
-            .await;
-        self.db
-            .wait_for_state(id, JobState::Completed, Duration::from_secs(20))
-            .await;
+        self.sweep_once().await;
         self.wait_for_deletes().await;
     }
 
@@ -259,4 +253,56 @@ impl RetentionEnv {
         .await
         .unwrap()
     }
+}
+
+/// Requests the erasure of `user` (`genq.request_erasure`); returns the request id.
+pub async fn request_erasure(pool: &sqlx::PgPool, user: &str) -> i64 {
+    sqlx::query_scalar("SELECT genq.request_erasure($1)")
+        .bind(user)
+        .fetch_one(pool)
+        .await
+        .expect("request_erasure")
+}
+
+/// Waits until erasure request `id` is complete and returns it.
+pub async fn wait_erased(
+    pool: &sqlx::PgPool,
+    id: i64,
+    within: Duration,
+) -> genq::retention::erasure::ErasureRequest {
+    wait_until(within, "the erasure to complete", || async {
+        let r = genq::retention::erasure::get(pool, id).await.unwrap();
+        r.is_some_and(|r| r.completed_at.is_some())
+    })
+    .await;
+    genq::retention::erasure::get(pool, id)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Requests an export for `user` (`genq.request_export`); returns the request id.
+pub async fn request_export(pool: &sqlx::PgPool, user: &str) -> i64 {
+    sqlx::query_scalar("SELECT genq.request_export($1)")
+        .bind(user)
+        .fetch_one(pool)
+        .await
+        .expect("request_export")
+}
+
+/// Waits until export request `id` is written and returns it.
+pub async fn wait_exported(
+    pool: &sqlx::PgPool,
+    id: i64,
+    within: Duration,
+) -> genq::retention::export::ExportRequest {
+    wait_until(within, "the export to be written", || async {
+        let r = genq::retention::export::get(pool, id).await.unwrap();
+        r.is_some_and(|r| r.completed_at.is_some())
+    })
+    .await;
+    genq::retention::export::get(pool, id)
+        .await
+        .unwrap()
+        .unwrap()
 }

@@ -8,7 +8,9 @@ use genq::retention::{backlog, blobs, BlobRole};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
-use crate::common::retention::{RetentionEnv, HASH_KEY};
+use crate::common::retention::{
+    request_erasure, request_export, wait_erased, wait_exported, RetentionEnv, HASH_KEY,
+};
 use crate::common::{wait_until, TestDb};
 
 const HOUR: u64 = 3600;
@@ -477,26 +479,6 @@ async fn backlog_counts_due_and_overdue_until_the_sweep_runs(
     env.assert_retention_clean().await;
 }
 
-/// Every table and column where a user id could remain after an erasure.
-async fn rows_naming(env: &RetentionEnv, user: &str) -> i64 {
-    scalar_i64(
-        env,
-        &format!(
-            "SELECT (SELECT count(*) FROM genq.ledger WHERE user_id = '{user}')
-                  + (SELECT count(*) FROM genq.accounts WHERE user_id = '{user}')
-                  + (SELECT count(*) FROM genq.generations WHERE user_id = '{user}')
-                  + (SELECT count(*) FROM genq.payments WHERE user_id = '{user}')
-                  + (SELECT count(*) FROM genq.blobs WHERE user_id = '{user}' OR key LIKE '%{user}%')
-                  + (SELECT count(*) FROM genq.deletion_log WHERE user_id = '{user}' OR key LIKE '%{user}%')
-                  + (SELECT count(*) FROM genq.erasure_requests WHERE user_id = '{user}')
-                  + (SELECT count(*) FROM genq.export_requests WHERE user_id = '{user}')
-                  + (SELECT count(*) FROM genq.generations WHERE input::text LIKE '%{user}%')
-                  + (SELECT count(*) FROM genq.webhook_events WHERE convert_from(body, 'UTF8') LIKE '%{user}%')"
-        ),
-    )
-    .await
-}
-
 #[sqlx::test(migrations = false)]
 async fn erasure_deletes_data_and_deidentifies_money_records(
     po: PgPoolOptions,
@@ -563,44 +545,20 @@ async fn erasure_deletes_data_and_deidentifies_money_records(
             .fetch_one(&env.db.pool)
             .await
             .unwrap();
-    assert!(rows_naming(&env, user).await > 0);
+    assert!(env.rows_naming(user).await > 0);
 
     let _daemon = env.daemon();
-    let id: i64 = sqlx::query_scalar("SELECT genq.request_erasure($1)")
-        .bind(user)
-        .fetch_one(&env.db.pool)
-        .await
-        .unwrap();
+    let id = request_erasure(&env.db.pool, user).await;
     // Asking again returns the pending request.
-    let again: i64 = sqlx::query_scalar("SELECT genq.request_erasure($1)")
-        .bind(user)
-        .fetch_one(&env.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(id, again);
-    wait_until(
-        Duration::from_secs(20),
-        "the erasure to complete",
-        || async {
-            let r = genq::retention::erasure::get(&env.db.pool, id)
-                .await
-                .unwrap()
-                .unwrap();
-            r.completed_at.is_some()
-        },
-    )
-    .await;
-    let request = genq::retention::erasure::get(&env.db.pool, id)
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(request_erasure(&env.db.pool, user).await, id);
+    let request = wait_erased(&env.db.pool, id, Duration::from_secs(20)).await;
     let subject = genq::retention::erasure::subject(HASH_KEY, user);
     assert_eq!(request.subject.as_deref(), Some(subject.as_str()));
     assert!(request.user_id.is_none());
     assert!(request.completed_at.unwrap() < request.due_at);
 
     // Nothing names the user any more; every blob is gone from the store.
-    assert_eq!(rows_naming(&env, user).await, 0);
+    assert_eq!(env.rows_naming(user).await, 0);
     assert_eq!(
         scalar_i64(&env, &format!("SELECT count(*) FROM genq.blobs WHERE user_id = '{subject}' AND deleted_at IS NULL")).await,
         0
@@ -689,28 +647,8 @@ async fn export_archives_the_users_data_as_an_expiring_blob(
     env.generation("someone-else").await;
 
     let _daemon = env.daemon();
-    let id: i64 = sqlx::query_scalar("SELECT genq.request_export($1)")
-        .bind(user)
-        .fetch_one(&env.db.pool)
-        .await
-        .unwrap();
-    wait_until(
-        Duration::from_secs(20),
-        "the export to be written",
-        || async {
-            genq::retention::export::get(&env.db.pool, id)
-                .await
-                .unwrap()
-                .unwrap()
-                .completed_at
-                .is_some()
-        },
-    )
-    .await;
-    let request = genq::retention::export::get(&env.db.pool, id)
-        .await
-        .unwrap()
-        .unwrap();
+    let id = request_export(&env.db.pool, user).await;
+    let request = wait_exported(&env.db.pool, id, Duration::from_secs(20)).await;
     let key = request.key.clone().unwrap();
     assert_eq!(key, format!("exports/{id}.json"));
     let archive: serde_json::Value =
@@ -886,7 +824,7 @@ async fn privacy_cli_and_metrics_against_the_real_daemon(po: PgPoolOptions, co: 
         text.contains(&format!("records kept under {subject}")),
         "{text}"
     );
-    assert_eq!(rows_naming(&env, user).await, 0);
+    assert_eq!(env.rows_naming(user).await, 0);
     assert!(!env.dir.path().join("ref").join(user).exists());
 
     let out = genq_run_async(
@@ -1015,24 +953,8 @@ async fn erasure_cancels_a_generation_rendering_at_the_provider_first(
     )
     .await;
 
-    let id: i64 = sqlx::query_scalar("SELECT genq.request_erasure($1)")
-        .bind(user)
-        .fetch_one(&env.db.pool)
-        .await
-        .unwrap();
-    wait_until(
-        Duration::from_secs(30),
-        "the erasure to complete",
-        || async {
-            genq::retention::erasure::get(&env.db.pool, id)
-                .await
-                .unwrap()
-                .unwrap()
-                .completed_at
-                .is_some()
-        },
-    )
-    .await;
+    let id = request_erasure(&env.db.pool, user).await;
+    wait_erased(&env.db.pool, id, Duration::from_secs(30)).await;
     // Cancelled at the provider (hold released) before the records were de-identified.
     let g = env.generation(rendering).await;
     assert_eq!(g.state, GenerationState::Cancelled);

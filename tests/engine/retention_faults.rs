@@ -310,11 +310,7 @@ async fn lost_database_connections_during_an_erasure_still_complete_it(
     let (proxy, via_proxy) = env.pg_proxy().await;
     fake.fail_next(Fault::Hold);
     let daemon = env.daemon_via(via_proxy, vec![vercel_store(&fake)]);
-    let request: i64 = sqlx::query_scalar("SELECT genq.request_erasure($1)")
-        .bind(user)
-        .fetch_one(&env.db.pool)
-        .await
-        .unwrap();
+    let request = crate::common::retention::request_erasure(&env.db.pool, user).await;
     wait_until(
         Duration::from_secs(10),
         "the erasure's Vercel delete to reach the store",
@@ -343,23 +339,8 @@ async fn lost_database_connections_during_an_erasure_still_complete_it(
 
     proxy.restore();
     fake.release();
-    wait_until(
-        Duration::from_secs(20),
-        "the erasure to complete",
-        || async {
-            genq::retention::erasure::get(&env.db.pool, request)
-                .await
-                .unwrap()
-                .unwrap()
-                .completed_at
-                .is_some()
-        },
-    )
-    .await;
-    let done = genq::retention::erasure::get(&env.db.pool, request)
-        .await
-        .unwrap()
-        .unwrap();
+    let done =
+        crate::common::retention::wait_erased(&env.db.pool, request, Duration::from_secs(20)).await;
     let subject = genq::retention::erasure::subject(HASH_KEY, user);
     assert_eq!(done.subject.as_deref(), Some(subject.as_str()));
     assert!(done.user_id.is_none());
