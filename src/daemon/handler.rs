@@ -127,6 +127,8 @@ impl JobContext {
     /// together with the handler's own writes (e.g. a credit capture). Fails with
     /// [`FencedCompletionError::Fenced`] if this attempt no longer owns the job; the caller
     /// must then roll back. Call it last before commit and return `Ok(())` after commit.
+    /// `?` turns a fenced error into a retry (via `JobError`'s `From`): the transaction is
+    /// dropped, so rolled back, and the attempt that now owns the job settles it.
     pub async fn complete_in(&self, conn: &mut PgConnection) -> Result<(), FencedCompletionError> {
         complete_in(conn, self.id, self.attempt).await?;
         self.recorded.store(true, Ordering::SeqCst);

@@ -98,6 +98,21 @@ fn error_messages(job: &genq::queue::job_control::JobRow) -> Vec<String> {
         .collect()
 }
 
+/// A later sweep schedules nothing more: one delete job in all, one log row per due blob,
+/// and the blob that was not due is untouched.
+async fn assert_nothing_left_to_do(
+    env: &RetentionEnv,
+    fake: &FakeVercel,
+    due: usize,
+    fresh: i64,
+    fresh_key: &str,
+) {
+    env.sweep().await;
+    assert_eq!(env.delete_jobs().await.len(), 1);
+    assert_eq!(env.blob_log().await.len(), due);
+    assert_untouched(env, fake, fresh, fresh_key).await;
+}
+
 #[sqlx::test(migrations = false)]
 async fn a_daemon_killed_mid_delete_is_rescued_and_each_blob_is_deleted_once(
     po: PgPoolOptions,
@@ -174,10 +189,7 @@ async fn a_daemon_killed_mid_delete_is_rescued_and_each_blob_is_deleted_once(
     // Even if the store finishes the dead daemon's request now, nothing else goes; a later
     // sweep finds nothing to do.
     fake.release();
-    env.sweep().await;
-    assert_eq!(env.delete_jobs().await.len(), 1);
-    assert_eq!(env.blob_log().await.len(), due.len());
-    assert_untouched(&env, &fake, fresh, &fresh_key).await;
+    assert_nothing_left_to_do(&env, &fake, due.len(), fresh, &fresh_key).await;
     survivor.shutdown().await;
     env.assert_retention_clean().await;
     env.assert_ledger_clean().await;
@@ -246,10 +258,7 @@ async fn lost_database_connections_during_a_delete_still_delete_each_blob_once(
     );
     assert_eq!(fake.pathnames(), vec![fresh_key.clone()]);
 
-    env.sweep().await;
-    assert_eq!(env.delete_jobs().await.len(), 1);
-    assert_eq!(env.blob_log().await.len(), due.len());
-    assert_untouched(&env, &fake, fresh, &fresh_key).await;
+    assert_nothing_left_to_do(&env, &fake, due.len(), fresh, &fresh_key).await;
     daemon.shutdown().await;
     env.assert_retention_clean().await;
     env.assert_ledger_clean().await;

@@ -137,9 +137,7 @@ async fn adopt(
         tracing::info!(generation_id = %generation.id, %request_id, "adopted the request named by fal's callback");
     }
     mark_processed_in(&mut tx, generation.id).await?;
-    ctx.complete_in(&mut tx)
-        .await
-        .map_err(|e| JobError::retry(e.to_string()))?;
+    ctx.complete_in(&mut tx).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -35,7 +35,7 @@ pub async fn succeed(
             )
             .await?;
         }
-        ctx.complete_in(&mut tx).await.map_err(fenced)?;
+        ctx.complete_in(&mut tx).await?;
         tx.commit().await?;
         count(
             generation,
@@ -44,7 +44,7 @@ pub async fn succeed(
             captured.then_some(("captured", generation.cost)),
         );
     } else {
-        ctx.complete_in(&mut tx).await.map_err(fenced)?;
+        ctx.complete_in(&mut tx).await?;
         tx.commit().await?;
     }
     Ok(())
@@ -75,7 +75,7 @@ async fn release_and_end(
     } else {
         false
     };
-    ctx.complete_in(&mut tx).await.map_err(fenced)?;
+    ctx.complete_in(&mut tx).await?;
     tx.commit().await?;
     if let (Some(secs), Some(g)) = (ended, generation) {
         let label = if state == GenerationState::Cancelled {
@@ -102,9 +102,4 @@ fn count(
     if let Some((kind, amount)) = credits {
         metrics::counter!(crate::metrics::CREDITS, "kind" => kind).increment(amount.max(0) as u64);
     }
-}
-
-fn fenced(err: crate::queue::complete::FencedCompletionError) -> JobError {
-    // The job is no longer ours (rescued elsewhere): roll back; the owner settles.
-    JobError::retry(err.to_string())
 }

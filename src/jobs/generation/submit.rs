@@ -229,9 +229,7 @@ async fn save_submitted(
             record::enqueue_follow_up(&mut tx, super::cancel::KIND, generation.id, 0.0).await?;
         }
     }
-    ctx.complete_in(&mut tx)
-        .await
-        .map_err(|e| JobError::retry(e.to_string()))?;
+    ctx.complete_in(&mut tx).await?;
     tx.commit().await?;
     tracing::info!(generation_id = %generation.id, request_id = %submitted.request_id, "submitted");
     Ok(())

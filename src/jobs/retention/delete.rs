@@ -59,7 +59,7 @@ impl Worker for Delete {
         .await?;
         let due = blobs::lock_due(&mut tx, &args.blob_ids, &args.store).await?;
         if due.is_empty() {
-            ctx.complete_in(&mut tx).await.map_err(fenced)?;
+            ctx.complete_in(&mut tx).await?;
             tx.commit().await?;
             return Ok(());
         }
@@ -87,7 +87,7 @@ impl Worker for Delete {
             .collect();
         blobs::mark_failed(&mut tx, &failures).await?;
         if failed.is_empty() {
-            ctx.complete_in(&mut tx).await.map_err(fenced)?;
+            ctx.complete_in(&mut tx).await?;
         }
         tx.commit().await?;
 
@@ -154,8 +154,4 @@ fn split(
         }
     }
     (ok, failed)
-}
-
-fn fenced(err: crate::queue::complete::FencedCompletionError) -> JobError {
-    JobError::retry(err.to_string())
 }

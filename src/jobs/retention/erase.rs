@@ -101,9 +101,7 @@ impl Worker for Erase {
         let mut tx = ctx.pool.begin().await?;
         let summary = serde_json::json!({ "job_id": ctx.id });
         let took = erasure::complete(&mut tx, request.id, &user, &subject, summary).await?;
-        ctx.complete_in(&mut tx)
-            .await
-            .map_err(|e| JobError::retry(e.to_string()))?;
+        ctx.complete_in(&mut tx).await?;
         tx.commit().await?;
         if let Some(secs) = took {
             metrics::histogram!(crate::metrics::ERASURE_DURATION).record(secs);

@@ -67,9 +67,7 @@ impl Worker for Export {
         )
         .await?;
         export::complete(&mut tx, request.id, blob_id, &stored).await?;
-        ctx.complete_in(&mut tx)
-            .await
-            .map_err(|e| JobError::retry(e.to_string()))?;
+        ctx.complete_in(&mut tx).await?;
         tx.commit().await?;
         metrics::counter!(crate::metrics::EXPORTS).increment(1);
         tracing::info!(request_id = request.id, bytes = size, store = %stored.store, "export written");
