@@ -89,8 +89,12 @@ pub struct DatabaseConfig {
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
     /// `idle_in_transaction_session_timeout` of the daemon's sessions. Defaults to 60 s.
+    /// Behind a transaction-mode pooler it cannot be sent: set it on the role instead.
     #[serde(with = "humantime_serde")]
     pub idle_in_transaction_timeout: Duration,
+    /// What `url` points at: `none` (Postgres itself), `session` or `transaction` (a
+    /// PgBouncer/Supavisor pool mode). Defaults to `none`.
+    pub pooler: crate::db::Pooler,
 }
 
 /// `[worker]`.
@@ -160,8 +164,11 @@ pub struct PruneConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Bind address. Defaults to `127.0.0.1:9800`.
+    /// Bind address of the internal listener (everything). Defaults to `127.0.0.1:9800`.
     pub bind: String,
+    /// Bind address of the public listener, which serves only `/webhooks/*`. Defaults to
+    /// empty: no public listener (webhooks are served on `bind`).
+    pub public_bind: String,
 }
 
 /// `[webhooks]`: verification of inbound provider callbacks. Secrets never go in the file:
@@ -365,6 +372,7 @@ impl Default for DatabaseConfig {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
             idle_in_transaction_timeout: Duration::from_secs(60),
+            pooler: crate::db::Pooler::None,
         }
     }
 }
@@ -411,6 +419,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             bind: "127.0.0.1:9800".into(),
+            public_bind: String::new(),
         }
     }
 }

@@ -2,7 +2,16 @@
 //!
 //! The migration history lives in `genq._sqlx_migrations`, not `public`, so genq never
 //! collides with the product's own migrator. sqlx creates its history table unqualified,
-//! so migrations run on a dedicated connection whose `search_path` is `genq`.
+//! so migrations run on a dedicated connection whose `search_path` is `genq`. Migrations
+//! need a session (sqlx holds an advisory lock across them): run them on a direct
+//! connection, never through a transaction-mode pooler.
+//!
+//! Every statement goes through [`query`], [`query_as`] and [`query_scalar`] (clippy
+//! forbids sqlx's own, see `clippy.toml`), so how a statement travels to Postgres is
+//! decided here, once: see [`pooler`].
+
+pub mod pooler;
+mod query;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,6 +21,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 use crate::config::DatabaseConfig;
+pub use pooler::Pooler;
+pub use query::{begin, query, query_as, query_scalar, Query, QueryAs, QueryScalar};
 
 /// The embedded migrations (`migrations/`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -25,30 +36,47 @@ pub fn connect_options(
 }
 
 /// Applies genq's session settings: `application_name = genq` (so operators can find the
-/// daemon's sessions) and an `idle_in_transaction_session_timeout`.
+/// daemon's sessions) and, straight to Postgres, an `idle_in_transaction_session_timeout`
+/// as a startup option. A pooler refuses startup options, so behind one the timeout is
+/// set after connecting (session mode) or left to the role (transaction mode), see
+/// [`pooler`].
 pub fn session_options(options: PgConnectOptions, config: &DatabaseConfig) -> PgConnectOptions {
-    let idle_ms = config.idle_in_transaction_timeout.as_millis().max(1);
-    options
+    let options = options
         .application_name("genq")
-        .options([(
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+    match config.pooler {
+        Pooler::None => options.options([(
             "idle_in_transaction_session_timeout",
-            format!("{idle_ms}ms"),
-        )])
-        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2))
+            format!("{}ms", idle_ms(config)),
+        )]),
+        Pooler::Session | Pooler::Transaction => pooler::startup_options(options, config.pooler),
+    }
+}
+
+fn idle_ms(config: &DatabaseConfig) -> u128 {
+    config.idle_in_transaction_timeout.as_millis().max(1)
 }
 
 /// Opens the daemon's pool. Connections are made lazily and re-made after a Postgres
 /// restart, so a database outage never ends the process.
 pub fn pool(options: PgConnectOptions, config: &DatabaseConfig) -> PgPool {
-    PgPoolOptions::new()
+    pool_options(config)
         .max_connections(config.max_connections.max(1))
         .acquire_timeout(config.acquire_timeout)
         .test_before_acquire(false)
         .connect_lazy_with(options)
 }
 
+/// Pool options every genq pool starts from: behind a pooler they set the session up
+/// after connecting and switch statements to their pooler-safe form (see [`pooler`]).
+pub fn pool_options(config: &DatabaseConfig) -> PgPoolOptions {
+    pooler::pool_options(PgPoolOptions::new(), config.pooler, idle_ms(config))
+}
+
 /// Applies every pending migration. Safe to run concurrently from several daemons:
 /// sqlx serialises migrators with an advisory lock.
+// A direct connection of its own, never a pooled one: sqlx's own statements are right here.
+#[allow(clippy::disallowed_methods)]
 pub async fn migrate(options: &PgConnectOptions) -> Result<(), sqlx::migrate::MigrateError> {
     let mut conn = PgConnection::connect_with(options).await?;
     sqlx::query("CREATE SCHEMA IF NOT EXISTS genq")
@@ -64,7 +92,7 @@ pub async fn migrate(options: &PgConnectOptions) -> Result<(), sqlx::migrate::Mi
 
 /// Whether the database has every migration this binary embeds (used by readiness checks).
 pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    let applied: Vec<i64> = sqlx::query_scalar(
+    let applied: Vec<i64> = query_scalar(
         "SELECT version FROM genq._sqlx_migrations WHERE success ORDER BY version",
     )
     .fetch_all(pool)

@@ -96,7 +96,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("cannot connect to the database (check DATABASE_URL)")?;
     let name = format!("genq_bench_{}", std::process::id());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
+    crate::db::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut admin)
         .await
         .with_context(|| format!("cannot create benchmark database {name}"))?;
@@ -114,7 +114,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.keep_db {
         println!("kept database {name}");
     } else {
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        crate::db::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .execute(&mut admin)
             .await
             .ok();

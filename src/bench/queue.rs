@@ -52,7 +52,7 @@ pub async fn measure(
         args.jobs,
         enqueue_secs
     );
-    sqlx::query("VACUUM ANALYZE genq.jobs")
+    crate::db::query("VACUUM ANALYZE genq.jobs")
         .execute(&pool)
         .await?;
 
@@ -65,7 +65,7 @@ pub async fn measure(
     );
     daemon_config.worker.claim_batch = args.claim_batch;
     daemon_config.database.max_connections = 4;
-    let t0: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+    let t0: chrono::DateTime<chrono::Utc> = crate::db::query_scalar("SELECT clock_timestamp()")
         .fetch_one(&pool)
         .await?;
     let daemons: Vec<_> = (0..args.daemons)
@@ -77,7 +77,7 @@ pub async fn measure(
     let wall = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let pending: bool = sqlx::query_scalar(
+        let pending: bool = crate::db::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM genq.jobs WHERE state IN ('available', 'running', 'retryable') AND kind = 'noop')",
         )
         .fetch_one(&pool)
@@ -90,13 +90,13 @@ pub async fn measure(
         }
     }
     let t1: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT max(finished_at) FROM genq.jobs WHERE kind = 'noop'")
+        crate::db::query_scalar("SELECT max(finished_at) FROM genq.jobs WHERE kind = 'noop'")
             .fetch_one(&pool)
             .await?;
     for d in daemons {
         d.shutdown().await;
     }
-    let completed: i64 = sqlx::query_scalar(
+    let completed: i64 = crate::db::query_scalar(
         "SELECT count(*) FROM genq.jobs WHERE state = 'completed' AND kind = 'noop'",
     )
     .fetch_one(&pool)
@@ -130,7 +130,7 @@ pub async fn measure(
     }
     let wait = Instant::now();
     let mut latencies: Vec<f64> = loop {
-        let rows: Vec<Option<f64>> = sqlx::query_scalar(
+        let rows: Vec<Option<f64>> = crate::db::query_scalar(
             "SELECT extract(epoch FROM attempted_at - created_at)::float8 * 1000 FROM genq.jobs WHERE id = ANY($1) AND state = 'completed'",
         )
         .bind(&ids)

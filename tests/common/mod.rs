@@ -178,6 +178,7 @@ pub fn spawn_daemon(url: &str, env: &[(&str, &str)]) -> Child {
 
 pub mod fake_supabase;
 pub mod fake_vercel;
+pub mod pgbouncer;
 pub mod prom;
 pub mod proxy;
 
