@@ -92,15 +92,14 @@ pub async fn migrate(options: &PgConnectOptions) -> Result<(), sqlx::migrate::Mi
 
 /// Whether the database has every migration this binary embeds (used by readiness checks).
 pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    let applied: Vec<i64> = query_scalar(
-        "SELECT version FROM genq._sqlx_migrations WHERE success ORDER BY version",
-    )
-    .fetch_all(pool)
-    .await
-    .or_else(|e| match &e {
-        sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => Ok(Vec::new()),
-        _ => Err(e),
-    })?;
+    let applied: Vec<i64> =
+        query_scalar("SELECT version FROM genq._sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await
+            .or_else(|e| match &e {
+                sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => Ok(Vec::new()),
+                _ => Err(e),
+            })?;
     Ok(MIGRATOR
         .iter()
         .all(|m| applied.binary_search(&m.version).is_ok()))

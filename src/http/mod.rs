@@ -1,8 +1,10 @@
 //! The daemon's HTTP servers (axum). The internal listener (`http.bind`) serves `/metrics`,
 //! `/healthz`, `/readyz` and the `/admin` JSON API; the public one (`http.public_bind`)
-//! serves only `/webhooks/*`, so an operator exposes that port to the internet and nothing
-//! else (`/readyz` echoes database errors, `/metrics` names queues and kinds). Without a
-//! public bind the internal listener serves the webhooks too. Both outlive the daemon's
+//! serves only `/webhooks/*` (and `/healthz`, which reveals nothing, for load balancer
+//! health checks), so an operator exposes that port to the internet and nothing else
+//! (`/readyz` echoes database errors, `/metrics` names queues and kinds, `/admin` controls
+//! the fleet). With a public bind the webhooks are served there only; without one the
+//! internal listener serves them too. Both outlive the daemon's
 //! drain, so Prometheus can still scrape a daemon that is finishing its last jobs.
 
 pub mod admin;
@@ -42,7 +44,7 @@ pub enum Routes {
     All,
     /// Health, metrics and admin: the internal listener beside a public one.
     Internal,
-    /// Only `/webhooks/*`: the listener facing the internet.
+    /// Only `/webhooks/*` and `/healthz`: the listener facing the internet.
     Public,
 }
 
@@ -51,7 +53,7 @@ impl Routes {
         match self {
             Routes::All => "/metrics, /healthz, /readyz, /admin, /webhooks",
             Routes::Internal => "/metrics, /healthz, /readyz, /admin",
-            Routes::Public => "/webhooks only",
+            Routes::Public => "/webhooks, /healthz",
         }
     }
 }
@@ -64,7 +66,9 @@ pub fn router(state: HttpState) -> Router {
 /// The router of one listener.
 pub fn routes(state: HttpState, which: Routes) -> Router {
     let mut app = Router::new();
-    if which != Routes::Public {
+    if which == Routes::Public {
+        app = app.merge(health::liveness());
+    } else {
         app = app
             .merge(health::routes())
             .merge(metrics::routes())

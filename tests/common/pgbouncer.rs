@@ -2,7 +2,7 @@
 //! from an ini and a userlist written to a temporary directory. Its pool is tiny, so server
 //! connections really are shared between client connections.
 //!
-//! Without the binary a test skips with a message, except in CI (`CI=true`), where `.ci/run`
+//! Without the binary a test skips with a message, except in CI (`CI` set), where `.ci/run`
 //! installs it and a missing binary fails the test.
 
 use std::process::{Child, Command, Stdio};
@@ -37,10 +37,12 @@ impl PgBouncer {
     pub async fn start(direct_url: &str, pool_mode: &str, pool_size: u32) -> Option<Self> {
         let Some(bin) = binary() else {
             assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
+                std::env::var_os("CI").is_none(),
                 "pgbouncer is not installed (CI must run the pooler tests: .ci/run installs it)"
             );
-            eprintln!("SKIPPED: pgbouncer is not installed (apt-get install pgbouncer)");
+            eprintln!(
+                "\n*** SKIPPED: pooler test needs pgbouncer (apt-get install pgbouncer) ***\n"
+            );
             return None;
         };
         let url = url::Url::parse(direct_url).expect("database URL");
