@@ -673,9 +673,13 @@ mod tests {
                 ("GENQ_WORKER_POLL_INTERVAL", "250ms"),
                 ("GENQ_WORKER_LISTEN", "false"),
                 ("DATABASE_URL", "postgres://x@y/z"),
+                ("GENQ_DATABASE_POOLER", "transaction"),
+                ("GENQ_HTTP_PUBLIC_BIND", "0.0.0.0:9801"),
             ]),
         )
         .unwrap();
+        assert_eq!(c.database.pooler, crate::db::Pooler::Transaction);
+        assert_eq!(c.http.public_bind, "0.0.0.0:9801");
         assert_eq!(c.worker.lease, Duration::from_secs(45));
         assert_eq!(c.http.bind, "0.0.0.0:1234");
         assert_eq!(c.queues["default"].concurrency, 7);
@@ -694,6 +698,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("at most half"), "{err}");
+        let err =
+            Config::from_toml_and_env("", "t", &env(&[("GENQ_DATABASE_POOLER", "pgbouncer")]))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("pgbouncer") && err.contains("transaction"),
+            "{err}"
+        );
         let err = Config::from_toml_and_env("[wroker]\n", "t", &[])
             .unwrap_err()
             .to_string();
