@@ -8,8 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgPoolOptions;
-
 use super::{peak_rss_mib, percentile, BenchArgs};
 use crate::config::{Config, QueueConfig};
 use crate::daemon::{Daemon, Registry};
@@ -22,7 +20,7 @@ pub async fn measure(
     args: &BenchArgs,
     options: &sqlx::postgres::PgConnectOptions,
 ) -> anyhow::Result<()> {
-    let pool = PgPoolOptions::new()
+    let pool = crate::db::pool_options(&config.database)
         .max_connections(4)
         .connect_with(options.clone())
         .await?;
@@ -52,7 +50,8 @@ pub async fn measure(
         args.jobs,
         enqueue_secs
     );
-    crate::db::query("VACUUM ANALYZE genq.jobs")
+    // Simple protocol, never inside a transaction (also through a pooler).
+    sqlx::raw_sql("VACUUM ANALYZE genq.jobs")
         .execute(&pool)
         .await?;
 
@@ -144,11 +143,16 @@ pub async fn measure(
     daemon.shutdown().await;
     latencies.sort_by(f64::total_cmp);
     println!(
-        "pickup latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms  ({} jobs one at a time, NOTIFY wake-up)",
+        "pickup latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms  ({} jobs one at a time, {})",
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(f64::NAN),
-        latencies.len()
+        latencies.len(),
+        if config.database.pooler == crate::db::Pooler::Transaction {
+            "polling"
+        } else {
+            "NOTIFY wake-up"
+        }
     );
     if let Some(rss) = peak_rss_mib() {
         println!("peak RSS:       {rss:.1} MiB");
