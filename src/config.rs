@@ -125,7 +125,7 @@ pub struct WorkerConfig {
     /// Default attempt time limit. Defaults to 10 min.
     #[serde(with = "humantime_serde")]
     pub job_timeout: Duration,
-    /// Use LISTEN/NOTIFY wake-ups. Defaults to true.
+    /// Use LISTEN/NOTIFY wake-ups (never behind a transaction-mode pooler). Defaults to true.
     pub listen: bool,
 }
 

@@ -165,3 +165,44 @@ async fn genq_run_enqueues_claims_completes_and_generates_through_a_transaction_
     );
     assert!(terminate(&mut daemon).await, "genq run exits 0 on SIGTERM");
 }
+
+#[sqlx::test(migrations = false)]
+async fn session_mode_needs_only_the_startup_options_left_out(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    let db = TestDb::new(po, co).await;
+    let direct = db.url().await;
+    let Some(bouncer) = PgBouncer::start(&direct, "session", 2).await else {
+        return;
+    };
+    let pooled = bouncer.url(&direct);
+    let (ok, _, stderr) = genq_output(&pooled, &["enqueue", "noop"]);
+    assert!(!ok, "refused without the setting");
+    assert!(stderr.contains("unsupported startup parameter"), "{stderr}");
+
+    // With it: named statements and session settings work as on a direct connection.
+    let run = |args: &'static [&'static str]| {
+        let out = genq_command(&pooled)
+            .env("GENQ_DATABASE_POOLER", "session")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let id: i64 = run(&["enqueue", "noop"]).parse().unwrap();
+    assert_eq!(db.job(id).await.state, JobState::Available);
+    assert!(run(&["queue", "list"]).contains("default"));
+    let mut backend = backend(&pooled).await;
+    let timeout: String = sqlx::raw_sql("SHOW idle_in_transaction_session_timeout")
+        .fetch_one(&mut backend)
+        .await
+        .map(|row| sqlx::Row::get(&row, 0))
+        .unwrap();
+    assert_eq!(timeout, "0", "genq's SET stays in genq's sessions");
+}
