@@ -65,6 +65,8 @@ pub struct Config {
     pub payments: PaymentsConfig,
     /// Retention and privacy: how long each kind of data is kept.
     pub retention: crate::retention::RetentionConfig,
+    /// What downloads of provider-named URLs may reach.
+    pub outbound: crate::outbound::OutboundConfig,
     /// Per-kind attempt time limits; they override a handler's own timeout. Defaults to
     /// none (a kind uses its handler's timeout, else `worker.job_timeout`).
     #[serde(with = "duration_map")]
@@ -464,6 +466,7 @@ impl Default for Config {
             sweep: SweepConfig::default(),
             payments: PaymentsConfig::default(),
             retention: Default::default(),
+            outbound: Default::default(),
             timeouts: BTreeMap::new(),
             queues,
             periodic: Vec::new(),

@@ -2,6 +2,10 @@
 //! chunk by chunk under a size limit, so an output of any size costs a few MB of memory, and
 //! the source's failures are classified for the pipeline: an expired output (404, 410, 403)
 //! can never be fetched again, a flaky source can.
+//!
+//! The URL comes from a provider's answer, so it is fetched through the guarded client
+//! ([`crate::outbound::Guarded`]): a URL or redirect hop reaching a non-public address is
+//! refused before any connection, and that refusal is permanent.
 
 use std::sync::{Arc, Mutex};
 
@@ -11,17 +15,20 @@ use reqwest::header::CONTENT_TYPE;
 
 use super::http::{from_reqwest, from_status};
 use super::{validate_key, BlobStore, ByteStream, StorageError, StoredObject};
+use crate::outbound::errors::without_query;
+use crate::outbound::{FetchError, Guarded};
 
-/// Downloads `url` with `http` and stores it under `key`, streaming (never buffering the
+/// Downloads `url` with the guarded `http` client and stores it under `key`, streaming (never buffering the
 /// whole body), refusing more than `max_bytes` (`storage.max_object_bytes`).
 ///
-/// Errors: the source answering 404, 410 or 403 (an expired output) is permanent, as is
-/// an object over the limit (nothing is left under `key`); 408, 429, 5xx, timeouts and
+/// Errors: the source answering 404, 410 or 403 (an expired output) is permanent, as are
+/// an object over the limit (nothing is left under `key`) and a URL or redirect the
+/// address policy refuses; 408, 429, 5xx, timeouts and
 /// dropped connections are retryable; the store's own errors pass through. Messages name
 /// the source without its query string, which may hold a signature.
 pub async fn copy_from_url(
     store: &dyn BlobStore,
-    http: &reqwest::Client,
+    http: &Guarded,
     url: &str,
     key: &str,
     max_bytes: u64,
@@ -29,18 +36,18 @@ pub async fn copy_from_url(
     validate_key(key)?;
     let url = url::Url::parse(url)
         .map_err(|e| StorageError::permanent(format!("source URL is not valid: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(StorageError::permanent(format!(
-            "source URL scheme {:?} is not http(s)",
-            url.scheme()
-        )));
-    }
     let what = format!("downloading {}", without_query(&url));
-    let response = http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| from_reqwest(e, &what))?;
+    let response = http.get(&url).await.map_err(|e| match e {
+        FetchError::Refused(why) => StorageError::permanent(format!("{what}: {why}")),
+        FetchError::Transport { message, timeout } => StorageError::retryable(format!(
+            "{what}: {}: {message}",
+            if timeout {
+                "timed out"
+            } else {
+                "request failed"
+            }
+        )),
+    })?;
     let status = response.status();
     if !status.is_success() {
         return Err(match status.as_u16() {
@@ -109,12 +116,4 @@ fn too_large(what: &str, size: u64, max_bytes: u64) -> StorageError {
     StorageError::permanent(format!(
         "{what}: the output is larger than storage.max_object_bytes ({size} > {max_bytes} bytes)"
     ))
-}
-
-/// The URL without query and fragment (a presigned URL's query is a credential).
-fn without_query(url: &url::Url) -> String {
-    let mut url = url.clone();
-    url.set_query(None);
-    url.set_fragment(None);
-    url.to_string()
 }

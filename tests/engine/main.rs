@@ -11,6 +11,7 @@ mod exactly_once;
 mod failures;
 mod http;
 mod leases;
+mod outbound;
 mod periodic;
 mod pipeline;
 mod providers;

@@ -579,3 +579,43 @@ mod gate {
         );
     }
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_prompt_naming_an_internal_url_is_never_fetched_as_an_output(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    // An "internal service" on loopback, inside the range the test daemon may reach (the
+    // fake's files are there too): only the documented result fields keep it out.
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    let internal = axum::Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            "internal secret"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, internal).await.unwrap() });
+
+    let env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    env.grant("u1", 10).await;
+    let daemon = env.daemon();
+    let prompt = format!("http://{addr}/admin/secrets.mp4");
+    let id = env
+        .request_with_input("u1", "fal", 10, serde_json::json!({ "prompt": prompt }))
+        .await;
+    let g = env.wait_final(id, Duration::from_secs(30)).await;
+    daemon.shutdown().await;
+    env.assert_output_stored(&g);
+    let outputs = g.output.as_ref().and_then(|o| o.as_array()).unwrap();
+    assert_eq!(outputs.len(), 1, "only the video is an output: {outputs:?}");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the URL in the prompt was fetched"
+    );
+    env.assert_ledger_clean().await;
+}

@@ -81,6 +81,12 @@ async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
+/// The guarded client of output downloads, opened to loopback where these hosts listen.
+fn guarded() -> genq::outbound::Guarded {
+    let policy = genq::outbound::AddressPolicy::new(&["127.0.0.0/8".into()]).unwrap();
+    genq::outbound::Guarded::new(policy, Duration::from_secs(30)).unwrap()
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -284,7 +290,7 @@ async fn copy_from_url_streams_the_output_into_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::new(dir.path()).unwrap();
     let url = format!("{host}/out/video.mp4?token=secret-signature");
-    let stored = copy_from_url(&store, &http(), &url, "outputs/u/g/0.mp4", 1 << 20)
+    let stored = copy_from_url(&store, &guarded(), &url, "outputs/u/g/0.mp4", 1 << 20)
         .await
         .unwrap();
     assert_eq!(stored.size, VIDEO.len() as u64);
@@ -302,7 +308,7 @@ async fn copy_from_url_expired_source_is_permanent() {
     let store = LocalStore::new(dir.path()).unwrap();
     for path in ["gone", "expired", "signed"] {
         let url = format!("{host}/out/{path}?sig=do-not-log-me");
-        let result = copy_from_url(&store, &http(), &url, "k", 1 << 20).await;
+        let result = copy_from_url(&store, &guarded(), &url, "k", 1 << 20).await;
         let message = result.as_ref().unwrap_err().message().to_string();
         assert!(!message.contains("do-not-log-me"), "{message}");
         assert_permanent(result, "expired");
@@ -315,14 +321,21 @@ async fn copy_from_url_overloaded_or_unreachable_source_is_retryable() {
     let host = output_host().await;
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::new(dir.path()).unwrap();
-    let busy = copy_from_url(&store, &http(), &format!("{host}/out/busy"), "k", 1 << 20).await;
+    let busy = copy_from_url(
+        &store,
+        &guarded(),
+        &format!("{host}/out/busy"),
+        "k",
+        1 << 20,
+    )
+    .await;
     assert_retryable(busy, Some(Duration::from_secs(4)));
     // A port nothing listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/x", closed.local_addr().unwrap());
     drop(closed);
     assert_retryable(
-        copy_from_url(&store, &http(), &url, "k", 1 << 20).await,
+        copy_from_url(&store, &guarded(), &url, "k", 1 << 20).await,
         None,
     );
 }
@@ -333,12 +346,19 @@ async fn copy_from_url_over_the_limit_is_permanent_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::new(dir.path()).unwrap();
     // Declared too large (Content-Length): refused before anything is written.
-    let r = copy_from_url(&store, &http(), &format!("{host}/out/big"), "a/big", 1000).await;
+    let r = copy_from_url(
+        &store,
+        &guarded(),
+        &format!("{host}/out/big"),
+        "a/big",
+        1000,
+    )
+    .await;
     assert_permanent(r, "max_object_bytes");
     // Streamed without a length: cut off while writing, the partial file removed.
     let r = copy_from_url(
         &store,
-        &http(),
+        &guarded(),
         &format!("{host}/out/big-chunked"),
         "a/big",
         1000,
@@ -353,7 +373,7 @@ async fn copy_from_url_over_the_limit_is_permanent_and_leaves_nothing() {
     // At the limit exactly is fine.
     let ok = copy_from_url(
         &store,
-        &http(),
+        &guarded(),
         &format!("{host}/out/big-chunked"),
         "a/big",
         4096,

@@ -49,8 +49,8 @@ pub struct Pipeline {
     pub providers: Providers,
     /// Where outputs go.
     pub store: Arc<dyn BlobStore>,
-    /// For downloading outputs.
-    pub http: reqwest::Client,
+    /// For downloading outputs: the guarded client (`[outbound]`).
+    pub http: crate::outbound::Guarded,
     /// `[providers]`.
     pub config: ProvidersConfig,
     /// Largest output copied.
@@ -72,10 +72,10 @@ impl Pipeline {
         Ok(Self {
             providers: Providers::from_config(&config.providers)?,
             store: crate::storage::from_config(&config.storage)?,
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .timeout(Duration::from_secs(600))
-                .build()?,
+            http: crate::outbound::Guarded::from_config(
+                &config.outbound,
+                Duration::from_secs(600),
+            )?,
             config: config.providers.clone(),
             max_object_bytes: config.storage.max_object_bytes,
             callback_secret: config.webhooks.byteplus_secret().map(String::into_bytes),
