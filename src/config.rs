@@ -78,8 +78,8 @@ pub struct Config {
     pub periodic: Vec<PeriodicConfig>,
 }
 
-/// `[database]`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// `[database]`. Its `Debug` shows the URL with the password replaced by `***`.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// Connection URL. Defaults to `postgres://postgres@127.0.0.1:5432/postgres`;
@@ -93,6 +93,47 @@ pub struct DatabaseConfig {
     /// `idle_in_transaction_session_timeout` of the daemon's sessions. Defaults to 60 s.
     #[serde(with = "humantime_serde")]
     pub idle_in_transaction_timeout: Duration,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field(
+                "idle_in_transaction_timeout",
+                &self.idle_in_transaction_timeout,
+            )
+            .finish()
+    }
+}
+
+/// A connection URL with its password (and a `password=` query parameter) replaced by
+/// `***`; text that is not a URL is hidden whole, since it may be a key=value string
+/// holding a password.
+pub fn redact_url(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return "***".into();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    if url.query_pairs().any(|(k, _)| k == "password") {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 /// `[worker]`.
@@ -640,6 +681,26 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn database_passwords_never_show_in_debug() {
+        let mut c = Config::default();
+        c.database.url = "postgres://genq:hunter2@db.example:5432/app?sslmode=require".into();
+        let shown = format!("{c:?} {:?}", c.database);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("postgres://genq:***@db.example:5432/app"),
+            "{shown}"
+        );
+        c.database.url = "postgres://db.example/app?user=genq&password=hunter2".into();
+        let shown = format!("{:?}", c.database);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(redact_url("host=db password=hunter2"), "***");
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1:5432/postgres"),
+            "postgres://postgres@127.0.0.1:5432/postgres"
+        );
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

@@ -48,3 +48,50 @@ pub async fn read_capped(response: reqwest::Response, limit: usize) -> Result<By
     }
     Ok(body.freeze())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serves `/sized` (a body with Content-Length) and `/streamed` (chunks, no length),
+    /// each `len` bytes.
+    async fn server(len: usize) -> String {
+        use axum::body::Body;
+        let app = axum::Router::new()
+            .route(
+                "/sized",
+                axum::routing::get(move || async move { vec![b'x'; len] }),
+            )
+            .route(
+                "/streamed",
+                axum::routing::get(move || async move {
+                    let parts = (0..len / 1024)
+                        .map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 1024])));
+                    Body::from_stream(futures::stream::iter(parts))
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_cap_are_refused_with_or_without_a_length() {
+        let base = server(64 * 1024).await;
+        let client = reqwest::Client::new();
+        for path in ["sized", "streamed"] {
+            let response = client.get(format!("{base}/{path}")).send().await.unwrap();
+            let err = read_capped(response, 16 * 1024).await.unwrap_err();
+            assert!(
+                matches!(err, BodyError::TooLarge { limit: 16384 }),
+                "{path}: {err}"
+            );
+            let response = client.get(format!("{base}/{path}")).send().await.unwrap();
+            assert_eq!(
+                read_capped(response, 64 * 1024).await.unwrap().len(),
+                64 * 1024
+            );
+        }
+    }
+}

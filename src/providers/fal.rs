@@ -318,3 +318,35 @@ fn describe(reply: &Reply) -> String {
     }
     http::truncate(&parts.join(": "))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fal() -> Fal {
+        let client = http::client(std::time::Duration::from_secs(5)).unwrap();
+        Fal::new(client, "https://queue.fal.run", ApiKey::new("k")).unwrap()
+    }
+
+    #[test]
+    fn urls_off_the_fal_host_are_never_called_with_the_key() {
+        let fal = fal();
+        for foreign in [
+            "http://169.254.169.254/latest/meta-data/",
+            "https://queue.fal.run.evil.example/fal-ai/x/requests/r1/status",
+            "http://queue.fal.run/fal-ai/x/requests/r1/status",
+            "https://queue.fal.run:8443/fal-ai/x/requests/r1/status",
+            "https://user@queue.fal.run/fal-ai/x/requests/r1/status",
+        ] {
+            let meta = json!({"app": "fal-ai/x", "status_url": foreign});
+            let url = fal.url(&meta, "status_url", "r1", "/status").unwrap();
+            assert_eq!(
+                url, "https://queue.fal.run/fal-ai/x/requests/r1/status",
+                "{foreign}"
+            );
+        }
+        let own = "https://queue.fal.run/fal-ai/x/requests/r1/status";
+        let meta = json!({"app": "fal-ai/x", "status_url": own});
+        assert_eq!(fal.url(&meta, "status_url", "r1", "/status").unwrap(), own);
+    }
+}

@@ -21,5 +21,6 @@ mod retention;
 mod retention_faults;
 mod retention_stores;
 mod retries;
+mod secrets;
 mod storage;
 mod webhooks;

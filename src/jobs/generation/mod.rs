@@ -63,7 +63,7 @@ pub struct Pipeline {
     /// `[payments]`: the Plisio polling fallback.
     pub payments: crate::config::PaymentsConfig,
     /// Plisio's secret key (its API key); `None` registers no `payments.poll`.
-    pub plisio_api_key: Option<String>,
+    pub plisio_api_key: Option<crate::outbound::Secret>,
 }
 
 impl Pipeline {
@@ -81,7 +81,10 @@ impl Pipeline {
             callback_secret: config.webhooks.byteplus_secret().map(String::into_bytes),
             sweep: config.sweep.clone(),
             payments: config.payments.clone(),
-            plisio_api_key: config.webhooks.plisio_secret(),
+            plisio_api_key: config
+                .webhooks
+                .plisio_secret()
+                .map(crate::outbound::Secret::new),
         })
     }
 
