@@ -5,7 +5,10 @@
 //! [`DELETE_BATCH`] keys as `prefixes`; the answer lists the objects it removed and leaves out
 //! those that were not there, which count as deleted, so a batch that answers 2xx is done.
 //! The URL of a stored object is its public URL, which serves only from a public bucket; for a
-//! private bucket the product signs a URL from the bucket and key.
+//! private bucket the product signs a URL from the bucket and key. [`BlobStore::share_url`]
+//! signs one (`POST /storage/v1/object/sign/{bucket}/{key}`), used for data exports.
+
+use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Body;
@@ -179,5 +182,43 @@ impl BlobStore for SupabaseStore {
             }
         }
         report
+    }
+
+    /// A signed URL from `POST /storage/v1/object/sign/{bucket}/{key}`, valid for `ttl`.
+    async fn share_url(&self, key: &str, ttl: Duration) -> Result<Option<String>, StorageError> {
+        validate_key(key)?;
+        let what = "Supabase Storage sign";
+        let url = join_key(
+            &self.base,
+            &["storage", "v1", "object", "sign", &self.bucket],
+            key,
+        );
+        let response = self
+            .request(reqwest::Method::POST, url)
+            .json(&serde_json::json!({ "expiresIn": ttl.as_secs().max(1) }))
+            .send()
+            .await
+            .map_err(|e| from_reqwest(e, what))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = crate::outbound::read_capped(response, crate::outbound::body::SMALL_BODY_LIMIT)
+            .await
+            .map_err(|e| StorageError::retryable(format!("{what}: {e}")))?;
+        let text = String::from_utf8_lossy(&body);
+        if !status.is_success() {
+            return Err(from_status(status, &headers, what, &text));
+        }
+        // `signedURL` is relative to the Storage API: `/object/sign/{bucket}/{key}?token=…`.
+        let signed = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["signedURL"].as_str().map(str::to_string))
+            .ok_or_else(|| {
+                StorageError::retryable(format!("{what}: no signedURL in the answer"))
+            })?;
+        let full = self
+            .base
+            .join(&format!("storage/v1/{}", signed.trim_start_matches('/')))
+            .map_err(|e| StorageError::permanent(format!("{what}: unusable signedURL: {e}")))?;
+        Ok(Some(full.to_string()))
     }
 }

@@ -565,6 +565,32 @@ async fn supabase_put_upserts_and_bad_key_is_permanent() {
         .is_retryable());
 }
 
+#[tokio::test]
+async fn supabase_share_urls_are_signed_and_expire() {
+    let fake = FakeSupabase::start(SUPABASE_KEY).await;
+    let url = fake.url.clone();
+    let store = SupabaseStore::new(&url, "outputs", SUPABASE_KEY, http()).unwrap();
+    store
+        .put("exports/abc.json", chunks(&[b"{}"]), None)
+        .await
+        .unwrap();
+    let shared = store
+        .share_url("exports/abc.json", Duration::from_secs(3600))
+        .await
+        .unwrap()
+        .expect("Supabase signs URLs");
+    assert_eq!(
+        shared,
+        format!("{url}/storage/v1/object/sign/outputs/exports/abc.json?token=fake-jwt-3600")
+    );
+    assert_permanent(
+        store
+            .share_url("exports/missing.json", Duration::from_secs(60))
+            .await,
+        "404",
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // S3-compatible: a real moto server
 
@@ -779,6 +805,30 @@ async fn s3_put_single_and_multipart_then_delete() {
         store.delete(&keys).await.is_complete(),
         "deleting again is fine"
     );
+}
+
+#[tokio::test]
+async fn s3_share_urls_are_presigned_and_expire() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    moto.create_bucket("genq-test").await;
+    let store = moto.store("genq-test", "");
+    store
+        .put("exports/abc.json", chunks(&[b"{\"a\":1}"]), None)
+        .await
+        .unwrap();
+    let shared = store
+        .share_url("exports/abc.json", Duration::from_secs(30 * 24 * 3600))
+        .await
+        .unwrap()
+        .expect("S3 presigns URLs");
+    assert!(shared.contains("X-Amz-Signature="), "{shared}");
+    // Capped at SigV4's 7 days.
+    assert!(shared.contains("X-Amz-Expires=604800"), "{shared}");
+    let body = http().get(&shared).send().await.unwrap();
+    assert!(body.status().is_success(), "{}", body.status());
+    assert_eq!(body.bytes().await.unwrap().as_ref(), b"{\"a\":1}");
 }
 
 #[tokio::test]
