@@ -18,6 +18,40 @@ use super::{validate_key, BlobStore, ByteStream, StorageError, StoredObject};
 use crate::outbound::errors::without_query;
 use crate::outbound::{FetchError, Guarded};
 
+/// Which side of a copy failed: the source (the provider's output URL) or our store. The
+/// pipeline treats them differently: an output that cannot be fetched was still paid for at
+/// the provider, a store that refuses it is our fault.
+#[derive(Debug, Clone)]
+pub enum CopyFailure {
+    /// The download: refused by the address policy, expired (403/404/410), over the size
+    /// limit, or the source failing.
+    Source(StorageError),
+    /// The store, or the key we chose.
+    Store(StorageError),
+}
+
+impl CopyFailure {
+    /// The error, whichever side it came from.
+    pub fn into_inner(self) -> StorageError {
+        match self {
+            Self::Source(e) | Self::Store(e) => e,
+        }
+    }
+}
+
+/// [`copy_output`] without saying which side failed.
+pub async fn copy_from_url(
+    store: &dyn BlobStore,
+    http: &Guarded,
+    url: &str,
+    key: &str,
+    max_bytes: u64,
+) -> Result<StoredObject, StorageError> {
+    copy_output(store, http, url, key, max_bytes)
+        .await
+        .map_err(CopyFailure::into_inner)
+}
+
 /// Downloads `url` with the guarded `http` client and stores it under `key`, streaming (never buffering the
 /// whole body), refusing more than `max_bytes` (`storage.max_object_bytes`).
 ///
@@ -26,39 +60,44 @@ use crate::outbound::{FetchError, Guarded};
 /// address policy refuses; 408, 429, 5xx, timeouts and
 /// dropped connections are retryable; the store's own errors pass through. Messages name
 /// the source without its query string, which may hold a signature.
-pub async fn copy_from_url(
+pub async fn copy_output(
     store: &dyn BlobStore,
     http: &Guarded,
     url: &str,
     key: &str,
     max_bytes: u64,
-) -> Result<StoredObject, StorageError> {
-    validate_key(key)?;
-    let url = url::Url::parse(url)
-        .map_err(|e| StorageError::permanent(format!("source URL is not valid: {e}")))?;
+) -> Result<StoredObject, CopyFailure> {
+    validate_key(key).map_err(CopyFailure::Store)?;
+    let url = url::Url::parse(url).map_err(|e| {
+        CopyFailure::Source(StorageError::permanent(format!(
+            "source URL is not valid: {e}"
+        )))
+    })?;
     let what = format!("downloading {}", without_query(&url));
-    let response = http.get(&url).await.map_err(|e| match e {
-        FetchError::Refused(why) => StorageError::permanent(format!("{what}: {why}")),
-        FetchError::Transport { message, timeout } => StorageError::retryable(format!(
-            "{what}: {}: {message}",
-            if timeout {
-                "timed out"
-            } else {
-                "request failed"
+    let response = http.get(&url).await.map_err(|e| {
+        CopyFailure::Source(match e {
+            FetchError::Refused(why) => StorageError::permanent(format!("{what}: {why}")),
+            FetchError::Transport { message, timeout } => {
+                let how = if timeout {
+                    "timed out"
+                } else {
+                    "request failed"
+                };
+                StorageError::retryable(format!("{what}: {how}: {message}"))
             }
-        )),
+        })
     })?;
     let status = response.status();
     if !status.is_success() {
-        return Err(match status.as_u16() {
+        return Err(CopyFailure::Source(match status.as_u16() {
             403 | 404 | 410 => StorageError::permanent(format!(
                 "{what}: HTTP {status}: the output has expired or is not accessible"
             )),
             _ => from_status(status, response.headers(), &what, ""),
-        });
+        }));
     }
     if let Some(len) = response.content_length().filter(|&len| len > max_bytes) {
-        return Err(too_large(&what, len, max_bytes));
+        return Err(CopyFailure::Source(too_large(&what, len, max_bytes)));
     }
     let content_type = response
         .headers()
@@ -79,8 +118,8 @@ pub async fn copy_from_url(
     let source_failure = source_failure.lock().expect("not poisoned").take();
     match (stored, source_failure) {
         (Ok(stored), _) => Ok(stored),
-        (Err(_), Some(source_failure)) => Err(source_failure),
-        (Err(store_failure), None) => Err(store_failure),
+        (Err(_), Some(source_failure)) => Err(CopyFailure::Source(source_failure)),
+        (Err(store_failure), None) => Err(CopyFailure::Store(store_failure)),
     }
 }
 

@@ -29,7 +29,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 pub use config::StorageConfig;
-pub use copy::copy_from_url;
+pub use copy::{copy_from_url, copy_output, CopyFailure};
 pub use registry::Stores;
 
 /// A body to store: a stream of chunks, read once. Outputs can be hundreds of MB, so no

@@ -619,3 +619,57 @@ async fn a_prompt_naming_an_internal_url_is_never_fetched_as_an_output(
     );
     env.assert_ledger_clean().await;
 }
+
+/// Checks `id` ended failed because its output could not be downloaded, with its hold
+/// captured (the provider billed the render), and the ledger consistent.
+async fn assert_unfetchable_and_captured(env: &GenEnv, id: uuid::Uuid, contains: &str) {
+    let g = env.generation(id).await;
+    assert_eq!(g.state, GenerationState::Failed, "{g:?}");
+    let error = g.error.as_deref().unwrap_or("");
+    assert!(error.starts_with("output_unfetchable:"), "{error}");
+    assert!(error.contains(contains), "{error}");
+    assert_eq!(env.entries(id).await, vec!["hold", "capture"]);
+    env.assert_ledger_clean().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_output_that_expired_before_the_copy_captures_the_hold(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    let env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    env.grant("u1", 30).await;
+    let mut gone = FaultSpec::new(ProviderKind::Fal, FakeOp::File, FaultKind::ExpiredResult);
+    gone.status = Some(410);
+    env.fake.add_fault(gone);
+    let daemon = env.daemon();
+    let id = env.request("u1", "fal", 30).await;
+    env.wait_final(id, Duration::from_secs(30)).await;
+    daemon.shutdown().await;
+    assert_unfetchable_and_captured(&env, id, "410").await;
+    // Not a free render: the credits are spent.
+    assert_eq!(env.balance("u1").await.available, 0);
+    assert_eq!(env.balance("u1").await.held, 0);
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_default_outbound_policy_refuses_loopback_outputs_end_to_end(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    let env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    env.grant("u1", 10).await;
+    // The shipped default: no private range allowed. The fake's files are on loopback.
+    let mut config = env.config.clone();
+    config.outbound = Default::default();
+    let daemon = env.daemon_with(config);
+    let id = env.request("u1", "replicate", 10).await;
+    env.wait_final(id, Duration::from_secs(30)).await;
+    daemon.shutdown().await;
+    assert_unfetchable_and_captured(&env, id, "non-public address").await;
+    assert_eq!(
+        env.fake.stats().ops(ProviderKind::Replicate, FakeOp::File),
+        0,
+        "the loopback file server was contacted"
+    );
+}
