@@ -588,6 +588,8 @@ impl Config {
         if !(0.0..1.0).contains(&self.backoff.jitter) {
             return Err("backoff.jitter must be in [0, 1)".into());
         }
+        crate::outbound::AddressPolicy::new(&self.outbound.allow_private)
+            .map_err(|e| e.to_string())?;
         for p in &self.periodic {
             if p.cron.is_some() == p.every.is_some() {
                 return Err(format!(
@@ -601,7 +603,8 @@ impl Config {
 }
 
 /// Sets the leaf whose path, joined by `_` and upper-cased, equals `key`. Values are parsed
-/// as TOML when they fit the existing leaf's type and kept as strings otherwise.
+/// as TOML when they fit the existing leaf's type (a list: comma-separated strings) and kept
+/// as strings otherwise.
 fn apply_override(value: &mut toml::Value, key: &str, raw: &str) -> bool {
     let toml::Value::Table(table) = value else {
         return false;
@@ -629,6 +632,14 @@ fn parse_like(existing: &toml::Value, raw: &str) -> toml::Value {
         toml::Value::Integer(_) => raw.parse().ok().map(toml::Value::Integer),
         toml::Value::Float(_) => raw.parse().ok().map(toml::Value::Float),
         toml::Value::Boolean(_) => raw.parse().ok().map(toml::Value::Boolean),
+        // A list of strings, comma-separated (`GENQ_OUTBOUND_ALLOW_PRIVATE=10.0.0.0/8,::1`).
+        toml::Value::Array(_) => Some(toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        )),
         _ => None,
     };
     parsed.unwrap_or_else(|| toml::Value::String(raw.to_string()))
@@ -681,6 +692,29 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn outbound_ranges_come_from_the_file_or_the_environment_and_are_checked() {
+        let c = Config::from_toml_and_env("", "t", &[]).unwrap();
+        assert!(
+            c.outbound.allow_private.is_empty(),
+            "no private range by default"
+        );
+        let text = "[outbound]\nallow_private = [\"10.1.0.0/16\"]\n";
+        let c = Config::from_toml_and_env(text, "t", &[]).unwrap();
+        assert_eq!(c.outbound.allow_private, ["10.1.0.0/16"]);
+        let env = [(
+            "GENQ_OUTBOUND_ALLOW_PRIVATE".to_string(),
+            "127.0.0.0/8, ::1/128".to_string(),
+        )];
+        let c = Config::from_toml_and_env("", "t", &env).unwrap();
+        assert_eq!(c.outbound.allow_private, ["127.0.0.0/8", "::1/128"]);
+        let bad = "[outbound]\nallow_private = [\"intranet\"]\n";
+        let err = Config::from_toml_and_env(bad, "t", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("outbound.allow_private"), "{err}");
+    }
 
     #[test]
     fn database_passwords_never_show_in_debug() {
