@@ -76,14 +76,14 @@ AS $$
           FROM genq.generations g
          WHERE g.state IN ('failed', 'cancelled')
            AND NOT EXISTS (SELECT 1 FROM genq.ledger l WHERE l.generation_id = g.id AND l.kind = 'release')
-           AND NOT (g.state = 'failed' AND g.error LIKE 'output_unfetchable:%'
+           AND NOT (g.state = 'failed' AND coalesce(g.error, '') LIKE 'output_unfetchable:%'
                     AND EXISTS (SELECT 1 FROM genq.ledger l WHERE l.generation_id = g.id AND l.kind = 'capture'))
         UNION ALL
         SELECT 'captured_without_output', format('generation %s is %s and its hold was captured', g.id, g.state)
           FROM genq.generations g
           JOIN genq.ledger l ON l.generation_id = g.id AND l.kind = 'capture'
          WHERE g.state = 'cancelled'
-            OR (g.state = 'failed' AND g.error NOT LIKE 'output_unfetchable:%')
+            OR (g.state = 'failed' AND coalesce(g.error, '') NOT LIKE 'output_unfetchable:%')
         UNION ALL
         SELECT 'settled_before_final', format('generation %s is %s but already has a %s', g.id, g.state, l.kind)
           FROM genq.generations g

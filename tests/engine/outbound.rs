@@ -17,6 +17,8 @@ use genq::outbound::{AddressPolicy, Guarded, OutboundConfig};
 use genq::storage::local::LocalStore;
 use genq::storage::{copy_from_url, StorageError};
 
+use crate::storage::assert_permanent;
+
 /// An "internal service" on `ip`: counts every request it receives.
 async fn internal_service(ip: &str) -> (SocketAddr, Arc<AtomicUsize>) {
     let hits = Arc::new(AtomicUsize::new(0));
@@ -93,16 +95,6 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
-#[track_caller]
-fn assert_refused<T: std::fmt::Debug>(result: Result<T, StorageError>, contains: &str) {
-    match result {
-        Err(StorageError::Permanent { message }) => {
-            assert!(message.contains(contains), "{message}")
-        }
-        other => panic!("expected a permanent refusal mentioning {contains:?}, got {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn the_default_config_refuses_loopback_outputs() {
     let (addr, hits) = internal_service("127.0.0.1").await;
@@ -114,7 +106,7 @@ async fn the_default_config_refuses_loopback_outputs() {
         format!("http://2130706433:{}/admin", addr.port()),
     ] {
         let (result, files) = copy(&client, &url).await;
-        assert_refused(result, "non-public address");
+        assert_permanent(result, "non-public address");
         assert!(files.is_empty(), "{files:?}");
     }
     assert_eq!(
@@ -135,10 +127,10 @@ async fn metadata_and_private_addresses_are_refused_without_connecting() {
         "http://192.168.1.1/",
     ] {
         let (result, _) = copy(&client, url).await;
-        assert_refused(result, "non-public address");
+        assert_permanent(result, "non-public address");
     }
     let (result, _) = copy(&client, "file:///etc/passwd").await;
-    assert_refused(result, "not http(s)");
+    assert_permanent(result, "not http(s)");
 }
 
 #[tokio::test]
@@ -153,7 +145,7 @@ async fn a_redirect_to_a_refused_address_is_refused_on_that_hop() {
         urlencode(&format!("http://{internal}/secret"))
     );
     let (result, _) = copy(&client, &url).await;
-    assert_refused(result, "non-public address");
+    assert_permanent(result, "non-public address");
     assert_eq!(
         hits.load(Ordering::SeqCst),
         0,
@@ -173,7 +165,7 @@ async fn redirect_chains_are_cut_short() {
     let hop = redirector().await;
     let client = guarded(&["127.0.0.0/8"]);
     let (result, files) = copy(&client, &format!("http://{hop}/loop/0")).await;
-    assert_refused(result, "redirects");
+    assert_permanent(result, "redirects");
     assert!(files.is_empty());
 }
 

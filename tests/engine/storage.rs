@@ -95,7 +95,7 @@ fn http() -> reqwest::Client {
 }
 
 #[track_caller]
-fn assert_permanent<T: std::fmt::Debug>(r: Result<T, StorageError>, contains: &str) {
+pub(crate) fn assert_permanent<T: std::fmt::Debug>(r: Result<T, StorageError>, contains: &str) {
     match r {
         Err(StorageError::Permanent { message }) => {
             assert!(message.contains(contains), "{message:?} lacks {contains:?}")
