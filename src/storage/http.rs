@@ -67,6 +67,15 @@ pub(crate) fn from_reqwest(error: reqwest::Error, what: &str) -> StorageError {
     }
 }
 
+/// A store's answer as text, read under [`crate::outbound::body::SMALL_BODY_LIMIT`]
+/// (store answers are short JSON documents); unreadable or too long reads as empty.
+pub(crate) async fn capped_text(response: reqwest::Response) -> String {
+    crate::outbound::read_capped(response, crate::outbound::body::SMALL_BODY_LIMIT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
 /// A response body shortened for an error message.
 pub(crate) fn describe(detail: &str) -> String {
     let detail = detail.trim();

@@ -14,7 +14,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Body;
 
 use super::config::SupabaseConfig;
-use super::http::{base_url, counted, from_reqwest, from_status, join_key, Secret};
+use super::http::{base_url, capped_text, counted, from_reqwest, from_status, join_key, Secret};
 use super::{validate_key, BlobStore, ByteStream, DeleteReport, StorageError, StoredObject};
 
 /// Keys per delete request: the API's maximum.
@@ -99,7 +99,7 @@ impl SupabaseStore {
             .map_err(|e| from_reqwest(e, what))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let text = response.text().await.unwrap_or_default();
+        let text = capped_text(response).await;
         if !status.is_success() {
             return Err(from_status(status, &headers, what, &text));
         }
@@ -139,7 +139,7 @@ impl BlobStore for SupabaseStore {
         let status = response.status();
         if !status.is_success() {
             let headers = response.headers().clone();
-            let text = response.text().await.unwrap_or_default();
+            let text = capped_text(response).await;
             return Err(from_status(status, &headers, what, &text));
         }
         let size = size.load(std::sync::atomic::Ordering::Relaxed);
@@ -201,10 +201,7 @@ impl BlobStore for SupabaseStore {
             .map_err(|e| from_reqwest(e, what))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = crate::outbound::read_capped(response, crate::outbound::body::SMALL_BODY_LIMIT)
-            .await
-            .map_err(|e| StorageError::retryable(format!("{what}: {e}")))?;
-        let text = String::from_utf8_lossy(&body);
+        let text = capped_text(response).await;
         if !status.is_success() {
             return Err(from_status(status, &headers, what, &text));
         }
