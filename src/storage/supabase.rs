@@ -88,12 +88,17 @@ impl SupabaseStore {
         }
     }
 
-    async fn delete_batch(&self, keys: &[String]) -> Result<usize, StorageError> {
-        let what = "Supabase Storage delete";
-        let url = join_key(&self.base, &["storage", "v1", "object"], &self.bucket);
+    /// Sends `body` as JSON and returns the answer's text; an error status is mapped.
+    async fn call_json(
+        &self,
+        method: reqwest::Method,
+        url: url::Url,
+        body: &serde_json::Value,
+        what: &str,
+    ) -> Result<String, StorageError> {
         let response = self
-            .request(reqwest::Method::DELETE, url)
-            .json(&serde_json::json!({ "prefixes": keys }))
+            .request(method, url)
+            .json(body)
             .send()
             .await
             .map_err(|e| from_reqwest(e, what))?;
@@ -103,6 +108,16 @@ impl SupabaseStore {
         if !status.is_success() {
             return Err(from_status(status, &headers, what, &text));
         }
+        Ok(text)
+    }
+
+    async fn delete_batch(&self, keys: &[String]) -> Result<usize, StorageError> {
+        let what = "Supabase Storage delete";
+        let url = join_key(&self.base, &["storage", "v1", "object"], &self.bucket);
+        let body = serde_json::json!({ "prefixes": keys });
+        let text = self
+            .call_json(reqwest::Method::DELETE, url, &body, what)
+            .await?;
         // Only for the log: how many existed. Missing ones are left out of the answer.
         let removed = serde_json::from_str::<Vec<serde_json::Value>>(&text).map_or(0, |v| v.len());
         Ok(removed)
@@ -193,18 +208,10 @@ impl BlobStore for SupabaseStore {
             &["storage", "v1", "object", "sign", &self.bucket],
             key,
         );
-        let response = self
-            .request(reqwest::Method::POST, url)
-            .json(&serde_json::json!({ "expiresIn": ttl.as_secs().max(1) }))
-            .send()
-            .await
-            .map_err(|e| from_reqwest(e, what))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = capped_text(response).await;
-        if !status.is_success() {
-            return Err(from_status(status, &headers, what, &text));
-        }
+        let body = serde_json::json!({ "expiresIn": ttl.as_secs().max(1) });
+        let text = self
+            .call_json(reqwest::Method::POST, url, &body, what)
+            .await?;
         // `signedURL` is relative to the Storage API: `/object/sign/{bucket}/{key}?token=…`.
         let signed = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
