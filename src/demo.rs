@@ -74,6 +74,8 @@ pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| temp.path().to_path_buf());
     let mut daemon_config = config.clone();
     daemon_config.providers = fake.providers_config();
+    // The fake serves its output files on loopback, which downloads refuse by default.
+    daemon_config.outbound.allow_private = vec!["127.0.0.0/8".into()];
     daemon_config.providers.webhook_base_url = "http://127.0.0.1:9".into();
     daemon_config.storage.backend = "local".into();
     daemon_config.storage.local.dir = blobs.to_string_lossy().into_owned();

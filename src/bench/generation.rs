@@ -58,6 +58,8 @@ pub async fn measure(
     let blobs = tempfile::tempdir()?;
     let mut daemon_config = config.clone();
     daemon_config.providers = fake.providers_config();
+    // The fake serves its output files on loopback, which downloads refuse by default.
+    daemon_config.outbound.allow_private = vec!["127.0.0.0/8".into()];
     daemon_config.providers.webhook_base_url = "http://127.0.0.1:9".into();
     for kind in ProviderKind::ALL {
         let limits = daemon_config

@@ -29,6 +29,7 @@ use uuid::Uuid;
 use super::HttpState;
 use crate::config::WebhooksConfig;
 use crate::jobs::generation::{reconcile, record};
+use crate::outbound;
 use crate::providers::signing;
 
 /// Verification material, built once per daemon.
@@ -88,10 +89,7 @@ impl JwksCache {
             url: config.fal_jwks_url.clone(),
             ttl: config.fal_jwks_ttl,
             refetch_after: config.fal_jwks_refetch_after,
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(10))
-                .build()?,
+            http: crate::outbound::client::api(Some(Duration::from_secs(10)))?,
             keys: Mutex::new(None),
         })
     }
@@ -128,19 +126,21 @@ impl JwksCache {
     }
 
     async fn fetch(&self) -> Result<Vec<String>, String> {
+        // The body is read under a cap: the JWKS host must not be able to fill our memory.
         let reply = self
             .http
             .get(&self.url)
             .send()
             .await
-            .map_err(|e| format!("fal JWKS {}: {e}", self.url))?;
+            .map_err(|e| format!("fal JWKS {}: {}", self.url, outbound::errors::describe(e)))?;
         if !reply.status().is_success() {
             return Err(format!("fal JWKS {}: HTTP {}", self.url, reply.status()));
         }
-        let body: Value = reply
-            .json()
+        let body = outbound::read_capped(reply, outbound::body::SMALL_BODY_LIMIT)
             .await
             .map_err(|e| format!("fal JWKS {}: {e}", self.url))?;
+        let body: Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("fal JWKS {}: not JSON: {e}", self.url))?;
         Ok(body["keys"]
             .as_array()
             .map(|keys| {

@@ -32,7 +32,7 @@ pub struct ExportRequest {
     pub store: Option<String>,
     /// Its key in the store.
     pub key: Option<String>,
-    /// A URL for it.
+    /// The link handed out: presigned/signed and expiring where the store can make one.
     pub url: Option<String>,
     /// When it will be deleted (`None`: kept).
     pub expires_at: Option<DateTime<Utc>>,
@@ -93,13 +93,15 @@ pub async fn archive(pool: &PgPool, user_id: &str) -> sqlx::Result<serde_json::V
         .await
 }
 
-/// Records where request `id`'s archive is (blob `blob_id`, registered in the same
-/// transaction). Returns false if the request was already complete.
+/// Records where request `id`'s archive is (blob `blob_id`) and `url`, the link handed out
+/// (signed and expiring where the store can). Returns false if the request was already
+/// complete.
 pub async fn complete(
     conn: &mut PgConnection,
     id: i64,
     blob_id: i64,
     stored: &crate::storage::StoredObject,
+    url: &str,
 ) -> sqlx::Result<bool> {
     let updated = crate::db::query(
         "UPDATE genq.export_requests r
@@ -111,7 +113,7 @@ pub async fn complete(
     .bind(blob_id)
     .bind(&stored.store)
     .bind(&stored.key)
-    .bind(&stored.url)
+    .bind(url)
     .execute(conn)
     .await?;
     Ok(updated.rows_affected() == 1)

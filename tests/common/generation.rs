@@ -35,6 +35,8 @@ impl GenEnv {
         let blobs = tempfile::tempdir().unwrap();
         let mut config = fast_config();
         config.providers = fake.providers_config();
+        // The fake serves its output files on loopback, which downloads refuse by default.
+        config.outbound.allow_private = vec!["127.0.0.0/8".into()];
         // Callbacks go nowhere (port 9, discard) but carry the generation id, which lets
         // BytePlus and Replicate submits be reconciled.
         config.providers.webhook_base_url = "http://127.0.0.1:9".into();
@@ -90,6 +92,18 @@ impl GenEnv {
     }
 
     pub async fn request(&self, user: &str, provider: &str, cost: i64) -> Uuid {
+        let input = serde_json::json!({"prompt": "a red fox running through snow", "image_url": "https://example.com/fox.png"});
+        self.request_with_input(user, provider, cost, input).await
+    }
+
+    /// A generation with the model input `input`.
+    pub async fn request_with_input(
+        &self,
+        user: &str,
+        provider: &str,
+        cost: i64,
+        input: serde_json::Value,
+    ) -> Uuid {
         let mut conn = self.db.pool.acquire().await.unwrap();
         credits::enqueue_generation(
             &mut conn,
@@ -97,7 +111,7 @@ impl GenEnv {
                 user_id: user.into(),
                 provider: provider.into(),
                 model: model_for(provider).into(),
-                input: serde_json::json!({"prompt": "a red fox running through snow", "image_url": "https://example.com/fox.png"}),
+                input,
                 cost,
                 idempotency_key: Uuid::new_v4().to_string(),
             },

@@ -845,9 +845,14 @@ async fn check_ledger_reports_hand_made_corruption(po: PgPoolOptions, co: PgConn
         found("generation_without_hold", &unheld.to_string()),
         "{violations:#?}"
     );
+    // A failed generation may carry a capture only when its output was unfetchable.
+    assert!(
+        found("captured_without_output", &released.to_string()),
+        "{violations:#?}"
+    );
     assert!(found("balance_mismatch", "user-a"), "{violations:#?}");
     assert!(found("balance_mismatch", "user-b"), "{violations:#?}");
-    assert_eq!(violations.len(), 6, "nothing else: {violations:#?}");
+    assert_eq!(violations.len(), 7, "nothing else: {violations:#?}");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -650,7 +650,18 @@ async fn export_archives_the_users_data_as_an_expiring_blob(
     let id = request_export(&env.db.pool, user).await;
     let request = wait_exported(&env.db.pool, id, Duration::from_secs(20)).await;
     let key = request.key.clone().unwrap();
-    assert_eq!(key, format!("exports/{id}.json"));
+    // The key cannot be guessed from the request id: 128 random bits.
+    let token = key
+        .strip_prefix("exports/")
+        .and_then(|k| k.strip_suffix(".json"))
+        .unwrap_or_else(|| panic!("export key {key}"));
+    assert_eq!(token.len(), 32, "{key}");
+    assert!(token.chars().all(|c| c.is_ascii_hexdigit()), "{key}");
+    assert!(!key.contains(&format!("/{id}.")), "{key}");
+    assert!(
+        request.url.as_deref().unwrap().ends_with(&key),
+        "{request:?}"
+    );
     let archive: serde_json::Value =
         serde_json::from_slice(&std::fs::read(env.dir.path().join(&key)).unwrap()).unwrap();
     assert_eq!(archive["format"], "genq-export/1");
