@@ -86,7 +86,7 @@ pub async fn unfetchable(
     detail: &str,
 ) -> Result<(), JobError> {
     let reason = format!("{UNFETCHABLE} {detail}");
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::db::begin(&ctx.pool).await?;
     let ended =
         record::mark_ended(&mut tx, generation.id, GenerationState::Failed, &reason).await?;
     let captured = if ended.is_some() {

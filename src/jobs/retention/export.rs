@@ -65,7 +65,7 @@ impl Worker for Export {
         let size = body.len();
         let store = self.0.stores.output();
         let key = export_key();
-        let mut tx = ctx.pool.begin().await?;
+        let mut tx = crate::db::begin(&ctx.pool).await?;
         let blob_id = blobs::register(
             &mut tx,
             &request.user_id,
