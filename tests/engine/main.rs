@@ -13,6 +13,7 @@ mod http;
 mod leases;
 mod periodic;
 mod pipeline;
+mod privileges;
 mod providers;
 mod queues;
 mod recovery;
