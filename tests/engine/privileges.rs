@@ -527,3 +527,46 @@ async fn the_pipeline_and_retention_run_with_the_daemon_logged_in_as_a_worker_me
     daemon.shutdown().await;
     assert_invariants(&env.db).await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_createrole_migrator_without_superuser_migrates_like_supabases_postgres(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    let db = TestDb::new(po, co).await;
+    let roles = Roles::of(&db);
+    let migrator = format!("{}_migrator", roles.prefix);
+    let options = login(&db, &migrator, None, "CREATEROLE").await;
+    let other = format!("{}_c", roles.prefix);
+    admin(
+        &db,
+        &format!("DROP DATABASE IF EXISTS {other} WITH (FORCE)"),
+    )
+    .await;
+    admin(&db, &format!("CREATE DATABASE {other} OWNER {migrator}")).await;
+    let target = options.database(&other);
+    genq::db::migrate(&target, &other)
+        .await
+        .expect("a CREATEROLE database owner may migrate");
+    genq::db::migrate(&target, "").await.expect("and again");
+    let mut conn = connect(&target).await;
+    let (owner_super, definers_elsewhere): (bool, i64) = sqlx::query_as(
+        "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = $1),
+                (SELECT count(*) FROM pg_proc WHERE pronamespace = 'genq'::regnamespace
+                    AND proowner <> $1::regrole)",
+    )
+    .bind(format!("{other}_owner"))
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(!owner_super);
+    assert_eq!(definers_elsewhere, 0);
+    sqlx::raw_sql("SELECT genq.grant_credits('u1', 5, 'k1')")
+        .execute(&mut conn)
+        .await
+        .expect("the migrator, a member of the owner role, may call the API");
+    drop(conn);
+    admin(&db, &format!("DROP DATABASE {other} WITH (FORCE)")).await;
+    let mut admin_conn = db.pool.acquire().await.unwrap();
+    genq::db::drop_roles(&mut admin_conn, &other).await.unwrap();
+}
