@@ -570,3 +570,69 @@ async fn a_createrole_migrator_without_superuser_migrates_like_supabases_postgre
     let mut admin_conn = db.pool.acquire().await.unwrap();
     genq::db::drop_roles(&mut admin_conn, &other).await.unwrap();
 }
+
+#[sqlx::test(migrations = false)]
+async fn an_installation_migrated_before_0011_is_fixed_by_the_next_migrate(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    // An existing installation: the migrations before 0011, as the old binary ran them.
+    let old = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.as_str() < "0011" {
+            std::fs::copy(&path, old.path().join(&name)).unwrap();
+        }
+    }
+    let mut conn = connect(&co).await;
+    sqlx::raw_sql("CREATE SCHEMA genq; SET search_path TO genq")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(old.path())
+        .await
+        .unwrap()
+        .run(&mut conn)
+        .await
+        .expect("the old migrations");
+    sqlx::raw_sql(
+        "SELECT genq.grant_credits('u1', 100, 'pay:1');
+         SELECT genq.enqueue_generation('u1', 'fal', 'm', '{}', 30, 'req:1');",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let worker_may_trigger = "SELECT has_table_privilege('genq_worker', 'genq.ledger', 'TRIGGER')";
+    let before: bool = sqlx::query_scalar(worker_may_trigger)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(before, "0003 granted genq_worker ALL");
+    drop(conn);
+
+    let db = TestDb::new(po, co).await; // genq migrate, with this database's prefix
+    let roles = Roles::of(&db);
+    let after: bool = sqlx::query_scalar(worker_may_trigger)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(
+        !after,
+        "0003's genq_worker keeps nothing in a database with other roles"
+    );
+    let owners: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT pg_get_userbyid(proowner)::text FROM pg_proc
+          WHERE pronamespace = 'genq'::regnamespace AND prosecdef",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(owners, vec![roles.owner()]);
+    let balance: (i64, i64) = sqlx::query_as("SELECT * FROM genq.credit_balance('u1')")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(balance, (70, 30), "the data survived");
+    assert_invariants(&db).await;
+}
