@@ -63,7 +63,7 @@ BEGIN
          WHERE r2.rolname = v_role AND d.description LIKE 'genq: roles of database %';
         IF v_other IS NOT NULL AND v_other <> current_database()
            AND EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = v_other) THEN
-            RAISE EXCEPTION 'genq: role % serves the genq of database %; each database needs its own roles', v_role, v_other
+            RAISE EXCEPTION 'genq: role % serves the genq of database %; each database needs its own roles: set database.role_prefix (GENQ_DATABASE_ROLE_PREFIX) for this one', v_role, v_other
                 USING ERRCODE = '42710',
                       HINT = 'Set database.role_prefix (GENQ_DATABASE_ROLE_PREFIX) to a prefix for this database, e.g. '
                              || quote_literal(left(regexp_replace(lower(current_database()), '[^a-z0-9_]', '_', 'g'), 30) || '_genq')
@@ -82,7 +82,7 @@ BEGIN
                 WHEN duplicate_object OR unique_violation THEN
                     NULL; -- a concurrent migration created it a moment ago
                 WHEN insufficient_privilege THEN
-                    RAISE EXCEPTION 'genq: role % does not exist and the migrating role % may not create roles', v_role, current_user
+                    RAISE EXCEPTION 'genq: role % does not exist and the migrating role % may not create roles: a superuser must create it (docs/credits.md, Who migrates)', v_role, current_user
                         USING ERRCODE = '42501',
                               HINT = format('Have a superuser run: CREATE ROLE %I NOLOGIN; GRANT %I TO %I; then migrate again (docs/credits.md).',
                                             v_role, v_role, current_user);

@@ -195,12 +195,20 @@ async fn a_login_of_one_database_cannot_act_on_another_databases_genq(
         }
         assert!(!is_superuser(&db, &name).await);
     }
-    // B may not take A's roles: its migration is refused with a hint.
-    let err = genq::db::migrate(&other.options, &roles.prefix)
-        .await
-        .expect_err("two databases may not share roles");
-    let message = format!("{err}");
-    assert!(message.contains("serves the genq of database"), "{message}");
+    // B may not take A's roles: `genq migrate` is refused, naming the setting to change.
+    let mut url = url::Url::parse(&db.url().await).unwrap();
+    url.set_path(&format!("/{}", other.name));
+    let out = crate::common::genq_command(url.as_str())
+        .env("GENQ_DATABASE_ROLE_PREFIX", &roles.prefix)
+        .arg("migrate")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("serves the genq of database") && stderr.contains("database.role_prefix"),
+        "{stderr}"
+    );
     let ledger_b: i64 = {
         let mut conn = connect(&other.options).await;
         sqlx::query_scalar("SELECT count(*) FROM genq.ledger")
