@@ -61,7 +61,7 @@ impl GenEnv {
     /// A daemon running the pipeline and the retention jobs (sharing the output store),
     /// with the erasure hash key of the retention fixture.
     pub fn daemon_with_retention(&self) -> DaemonHandle {
-        self.daemon_with_retention_as(self.db.options.clone())
+        self.daemon_with_retention_as(self.db.daemon_options())
     }
 
     /// [`Self::daemon_with_retention`], its pool logged in with `options` (e.g. as a login

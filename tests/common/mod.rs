@@ -30,12 +30,29 @@ impl TestDb {
             .connect_with(options.clone())
             .await
             .expect("connect");
-        Self { pool, options }
+        let db = Self { pool, options };
+        if daemons_as_worker() {
+            privileges::worker_login(&db).await;
+        }
+        db
     }
 
-    /// Starts a daemon on this database.
+    /// Starts a daemon on this database: as the superuser the test connects as, or, with
+    /// `GENQ_TEST_DAEMON_AS_WORKER=1`, as a login granted only the database's worker role
+    /// (to show its grants suffice for every scenario).
     pub fn daemon(&self, config: Config, registry: Registry) -> DaemonHandle {
-        Daemon::with_connect_options(config, registry, self.options.clone()).start()
+        Daemon::with_connect_options(config, registry, self.daemon_options()).start()
+    }
+
+    /// The connect options daemons use (see [`TestDb::daemon`]).
+    pub fn daemon_options(&self) -> PgConnectOptions {
+        if daemons_as_worker() {
+            self.options
+                .clone()
+                .username(&privileges::worker_login_name(self))
+        } else {
+            self.options.clone()
+        }
     }
 
     /// Enqueues one job outside any transaction.
@@ -91,6 +108,11 @@ impl TestDb {
         url.set_path(&format!("/{name}"));
         url.to_string()
     }
+}
+
+/// Whether daemons log in as a worker member (`GENQ_TEST_DAEMON_AS_WORKER=1`).
+pub fn daemons_as_worker() -> bool {
+    std::env::var("GENQ_TEST_DAEMON_AS_WORKER").is_ok_and(|v| v == "1")
 }
 
 /// The role prefix of a test database: roles are cluster-wide and serve one database each,

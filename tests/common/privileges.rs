@@ -29,6 +29,22 @@ impl Roles {
     }
 }
 
+/// The name of the test database's daemon login (a member of its worker role only).
+pub fn worker_login_name(db: &TestDb) -> String {
+    format!("{}_daemon", Roles::of(db).prefix)
+}
+
+/// Creates (or reuses) the daemon login of [`worker_login_name`].
+pub async fn worker_login(db: &TestDb) -> PgConnectOptions {
+    login(
+        db,
+        &worker_login_name(db),
+        Some(&Roles::of(db).worker()),
+        "",
+    )
+    .await
+}
+
 /// Runs `sql` as a superuser on `db`, panicking with the statement on error.
 pub async fn admin(db: &TestDb, sql: &str) {
     sqlx::raw_sql(sql)

@@ -9,7 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::common::generation::GenEnv;
 use crate::common::privileges::{
-    admin, assert_invariants, connect, is_superuser, login, refused, OtherDb, Roles,
+    admin, assert_invariants, connect, is_superuser, login, refused, worker_login, OtherDb, Roles,
 };
 use crate::common::{wait_until, TestDb};
 
@@ -321,15 +321,10 @@ async fn the_pipeline_and_retention_run_with_the_daemon_logged_in_as_a_worker_me
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let env = GenEnv::new(TestDb::new(po, co).await, Duration::from_millis(300)).await;
+    let mut env = GenEnv::new(TestDb::new(po, co).await, Duration::from_millis(300)).await;
+    env.config.metrics.sample_interval = Duration::from_millis(200);
     let roles = Roles::of(&env.db);
-    let worker = login(
-        &env.db,
-        &format!("{}_daemon", roles.prefix),
-        Some(&roles.worker()),
-        "",
-    )
-    .await;
+    let worker = worker_login(&env.db).await;
     let backend = login(
         &env.db,
         &format!("{}_app", roles.prefix),
@@ -359,7 +354,21 @@ async fn the_pipeline_and_retention_run_with_the_daemon_logged_in_as_a_worker_me
         let g = env.wait_final(*id, Duration::from_secs(30)).await;
         env.assert_output_stored(&g);
     }
-    // The user deletes one result and then their account: the worker deletes and erases.
+    // The user exports their data, deletes one result, then their account: the worker
+    // writes the archive, deletes and erases.
+    sqlx::raw_sql("SELECT genq.request_export('u1')")
+        .execute(&mut app)
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the export", || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT bool_and(completed_at IS NOT NULL) FROM genq.export_requests",
+        )
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap()
+    })
+    .await;
     sqlx::query("SELECT genq.delete_generation($1)")
         .bind(ids[0])
         .execute(&mut app)
@@ -391,6 +400,11 @@ async fn the_pipeline_and_retention_run_with_the_daemon_logged_in_as_a_worker_me
         failed_jobs.is_empty(),
         "jobs that hit errors as the worker: {failed_jobs:#?}"
     );
+    let sampled: bool = sqlx::query_scalar("SELECT sampled_at > '-infinity' FROM genq.stats_meta")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert!(sampled, "the worker's statistics sampler ran");
     daemon.shutdown().await;
     assert_invariants(&env.db).await;
 }
