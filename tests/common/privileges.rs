@@ -93,6 +93,14 @@ pub async fn refused(conn: &mut PgConnection, sql: &str) -> String {
     }
 }
 
+/// Runs each of `statements` on `conn` and checks each is refused for lack of privilege
+/// (42501); `who` names the caller in the failure message.
+pub async fn assert_denied(conn: &mut PgConnection, statements: &[&str], who: &str) {
+    for sql in statements {
+        assert_eq!(refused(conn, sql).await, "42501", "{who}: {sql}");
+    }
+}
+
 /// Whether `role` is a superuser.
 pub async fn is_superuser(db: &TestDb, role: &str) -> bool {
     sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = $1")

@@ -9,7 +9,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::common::generation::GenEnv;
 use crate::common::privileges::{
-    admin, assert_invariants, connect, is_superuser, login, refused, worker_login, OtherDb, Roles,
+    admin, assert_denied, assert_invariants, connect, is_superuser, login, refused, worker_login,
+    OtherDb, Roles,
 };
 use crate::common::{wait_until, TestDb};
 
@@ -108,15 +109,14 @@ async fn no_genq_role_may_truncate_reference_or_trigger_any_table(
         .await;
         let mut conn = connect(&options).await;
         let pin = format!("CREATE TABLE {name}.pin (id bigint REFERENCES genq.jobs (id))");
-        for sql in [
+        let statements = [
             "TRUNCATE genq.ledger",
             "TRUNCATE genq.jobs",
             pin.as_str(),
             "CREATE TRIGGER t AFTER INSERT ON genq.jobs FOR EACH ROW EXECUTE FUNCTION genq.generations_touch()",
             "CREATE TABLE genq.extra (id int)",
-        ] {
-            assert_eq!(refused(&mut conn, sql).await, "42501", "{group}: {sql}");
-        }
+        ];
+        assert_denied(&mut conn, &statements, &group).await;
     }
     assert_invariants(&db).await;
 }
@@ -181,18 +181,13 @@ async fn a_login_of_one_database_cannot_act_on_another_databases_genq(
             .await
             .expect("allowed in its own database");
         let mut abroad = connect(&options.clone().database(&other.name)).await;
-        for sql in [
+        let statements = [
             "SELECT genq.grant_credits('u1', 5, 'abroad')",
             "SELECT genq.enqueue('noop')",
             "SELECT * FROM genq.credit_balance('u1')",
             "SELECT count(*) FROM genq.generations",
-        ] {
-            assert_eq!(
-                refused(&mut abroad, sql).await,
-                "42501",
-                "{group} in B: {sql}"
-            );
-        }
+        ];
+        assert_denied(&mut abroad, &statements, &format!("{group} in B")).await;
         assert!(!is_superuser(&db, &name).await);
     }
     // B may not take A's roles: `genq migrate` is refused, naming the setting to change.
@@ -307,12 +302,11 @@ async fn a_noinherit_role_granted_as_the_supabase_guide_says_performs_each_docum
             .unwrap_or_else(|e| panic!("{name} (NOINHERIT): {sql}: {e}"));
     }
     // Nothing beyond the guide: no ledger, no worker functions.
-    for sql in [
+    let statements = [
         "SELECT count(*) FROM genq.ledger",
         "SELECT genq.capture_hold(gen_random_uuid())",
-    ] {
-        assert_eq!(refused(&mut conn, sql).await, "42501", "{sql}");
-    }
+    ];
+    assert_denied(&mut conn, &statements, &name).await;
     assert_invariants(&db).await;
 }
 
