@@ -89,13 +89,23 @@ BEGIN
             END;
         END IF;
         IF v_other IS DISTINCT FROM current_database() THEN
-            EXECUTE format('COMMENT ON ROLE %I IS %L', v_role, v_claim);
+            BEGIN
+                EXECUTE format('COMMENT ON ROLE %I IS %L', v_role, v_claim);
+            EXCEPTION WHEN insufficient_privilege THEN
+                RAISE EXCEPTION 'genq: the migrating role % may not claim role % for this database: a superuser must run COMMENT ON ROLE %I IS %L', current_user, v_role, v_role, v_claim
+                    USING ERRCODE = '42501';
+            END;
         END IF;
     END LOOP;
 
     -- The migrating role hands objects to the owner role, so it must be a member.
     IF NOT pg_has_role(current_user, v_owner, 'MEMBER') THEN
-        EXECUTE format('GRANT %I TO %I', v_owner, current_user);
+        BEGIN
+            EXECUTE format('GRANT %I TO %I', v_owner, current_user);
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE EXCEPTION 'genq: the migrating role % must be a member of %: a superuser must run GRANT %I TO %I', current_user, v_owner, v_owner, current_user
+                USING ERRCODE = '42501';
+        END;
     END IF;
 
     -- Roles of a previous prefix, and 0003's role names when they are no longer ours, keep

@@ -511,3 +511,43 @@ async fn an_installation_migrated_before_0011_is_fixed_by_the_next_migrate(
     assert_eq!(balance, (70, 30), "the data survived");
     assert_invariants(&db).await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_migrator_that_may_not_create_roles_is_told_what_a_superuser_must_run(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    let db = TestDb::new(po, co).await;
+    let roles = Roles::of(&db);
+    let migrator = format!("{}_plain", roles.prefix);
+    let options = login(&db, &migrator, None, "NOCREATEROLE").await;
+    let other = format!("{}_d", roles.prefix);
+    admin(
+        &db,
+        &format!("DROP DATABASE IF EXISTS {other} WITH (FORCE)"),
+    )
+    .await;
+    admin(&db, &format!("CREATE DATABASE {other} OWNER {migrator}")).await;
+    let target = options.database(&other);
+    let err = genq::db::migrate(&target, &other)
+        .await
+        .expect_err("it may not create the roles");
+    assert!(format!("{err}").contains("may not create roles"), "{err}");
+    // What the messages ask a superuser to do; then the migration goes through.
+    let mut setup = String::new();
+    for kind in ["owner", "backend", "worker"] {
+        setup.push_str(&format!(
+            "DO $$ BEGIN CREATE ROLE {other}_{kind} NOLOGIN;
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             COMMENT ON ROLE {other}_{kind} IS 'genq: roles of database {other}';"
+        ));
+    }
+    setup.push_str(&format!("GRANT {other}_owner TO {migrator};"));
+    admin(&db, &setup).await;
+    genq::db::migrate(&target, &other)
+        .await
+        .expect("migrates once the roles exist");
+    admin(&db, &format!("DROP DATABASE {other} WITH (FORCE)")).await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    genq::db::drop_roles(&mut conn, &other).await.unwrap();
+}
