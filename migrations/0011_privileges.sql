@@ -1,5 +1,5 @@
 -- Privileges and bounds. Why: docs/credits.md (roles and privileges, limits) and
--- docs/decisions.md (21).
+-- docs/decisions.md (23).
 --
 -- 1. Every object of schema genq is owned by `<prefix>_owner`, a NOLOGIN role without
 --    SUPERUSER, CREATEROLE or CREATEDB: the SECURITY DEFINER functions run as that role, so

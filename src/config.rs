@@ -89,6 +89,7 @@ pub struct DatabaseConfig {
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
     /// `idle_in_transaction_session_timeout` of the daemon's sessions. Defaults to 60 s.
+    /// Behind a transaction-mode pooler it cannot be sent: set it on the role instead.
     #[serde(with = "humantime_serde")]
     pub idle_in_transaction_timeout: Duration,
     /// Prefix of this database's roles (`<prefix>_owner`, `_backend`, `_worker`). Empty
@@ -96,6 +97,9 @@ pub struct DatabaseConfig {
     /// migration. Roles are cluster-wide and serve one database each, so a second genq
     /// database in the same cluster needs its own prefix (docs/credits.md).
     pub role_prefix: String,
+    /// What `url` points at: `none` (Postgres itself), `session` or `transaction` (a
+    /// PgBouncer/Supavisor pool mode). Defaults to `none`.
+    pub pooler: crate::db::Pooler,
 }
 
 /// `[worker]`.
@@ -126,7 +130,7 @@ pub struct WorkerConfig {
     /// Default attempt time limit. Defaults to 10 min.
     #[serde(with = "humantime_serde")]
     pub job_timeout: Duration,
-    /// Use LISTEN/NOTIFY wake-ups. Defaults to true.
+    /// Use LISTEN/NOTIFY wake-ups (never behind a transaction-mode pooler). Defaults to true.
     pub listen: bool,
 }
 
@@ -165,8 +169,11 @@ pub struct PruneConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Bind address. Defaults to `127.0.0.1:9800`.
+    /// Bind address of the internal listener (everything). Defaults to `127.0.0.1:9800`.
     pub bind: String,
+    /// Bind address of the public listener, which serves only `/webhooks/*`. Defaults to
+    /// empty: no public listener (webhooks are served on `bind`).
+    pub public_bind: String,
 }
 
 /// `[webhooks]`: verification of inbound provider callbacks. Secrets never go in the file:
@@ -371,6 +378,7 @@ impl Default for DatabaseConfig {
             acquire_timeout: Duration::from_secs(10),
             idle_in_transaction_timeout: Duration::from_secs(60),
             role_prefix: String::new(),
+            pooler: crate::db::Pooler::None,
         }
     }
 }
@@ -417,6 +425,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             bind: "127.0.0.1:9800".into(),
+            public_bind: String::new(),
         }
     }
 }
@@ -676,9 +685,13 @@ mod tests {
                 ("GENQ_WORKER_POLL_INTERVAL", "250ms"),
                 ("GENQ_WORKER_LISTEN", "false"),
                 ("DATABASE_URL", "postgres://x@y/z"),
+                ("GENQ_DATABASE_POOLER", "transaction"),
+                ("GENQ_HTTP_PUBLIC_BIND", "0.0.0.0:9801"),
             ]),
         )
         .unwrap();
+        assert_eq!(c.database.pooler, crate::db::Pooler::Transaction);
+        assert_eq!(c.http.public_bind, "0.0.0.0:9801");
         assert_eq!(c.worker.lease, Duration::from_secs(45));
         assert_eq!(c.http.bind, "0.0.0.0:1234");
         assert_eq!(c.queues["default"].concurrency, 7);
@@ -697,6 +710,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("at most half"), "{err}");
+        let err =
+            Config::from_toml_and_env("", "t", &env(&[("GENQ_DATABASE_POOLER", "pgbouncer")]))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("pgbouncer") && err.contains("transaction"),
+            "{err}"
+        );
         let err = Config::from_toml_and_env("[wroker]\n", "t", &[])
             .unwrap_err()
             .to_string();

@@ -82,7 +82,7 @@ pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         QueueConfig::with_concurrency(20),
     );
     daemon_config.worker.poll_interval = Duration::from_millis(200);
-    let pool = sqlx::postgres::PgPoolOptions::new()
+    let pool = db::pool_options(&config.database)
         .max_connections(2)
         .connect_with(options.clone())
         .await?;
@@ -186,7 +186,7 @@ pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         "\nbalance of {user}: available {}, held {}",
         balance.available, balance.held
     );
-    let ledger: Vec<(String, i64, Option<Uuid>)> = sqlx::query_as(
+    let ledger: Vec<(String, i64, Option<Uuid>)> = crate::db::query_as(
         "SELECT kind::text, amount, generation_id FROM genq.ledger WHERE user_id = $1 ORDER BY id",
     )
     .bind(&user)
@@ -210,7 +210,7 @@ pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     drop(conn);
     // The privacy side of the same run: each stored output is registered for deletion.
-    let (outputs, due): (i64, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as(
+    let (outputs, due): (i64, Option<chrono::DateTime<chrono::Utc>>) = crate::db::query_as(
         "SELECT count(*), min(expires_at) FROM genq.blobs WHERE role = 'output' AND generation_id = ANY($1)",
     )
     .bind(ids.iter().map(|(_, id)| *id).collect::<Vec<_>>())

@@ -82,7 +82,7 @@ pub async fn measure(
         .max_connections(2)
         .connect_with(options.clone())
         .await?;
-    sqlx::query("SELECT genq.grant_credits('bench-user-' || u, $1, 'bench-grant-' || u) FROM generate_series(0, 99) u")
+    crate::db::query("SELECT genq.grant_credits('bench-user-' || u, $1, 'bench-grant-' || u) FROM generate_series(0, 99) u")
         .bind(n as i64)
         .execute(&pool)
         .await?;
@@ -94,7 +94,10 @@ pub async fn measure(
         args.pool
     );
     let started = Instant::now();
-    sqlx::query(ENQUEUE).bind(n as i64).execute(&pool).await?;
+    crate::db::query(ENQUEUE)
+        .bind(n as i64)
+        .execute(&pool)
+        .await?;
     println!(
         "enqueued {n} generations (holds + submit jobs) in {:.2} s",
         started.elapsed().as_secs_f64()
@@ -107,7 +110,7 @@ pub async fn measure(
     let (mut max_connections, mut max_running, mut max_in_flight_at_provider) = (0i64, 0i64, 0i64);
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let (open, connections, running, submitted): (i64, i64, i64, i64) = sqlx::query_as(
+        let (open, connections, running, submitted): (i64, i64, i64, i64) = crate::db::query_as(
             "SELECT (SELECT count(*) FROM genq.generations WHERE state NOT IN ('succeeded', 'failed', 'cancelled')),
                     (SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'genq'),
                     (SELECT count(*) FROM genq.jobs WHERE state = 'running'),
@@ -130,14 +133,14 @@ pub async fn measure(
     daemon.shutdown().await;
     fake.stop().await;
 
-    let rows: Vec<(f64, f64, f64)> = sqlx::query_as(OVERHEAD).fetch_all(&pool).await?;
+    let rows: Vec<(f64, f64, f64)> = crate::db::query_as(OVERHEAD).fetch_all(&pool).await?;
     let mut processing: Vec<f64> = rows.iter().map(|r| r.0 * 1000.0).collect();
     let mut waiting: Vec<f64> = rows.iter().map(|r| r.1 * 1000.0).collect();
     let mut end_to_end: Vec<f64> = rows.iter().map(|r| r.2).collect();
     processing.sort_by(f64::total_cmp);
     waiting.sort_by(f64::total_cmp);
     end_to_end.sort_by(f64::total_cmp);
-    let violations: i64 = sqlx::query_scalar("SELECT count(*) FROM genq.check_ledger()")
+    let violations: i64 = crate::db::query_scalar("SELECT count(*) FROM genq.check_ledger()")
         .fetch_one(&pool)
         .await?;
     println!(

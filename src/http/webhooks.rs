@@ -400,16 +400,16 @@ async fn try_store_payment(
     body: &Value,
     raw: &[u8],
 ) -> Result<&'static str, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     // An unknown invoice is kept as an orphan under its own key, so a redelivery after
     // genq.record_invoice is applied, not taken for a duplicate.
     let known: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM genq.payments WHERE txn_id = $1)")
+        crate::db::query_scalar("SELECT EXISTS (SELECT 1 FROM genq.payments WHERE txn_id = $1)")
             .bind(txn_id)
             .fetch_one(&mut *tx)
             .await?;
     let prefix = if known { "" } else { "orphan:" };
-    let inserted: Option<i64> = sqlx::query_scalar(
+    let inserted: Option<i64> = crate::db::query_scalar(
         "INSERT INTO genq.webhook_events (provider, dedupe_key, request_id, orphan, body)
          VALUES ('plisio', $4 || $1 || ':' || $2, $1, NOT $5, $3)
          ON CONFLICT (provider, dedupe_key) DO NOTHING RETURNING id",
@@ -429,7 +429,7 @@ async fn try_store_payment(
         return Ok("duplicate");
     };
     let result = crate::payments::record(&mut tx, txn_id, status, body).await?;
-    sqlx::query("UPDATE genq.webhook_events SET processed_at = now() WHERE id = $1")
+    crate::db::query("UPDATE genq.webhook_events SET processed_at = now() WHERE id = $1")
         .bind(event_id)
         .execute(&mut *tx)
         .await?;
@@ -473,8 +473,8 @@ async fn store(pool: &PgPool, event: Event<'_>) -> Reply {
 }
 
 async fn try_store(pool: &PgPool, event: &Event<'_>) -> Result<&'static str, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let inserted: Option<(i64, bool)> = sqlx::query_as(INSERT_EVENT)
+    let mut tx = crate::db::begin(pool).await?;
+    let inserted: Option<(i64, bool)> = crate::db::query_as(INSERT_EVENT)
         .bind(event.provider)
         .bind(&event.dedupe_key)
         .bind(event.generation_id)
@@ -488,7 +488,7 @@ async fn try_store(pool: &PgPool, event: &Event<'_>) -> Result<&'static str, sql
         Some((event_id, false)) => {
             let id = event.generation_id.expect("not an orphan");
             let job_id = record::enqueue_follow_up(&mut tx, reconcile::KIND, id, 0.0).await?;
-            sqlx::query("UPDATE genq.webhook_events SET job_id = $2 WHERE id = $1")
+            crate::db::query("UPDATE genq.webhook_events SET job_id = $2 WHERE id = $1")
                 .bind(event_id)
                 .bind(job_id)
                 .execute(&mut *tx)

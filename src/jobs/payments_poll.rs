@@ -100,7 +100,7 @@ impl Worker for PaymentsPoll {
     }
 
     async fn work(&self, ctx: JobContext, _args: PaymentsPollArgs) -> Result<(), JobError> {
-        let due: Vec<String> = sqlx::query_scalar(DUE)
+        let due: Vec<String> = crate::db::query_scalar(DUE)
             .bind(self.config.poll_after.as_secs_f64())
             .bind(BATCH)
             .fetch_all(&ctx.pool)
@@ -119,7 +119,7 @@ impl Worker for PaymentsPoll {
             if crate::payments::map_status(&status) == "pending" {
                 continue;
             }
-            let mut tx = ctx.pool.begin().await?;
+            let mut tx = crate::db::begin(&ctx.pool).await?;
             let result = crate::payments::record(&mut tx, txn_id, &status, &data).await?;
             tx.commit().await?;
             tracing::info!(%txn_id, %status, result, "Plisio payment status applied from a poll");

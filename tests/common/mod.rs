@@ -221,6 +221,7 @@ pub fn spawn_daemon(url: &str, env: &[(&str, &str)]) -> Child {
 
 pub mod fake_supabase;
 pub mod fake_vercel;
+pub mod pgbouncer;
 pub mod privileges;
 pub mod prom;
 pub mod proxy;

@@ -21,7 +21,7 @@ pub async fn succeed(
     stored: &[StoredObject],
 ) -> Result<(), JobError> {
     let output = serde_json::to_value(stored)?;
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::db::begin(&ctx.pool).await?;
     if let Some(secs) = record::mark_succeeded(&mut tx, generation.id, &output).await? {
         let captured = credits::capture(&mut tx, generation.id).await?;
         for object in stored {
@@ -68,7 +68,7 @@ async fn release_and_end(
     reason: &str,
     generation: Option<&GenerationRow>,
 ) -> Result<(), JobError> {
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::db::begin(&ctx.pool).await?;
     let ended = record::mark_ended(&mut tx, id, state, reason).await?;
     let released = if ended.is_some() {
         credits::release(&mut tx, id, reason).await?

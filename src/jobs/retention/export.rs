@@ -56,7 +56,7 @@ impl Worker for Export {
             )
             .await
             .map_err(|e| e.into_job_error())?;
-        let mut tx = ctx.pool.begin().await?;
+        let mut tx = crate::db::begin(&ctx.pool).await?;
         let blob_id = blobs::register(
             &mut tx,
             &request.user_id,
