@@ -134,9 +134,7 @@ pub struct OtherDb {
 
 impl OtherDb {
     pub async fn create(db: &TestDb) -> Self {
-        let name = format!("{}_b", Roles::of(db).prefix);
-        admin(db, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
-        admin(db, &format!("CREATE DATABASE {name}")).await;
+        let name = fresh_database(db, "b", None).await;
         let options = db.options.clone().database(&name);
         genq::db::migrate(&options, &name).await.expect("migrate B");
         Self {
@@ -147,16 +145,26 @@ impl OtherDb {
     }
 
     pub async fn drop(self, db: &TestDb) {
-        admin(
-            db,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        )
-        .await;
-        let mut conn = db.pool.acquire().await.unwrap();
-        genq::db::drop_roles(&mut conn, &self.prefix)
-            .await
-            .expect("drop B's roles");
+        drop_database(db, &self.name).await;
     }
+}
+
+/// A fresh (unmigrated) database `<prefix>_<suffix>` next to `db`, owned by `owner` if given.
+pub async fn fresh_database(db: &TestDb, suffix: &str, owner: Option<&str>) -> String {
+    let name = format!("{}_{suffix}", Roles::of(db).prefix);
+    admin(db, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+    let owner = owner.map(|o| format!(" OWNER {o}")).unwrap_or_default();
+    admin(db, &format!("CREATE DATABASE {name}{owner}")).await;
+    name
+}
+
+/// Drops a database made by [`fresh_database`] and the genq roles named after it.
+pub async fn drop_database(db: &TestDb, name: &str) {
+    admin(db, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    genq::db::drop_roles(&mut conn, name)
+        .await
+        .expect("drop the database's roles");
 }
 
 /// Counts of the rows the SQL API writes, to show a refused call wrote nothing.

@@ -9,8 +9,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::common::generation::GenEnv;
 use crate::common::privileges::{
-    admin, assert_denied, assert_invariants, connect, is_superuser, login, refused, worker_login,
-    OtherDb, Roles,
+    admin, assert_denied, assert_invariants, connect, drop_database, fresh_database, is_superuser,
+    login, refused, worker_login, OtherDb, Roles,
 };
 use crate::common::{wait_until, TestDb};
 
@@ -412,13 +412,7 @@ async fn a_createrole_migrator_without_superuser_migrates_like_supabases_postgre
     let roles = Roles::of(&db);
     let migrator = format!("{}_migrator", roles.prefix);
     let options = login(&db, &migrator, None, "CREATEROLE").await;
-    let other = format!("{}_c", roles.prefix);
-    admin(
-        &db,
-        &format!("DROP DATABASE IF EXISTS {other} WITH (FORCE)"),
-    )
-    .await;
-    admin(&db, &format!("CREATE DATABASE {other} OWNER {migrator}")).await;
+    let other = fresh_database(&db, "c", Some(&migrator)).await;
     let target = options.database(&other);
     genq::db::migrate(&target, &other)
         .await
@@ -441,9 +435,7 @@ async fn a_createrole_migrator_without_superuser_migrates_like_supabases_postgre
         .await
         .expect("the migrator, a member of the owner role, may call the API");
     drop(conn);
-    admin(&db, &format!("DROP DATABASE {other} WITH (FORCE)")).await;
-    let mut admin_conn = db.pool.acquire().await.unwrap();
-    genq::db::drop_roles(&mut admin_conn, &other).await.unwrap();
+    drop_database(&db, &other).await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -521,13 +513,7 @@ async fn a_migrator_that_may_not_create_roles_is_told_what_a_superuser_must_run(
     let roles = Roles::of(&db);
     let migrator = format!("{}_plain", roles.prefix);
     let options = login(&db, &migrator, None, "NOCREATEROLE").await;
-    let other = format!("{}_d", roles.prefix);
-    admin(
-        &db,
-        &format!("DROP DATABASE IF EXISTS {other} WITH (FORCE)"),
-    )
-    .await;
-    admin(&db, &format!("CREATE DATABASE {other} OWNER {migrator}")).await;
+    let other = fresh_database(&db, "d", Some(&migrator)).await;
     let target = options.database(&other);
     let err = genq::db::migrate(&target, &other)
         .await
@@ -547,7 +533,5 @@ async fn a_migrator_that_may_not_create_roles_is_told_what_a_superuser_must_run(
     genq::db::migrate(&target, &other)
         .await
         .expect("migrates once the roles exist");
-    admin(&db, &format!("DROP DATABASE {other} WITH (FORCE)")).await;
-    let mut conn = db.pool.acquire().await.unwrap();
-    genq::db::drop_roles(&mut conn, &other).await.unwrap();
+    drop_database(&db, &other).await;
 }
