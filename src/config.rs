@@ -94,6 +94,11 @@ pub struct DatabaseConfig {
     /// Behind a transaction-mode pooler it cannot be sent: set it on the role instead.
     #[serde(with = "humantime_serde")]
     pub idle_in_transaction_timeout: Duration,
+    /// Prefix of this database's roles (`<prefix>_owner`, `_backend`, `_worker`). Empty
+    /// (the default) keeps the prefix the database already uses, `genq` on a first
+    /// migration. Roles are cluster-wide and serve one database each, so a second genq
+    /// database in the same cluster needs its own prefix (docs/credits.md).
+    pub role_prefix: String,
     /// What `url` points at: `none` (Postgres itself), `session` or `transaction` (a
     /// PgBouncer/Supavisor pool mode). Defaults to `none`.
     pub pooler: crate::db::Pooler,
@@ -415,6 +420,7 @@ impl Default for DatabaseConfig {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
             idle_in_transaction_timeout: Duration::from_secs(60),
+            role_prefix: String::new(),
             pooler: crate::db::Pooler::None,
         }
     }
@@ -584,6 +590,12 @@ impl Config {
 
     /// Checks relations between fields that serde cannot.
     fn validate(&self) -> Result<(), String> {
+        let prefix = &self.database.role_prefix;
+        if !prefix.is_empty() && !crate::db::valid_role_prefix(prefix) {
+            return Err(format!(
+                "database.role_prefix {prefix:?} must be a lowercase letter followed by up to 39 lowercase letters, digits or underscores"
+            ));
+        }
         let w = &self.worker;
         if w.heartbeat * 2 > w.lease {
             return Err(format!(

@@ -73,11 +73,18 @@ pub fn pool_options(config: &DatabaseConfig) -> PgPoolOptions {
     pooler::pool_options(PgPoolOptions::new(), config.pooler, idle_ms(config))
 }
 
-/// Applies every pending migration. Safe to run concurrently from several daemons:
-/// sqlx serialises migrators with an advisory lock.
+/// Applies every pending migration, then `genq.secure_objects` (migration 0011): every
+/// object in schema genq, including those a later migration created as the migrating role,
+/// is given to the database's owner role and the backend and worker roles get exactly their
+/// rights. `role_prefix` names the roles (`""`: the prefix the database already uses, else
+/// `genq`). Safe to run concurrently from several daemons: sqlx serialises migrators with
+/// an advisory lock, and `secure_objects` takes its own.
 // A direct connection of its own, never a pooled one: sqlx's own statements are right here.
 #[allow(clippy::disallowed_methods)]
-pub async fn migrate(options: &PgConnectOptions) -> Result<(), sqlx::migrate::MigrateError> {
+pub async fn migrate(
+    options: &PgConnectOptions,
+    role_prefix: &str,
+) -> Result<(), sqlx::migrate::MigrateError> {
     let mut conn = PgConnection::connect_with(options).await?;
     sqlx::query("CREATE SCHEMA IF NOT EXISTS genq")
         .execute(&mut conn)
@@ -85,8 +92,42 @@ pub async fn migrate(options: &PgConnectOptions) -> Result<(), sqlx::migrate::Mi
     sqlx::query("SET search_path TO genq")
         .execute(&mut conn)
         .await?;
+    sqlx::query("SELECT set_config('genq.role_prefix', $1, false)")
+        .bind(role_prefix)
+        .execute(&mut conn)
+        .await?;
     MIGRATOR.run(&mut conn).await?;
+    sqlx::query("SELECT genq.secure_objects($1)")
+        .bind(role_prefix)
+        .execute(&mut conn)
+        .await?;
     conn.close().await?;
+    Ok(())
+}
+
+/// Whether `prefix` may name genq's roles (the rule `genq.secure_objects` applies).
+pub fn valid_role_prefix(prefix: &str) -> bool {
+    let mut chars = prefix.chars();
+    prefix.len() <= 40
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Drops the three roles of `prefix` (after the database they served was dropped, e.g. a
+/// benchmark's throwaway database).
+// An administrator's direct connection, never a pooled one.
+#[allow(clippy::disallowed_methods)]
+pub async fn drop_roles(conn: &mut PgConnection, prefix: &str) -> Result<(), sqlx::Error> {
+    if !valid_role_prefix(prefix) {
+        return Err(sqlx::Error::Protocol(format!(
+            "invalid role prefix {prefix:?}"
+        )));
+    }
+    sqlx::query(&format!(
+        "DROP ROLE IF EXISTS {prefix}_owner, {prefix}_backend, {prefix}_worker"
+    ))
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -39,7 +39,7 @@ const COST: i64 = 10;
 /// Runs the demo.
 pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let options = db::connect_options(&config.database.url, &config.database)?;
-    db::migrate(&options)
+    db::migrate(&options, &config.database.role_prefix)
         .await
         .context("cannot migrate the database (is Postgres running? check DATABASE_URL)")?;
     println!("migrated schema genq on {}", redact(&config.database.url));

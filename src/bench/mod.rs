@@ -107,8 +107,10 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot create benchmark database {name}"))?;
     let options = admin_options.clone().database(&name);
+    // The throwaway database gets its own roles (roles serve one database each).
+    let prefix = name.clone();
     let result = async {
-        db::migrate(&options).await?;
+        db::migrate(&options, &prefix).await?;
         match args.scenario {
             Scenario::Queue => match &args.pooler_url {
                 Some(url) => {
@@ -136,6 +138,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             .execute(&mut admin)
             .await
             .ok();
+        db::drop_roles(&mut admin, &prefix).await.ok();
     }
     result?;
     Ok(ExitCode::SUCCESS)

@@ -200,7 +200,9 @@ pub async fn main() -> anyhow::Result<ExitCode> {
         Command::Migrate => {
             refuse_pooled_migration(&config)?;
             let options = db::connect_options(&config.database.url, &config.database)?;
-            db::migrate(&options).await.context("migration failed")?;
+            db::migrate(&options, &config.database.role_prefix)
+                .await
+                .context("migration failed")?;
             println!("migrations applied (schema genq)");
             Ok(ExitCode::SUCCESS)
         }
@@ -286,7 +288,7 @@ async fn run(config: Config, migrate: bool) -> anyhow::Result<ExitCode> {
     }
     if migrate {
         refuse_pooled_migration(&config)?;
-        migrate_with_retry(&options).await?;
+        migrate_with_retry(&options, &config.database.role_prefix).await?;
     }
     let bind = config.http.bind.clone();
     let public_bind = config.http.public_bind.clone();
@@ -483,11 +485,14 @@ fn print_queues(queues: &[queue_control::QueueInfo]) {
 }
 
 /// A daemon may start before its database: keep trying for a minute on transient errors.
-async fn migrate_with_retry(options: &sqlx::postgres::PgConnectOptions) -> anyhow::Result<()> {
+async fn migrate_with_retry(
+    options: &sqlx::postgres::PgConnectOptions,
+    role_prefix: &str,
+) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut delays = crate::daemon::error_backoff();
     loop {
-        match db::migrate(options).await {
+        match db::migrate(options, role_prefix).await {
             Ok(()) => return Ok(()),
             Err(sqlx::migrate::MigrateError::Execute(e))
                 if db::is_transient(&e) && std::time::Instant::now() < deadline =>

@@ -63,6 +63,15 @@ impl GenEnv {
     /// A daemon running the pipeline and the retention jobs (sharing the output store),
     /// with the erasure hash key of the retention fixture.
     pub fn daemon_with_retention(&self) -> DaemonHandle {
+        self.daemon_with_retention_as(self.db.daemon_options())
+    }
+
+    /// [`Self::daemon_with_retention`], its pool logged in with `options` (e.g. as a login
+    /// role granted only the database's worker role).
+    pub fn daemon_with_retention_as(
+        &self,
+        options: sqlx::postgres::PgConnectOptions,
+    ) -> DaemonHandle {
         let mut registry = Registry::new();
         let pipeline = Arc::new(Pipeline::from_config(&self.config).expect("pipeline"));
         let retention = Arc::new(genq::jobs::retention::Retention {
@@ -72,7 +81,7 @@ impl GenEnv {
         });
         pipeline.register(&mut registry);
         retention.register(&mut registry);
-        self.db.daemon(self.config.clone(), registry)
+        genq::Daemon::with_connect_options(self.config.clone(), registry, options).start()
     }
 
     pub fn daemon(&self) -> DaemonHandle {

@@ -7,6 +7,7 @@
 mod common;
 
 mod binary;
+mod bounds;
 mod control;
 mod credits;
 mod enqueue;
@@ -18,6 +19,7 @@ mod outbound;
 mod periodic;
 mod pipeline;
 mod pooler;
+mod privileges;
 mod providers;
 mod queues;
 mod recovery;
