@@ -162,7 +162,7 @@ pub trait BlobStore: Send + Sync {
 
     /// A URL to hand out for `key` that stops working after `ttl` (a presigned or signed
     /// URL), where the store can make one; `Ok(None)` where it cannot, and then
-    /// [`StoredObject::url`] is what there is (see `docs/security-outbound.md`).
+    /// [`StoredObject::url`] is what there is (see `docs/security.md`).
     async fn share_url(&self, key: &str, ttl: Duration) -> Result<Option<String>, StorageError> {
         let _ = (key, ttl);
         Ok(None)
