@@ -4,6 +4,7 @@
 //! against the in-process fake provider) and `webhooks` (signed callbacks at a fixed rate).
 
 pub mod generation;
+pub mod pg_cluster;
 pub mod queue;
 pub mod retention;
 pub mod webhooks;
