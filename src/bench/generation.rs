@@ -18,7 +18,8 @@ use crate::jobs::generation::Pipeline;
 use crate::providers::fake::{self, FakeConfig};
 use crate::providers::ProviderKind;
 
-const ENQUEUE: &str = r#"
+/// Enqueues `$1` generations of cost 1 for users `bench-user-0..99`, the three dialects in turn.
+pub(super) const ENQUEUE: &str = r#"
 SELECT count(genq.enqueue_generation(
     'bench-user-' || (g % 100),
     (ARRAY['fal', 'byteplus', 'replicate'])[1 + g % 3],
@@ -39,6 +40,47 @@ SELECT extract(epoch FROM s.finished_at - s.attempted_at + p.finished_at - p.att
  WHERE g.state = 'succeeded'
 "#;
 
+/// The daemon configuration of the generation benchmarks: the fake provider (its limits out
+/// of the way), a local store in `blobs`, only the generation queue, `args.pool` connections.
+pub(super) fn pipeline_config(
+    config: &Config,
+    args: &BenchArgs,
+    fake: &fake::FakeServer,
+    blobs: &std::path::Path,
+) -> Config {
+    let mut daemon_config = config.clone();
+    daemon_config.providers = fake.providers_config();
+    daemon_config.providers.webhook_base_url = "http://127.0.0.1:9".into();
+    for kind in ProviderKind::ALL {
+        let limits = daemon_config
+            .providers
+            .limits
+            .entry(kind.as_str().into())
+            .or_default();
+        limits.max_in_flight = 500;
+        limits.rate_per_sec = 100_000.0;
+        limits.burst = 100_000;
+    }
+    daemon_config.storage.backend = "local".into();
+    daemon_config.storage.local.dir = blobs.to_string_lossy().into_owned();
+    daemon_config.queues.clear();
+    daemon_config.queues.insert(
+        crate::jobs::generation::QUEUE.into(),
+        QueueConfig::with_concurrency(args.generation_concurrency),
+    );
+    daemon_config.database.max_connections = args.pool;
+    daemon_config
+}
+
+/// Gives each of the 100 benchmark users `n` credits.
+pub(super) async fn grant_credits(pool: &sqlx::PgPool, n: usize) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT genq.grant_credits('bench-user-' || u, $1, 'bench-grant-' || u) FROM generate_series(0, 99) u")
+        .bind(n as i64)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Runs the generation scenario on a migrated throwaway database named `db_name`.
 pub async fn measure(
     config: &Config,
@@ -56,36 +98,13 @@ pub async fn measure(
     )
     .await?;
     let blobs = tempfile::tempdir()?;
-    let mut daemon_config = config.clone();
-    daemon_config.providers = fake.providers_config();
-    daemon_config.providers.webhook_base_url = "http://127.0.0.1:9".into();
-    for kind in ProviderKind::ALL {
-        let limits = daemon_config
-            .providers
-            .limits
-            .entry(kind.as_str().into())
-            .or_default();
-        limits.max_in_flight = 500;
-        limits.rate_per_sec = 100_000.0;
-        limits.burst = 100_000;
-    }
-    daemon_config.storage.backend = "local".into();
-    daemon_config.storage.local.dir = blobs.path().to_string_lossy().into_owned();
-    daemon_config.queues.clear();
-    daemon_config.queues.insert(
-        crate::jobs::generation::QUEUE.into(),
-        QueueConfig::with_concurrency(args.generation_concurrency),
-    );
-    daemon_config.database.max_connections = args.pool;
+    let daemon_config = pipeline_config(config, args, &fake, blobs.path());
 
     let pool = PgPoolOptions::new()
         .max_connections(2)
         .connect_with(options.clone())
         .await?;
-    sqlx::query("SELECT genq.grant_credits('bench-user-' || u, $1, 'bench-grant-' || u) FROM generate_series(0, 99) u")
-        .bind(n as i64)
-        .execute(&pool)
-        .await?;
+    grant_credits(&pool, n).await?;
     println!(
         "genq bench --scenario generation: {n} generations (fal, BytePlus, Replicate in turn), fake render time {}, \
          one daemon, concurrency {}, pool {}",
