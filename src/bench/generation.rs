@@ -72,6 +72,28 @@ pub(super) fn pipeline_config(
     daemon_config
 }
 
+/// The in-process fake provider (all three dialects) rendering for `render_time`.
+pub(super) async fn serve_fake(render_time: Duration) -> anyhow::Result<fake::FakeServer> {
+    Ok(fake::serve(
+        "127.0.0.1:0".parse()?,
+        FakeConfig {
+            render_time,
+            ..FakeConfig::default()
+        },
+    )
+    .await?)
+}
+
+/// Prints the result of `genq.check_ledger()`.
+pub(super) fn print_ledger(violations: i64) {
+    let status = if violations == 0 {
+        "clean".to_string()
+    } else {
+        format!("{violations} violations")
+    };
+    println!("genq.check_ledger():  {status}");
+}
+
 /// Gives each of the 100 benchmark users `n` credits.
 pub(super) async fn grant_credits(pool: &sqlx::PgPool, n: usize) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT genq.grant_credits('bench-user-' || u, $1, 'bench-grant-' || u) FROM generate_series(0, 99) u")
@@ -89,14 +111,7 @@ pub async fn measure(
     db_name: &str,
 ) -> anyhow::Result<()> {
     let n = args.generations;
-    let fake = fake::serve(
-        "127.0.0.1:0".parse()?,
-        FakeConfig {
-            render_time: args.render_time,
-            ..FakeConfig::default()
-        },
-    )
-    .await?;
+    let fake = serve_fake(args.render_time).await?;
     let blobs = tempfile::tempdir()?;
     let daemon_config = pipeline_config(config, args, &fake, blobs.path());
 
@@ -190,14 +205,7 @@ pub async fn measure(
     if let Some(rss) = peak_rss_mib() {
         println!("peak RSS:             {rss:.1} MiB (this process: daemon and fake provider)");
     }
-    println!(
-        "genq.check_ledger():  {}",
-        if violations == 0 {
-            "clean".to_string()
-        } else {
-            format!("{violations} violations")
-        }
-    );
+    print_ledger(violations);
     pool.close().await;
     Ok(())
 }

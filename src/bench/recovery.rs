@@ -17,14 +17,13 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::generation::{grant_credits, pipeline_config, ENQUEUE};
+use super::generation::{grant_credits, pipeline_config, print_ledger, serve_fake, ENQUEUE};
 use super::pg_cluster::PgCluster;
 use super::{percentile, BenchArgs};
 use crate::config::{Config, QueueConfig};
 use crate::daemon::{Daemon, Registry};
 use crate::db;
 use crate::jobs::generation::Pipeline;
-use crate::providers::fake::{self, FakeConfig};
 
 /// No-op jobs, and sleep jobs of 50..550 ms, all in the default queue.
 const ENQUEUE_PLAIN: &str = r#"
@@ -91,14 +90,7 @@ async fn measure(
     cluster: &Arc<PgCluster>,
 ) -> anyhow::Result<()> {
     let n = args.generations;
-    let fake = fake::serve(
-        "127.0.0.1:0".parse()?,
-        FakeConfig {
-            render_time: args.render_time,
-            ..FakeConfig::default()
-        },
-    )
-    .await?;
+    let fake = serve_fake(args.render_time).await?;
     let blobs = tempfile::tempdir()?;
     let mut daemon_config = pipeline_config(config, args, &fake, blobs.path());
     daemon_config.queues.insert(
@@ -257,14 +249,7 @@ async fn measure(
     println!(
         "generations:          {succeeded} succeeded, {failed} failed of {n}; jobs with a failure recorded: {with_failures}"
     );
-    println!(
-        "genq.check_ledger():  {}",
-        if violations == 0 {
-            "clean".to_string()
-        } else {
-            format!("{violations} violations")
-        }
-    );
+    print_ledger(violations);
     pool.close().await;
     Ok(())
 }
