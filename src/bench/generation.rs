@@ -74,14 +74,14 @@ pub(super) fn pipeline_config(
 
 /// The in-process fake provider (all three dialects) rendering for `render_time`.
 pub(super) async fn serve_fake(render_time: Duration) -> anyhow::Result<fake::FakeServer> {
-    Ok(fake::serve(
+    fake::serve(
         "127.0.0.1:0".parse()?,
         FakeConfig {
             render_time,
             ..FakeConfig::default()
         },
     )
-    .await?)
+    .await
 }
 
 /// Prints the result of `genq.check_ledger()`.

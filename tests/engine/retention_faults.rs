@@ -247,7 +247,11 @@ async fn lost_database_connections_during_a_delete_still_delete_each_blob_once(
     // The attempt that lost its connection was interrupted (handed back, run again), not
     // failed: no error recorded, no failure counted.
     assert!(job.attempt >= 2, "{job:?}");
-    assert_eq!((job.failures, error_messages(&job)), (0, Vec::new()), "{job:?}");
+    assert_eq!(
+        (job.failures, error_messages(&job)),
+        (0, Vec::new()),
+        "{job:?}"
+    );
     assert_deleted_once(&env, &due, "reference", job_id).await;
     let deletes = fake.deletes();
     assert!(deletes.len() >= 2, "{deletes:?}");
