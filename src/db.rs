@@ -14,7 +14,9 @@ pub mod pooler;
 mod query;
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -58,12 +60,19 @@ fn idle_ms(config: &DatabaseConfig) -> u128 {
 }
 
 /// Opens the daemon's pool. Connections are made lazily and re-made after a Postgres
-/// restart, so a database outage never ends the process.
+/// restart, so a database outage never ends the process. Connections are not pinged before
+/// use (a round trip per acquire); instead, once any caller has seen the connection lost
+/// ([`note_connection_loss`]), every pooled connection opened before that is discarded at
+/// its next acquire, so after a restart each stale connection does not fail one more caller.
 pub fn pool(options: PgConnectOptions, config: &DatabaseConfig) -> PgPool {
     pool_options(config)
         .max_connections(config.max_connections.max(1))
         .acquire_timeout(config.acquire_timeout)
         .test_before_acquire(false)
+        .before_acquire(|_conn, meta| {
+            let keep = !opened_before_last_loss(meta.age);
+            Box::pin(async move { Ok(keep) })
+        })
         .connect_lazy_with(options)
 }
 
@@ -71,6 +80,41 @@ pub fn pool(options: PgConnectOptions, config: &DatabaseConfig) -> PgPool {
 /// after connecting and switch statements to their pooler-safe form (see [`pooler`]).
 pub fn pool_options(config: &DatabaseConfig) -> PgPoolOptions {
     pooler::pool_options(PgPoolOptions::new(), config.pooler, idle_ms(config))
+}
+
+/// When this process last saw the database lost, in ms since [`clock_origin`] plus one
+/// (0: never). Process-wide: every pool of the process reconnects after a loss.
+static LAST_LOSS: AtomicU64 = AtomicU64::new(0);
+
+fn clock_origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+/// Records that the database connection was lost (the server restarted, failed over or
+/// dropped connections): pooled connections opened before now are stale.
+pub fn note_connection_loss() {
+    let ms = clock_origin().elapsed().as_millis() as u64 + 1;
+    LAST_LOSS.fetch_max(ms, Ordering::Relaxed);
+}
+
+/// [`is_connection_loss`], noting the loss when it is one.
+pub fn note_if_connection_loss(err: &sqlx::Error) -> bool {
+    let lost = is_connection_loss(err);
+    if lost {
+        note_connection_loss();
+    }
+    lost
+}
+
+/// Whether a pooled connection of age `age` was opened before the last noted loss.
+fn opened_before_last_loss(age: Duration) -> bool {
+    let last = LAST_LOSS.load(Ordering::Relaxed);
+    if last == 0 {
+        return false;
+    }
+    let opened_ms = clock_origin().elapsed().saturating_sub(age).as_millis() as u64 + 1;
+    opened_ms <= last
 }
 
 /// Applies every pending migration, then `genq.secure_objects` (migration 0011): every
@@ -144,6 +188,26 @@ pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
     Ok(MIGRATOR
         .iter()
         .all(|m| applied.binary_search(&m.version).is_ok()))
+}
+
+/// Whether the database itself was out of reach, rather than anything the statement did:
+/// the connection was refused, reset or timed out, the pool had no connection to give, or
+/// the server is shutting down, starting up or was failed over (SQLSTATE class 08, 57P01
+/// `admin_shutdown`, 57P02 `crash_shutdown`, 57P03 `cannot_connect_now`, 53300
+/// `too_many_connections`). A job interrupted by it is handed back without spending an
+/// attempt (see [`crate::daemon::JobError::Interrupted`]).
+pub fn is_connection_loss(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
 }
 
 /// Whether an error is worth retrying: connection loss, a restarting server, pool

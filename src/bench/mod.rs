@@ -1,10 +1,13 @@
 //! `genq bench`: benchmarks on a throwaway database of the configured server (created,
 //! migrated, dropped afterwards), printing throughput, latency percentiles and memory.
 //! Scenarios: `queue` (the engine alone, no-op jobs), `generation` (the whole pipeline
-//! against the in-process fake provider) and `webhooks` (signed callbacks at a fixed rate).
+//! against the in-process fake provider), `webhooks` (signed callbacks at a fixed rate),
+//! `retention`, and `recovery` (a Postgres crash restart, on a private cluster).
 
 pub mod generation;
+pub mod pg_cluster;
 pub mod queue;
+pub mod recovery;
 pub mod retention;
 pub mod webhooks;
 
@@ -28,6 +31,9 @@ pub enum Scenario {
     Webhooks,
     /// Due blobs deleted from a local store, inputs scrubbed, one account erasure.
     Retention,
+    /// A Postgres crash restart (a private cluster) under generations in flight and plain
+    /// jobs: time to the first claim, to every generation moving again, parked retries.
+    Recovery,
 }
 
 /// `genq bench` options.
@@ -97,6 +103,11 @@ pub struct BenchArgs {
 
 /// Runs the chosen scenario and prints the results.
 pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.scenario == Scenario::Recovery {
+        // Restarts its server, so it never uses the configured one.
+        recovery::run(config, &args).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let admin_options = db::connect_options(&config.database.url, &config.database)?;
     let mut admin = PgConnection::connect_with(&admin_options)
         .await
@@ -128,6 +139,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             Scenario::Generation => generation::measure(config, &args, &options, &name).await,
             Scenario::Webhooks => webhooks::measure(config, &args, &options).await,
             Scenario::Retention => retention::measure(config, &args, &options).await,
+            Scenario::Recovery => unreachable!("runs on its own cluster"),
         }
     }
     .await;

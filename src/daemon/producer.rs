@@ -62,6 +62,7 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, mut stop: watch::Rec
                     }
                 }
                 Err(err) => {
+                    crate::db::note_if_connection_loss(&err);
                     let delay = backoff.next().unwrap_or(worker.poll_interval);
                     tracing::warn!(queue = %queue, error = %err, retry_in = ?delay, "claim failed");
                     if !sleep_or_stop(delay, &mut stop).await {
@@ -141,6 +142,10 @@ fn spawn_job(shared: &Arc<Shared>, job: ClaimedJob, slot: SlotGuard) {
                 }
                 crate::queue::Outcome::Discard { message } => {
                     tracing::error!(error = %message, "job discarded")
+                }
+                crate::queue::Outcome::Interrupted { message, delay } => {
+                    tracing::warn!(error = %message, retry_in = ?delay,
+                        "attempt interrupted by the infrastructure: handed back, no attempt spent")
                 }
                 other => tracing::debug!(outcome = other.label(), elapsed = ?elapsed, "attempt finished"),
             }
