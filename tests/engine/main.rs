@@ -16,6 +16,7 @@ mod pipeline;
 mod providers;
 mod queues;
 mod recovery;
+mod redelivery;
 mod retention;
 mod retention_faults;
 mod retention_stores;
