@@ -1,8 +1,11 @@
 //! `genq bench`: benchmarks on a throwaway database of the configured server (created,
 //! migrated, dropped afterwards), printing throughput, latency percentiles and memory.
 //! Scenarios: `queue` (the engine alone, no-op jobs), `generation` (the whole pipeline
-//! against the in-process fake provider) and `webhooks` (signed callbacks at a fixed rate).
+//! against the in-process fake provider), `webhooks` (signed callbacks at a fixed rate),
+//! `retention`, and `chaos` (daemon processes killed and Postgres crash-restarted under load,
+//! on a private cluster instead of the configured server).
 
+pub mod chaos;
 pub mod generation;
 pub mod queue;
 pub mod retention;
@@ -28,6 +31,9 @@ pub enum Scenario {
     Webhooks,
     /// Due blobs deleted from a local store, inputs scrubbed, one account erasure.
     Retention,
+    /// `genq run` processes SIGKILLed and Postgres crash-restarted under a mixed load, on a
+    /// private cluster: time to full recovery and the invariants afterwards.
+    Chaos,
 }
 
 /// `genq bench` options.
@@ -87,10 +93,22 @@ pub struct BenchArgs {
     /// Keep the benchmark database afterwards (it is dropped by default).
     #[arg(long)]
     pub keep_db: bool,
+    /// The chaos scenario's options.
+    #[command(flatten)]
+    pub chaos: chaos::ChaosArgs,
 }
 
 /// Runs the chosen scenario and prints the results.
 pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.scenario == Scenario::Chaos {
+        // Its own private cluster: it restarts Postgres, which the configured one must not see.
+        let clean = chaos::measure(&args.chaos).await?;
+        return Ok(if clean {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     let admin_options = db::connect_options(&config.database.url, &config.database)?;
     let mut admin = PgConnection::connect_with(&admin_options)
         .await
@@ -108,6 +126,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             Scenario::Generation => generation::measure(config, &args, &options, &name).await,
             Scenario::Webhooks => webhooks::measure(config, &args, &options).await,
             Scenario::Retention => retention::measure(config, &args, &options).await,
+            Scenario::Chaos => unreachable!("chaos runs on its own cluster, above"),
         }
     }
     .await;

@@ -1,0 +1,107 @@
+//! The chaos suite's invariants, read from the database and the fake provider once the
+//! faults have stopped: every job and generation final, no job lost, no generation paid
+//! twice at its provider, every credit hold settled, `genq.check_ledger()` and
+//! `genq.check_retention()` clean.
+
+use std::collections::BTreeMap;
+
+use sqlx::PgPool;
+
+use crate::providers::fake::FakeStats;
+use crate::providers::ProviderKind;
+
+/// The job kinds the load creates (directly or through generations). Periodic
+/// maintenance jobs are left out: a new slot is always waiting.
+const LOAD_KINDS: &str = "('noop', 'sleep', 'generation.submit', 'generation.poll', \
+     'generation.reconcile', 'generation.cancel')";
+
+/// Generations and load jobs not yet final.
+pub async fn open_work(pool: &PgPool) -> sqlx::Result<(i64, i64)> {
+    sqlx::query_as(&format!(
+        "SELECT (SELECT count(*) FROM genq.generations
+                  WHERE state NOT IN ('succeeded', 'failed', 'cancelled')),
+                (SELECT count(*) FROM genq.jobs WHERE kind IN {LOAD_KINDS}
+                  AND state NOT IN ('completed', 'discarded', 'cancelled'))"
+    ))
+    .fetch_one(pool)
+    .await
+}
+
+/// What the run ended with.
+#[derive(Debug, Default, Clone)]
+pub struct Findings {
+    /// Generations by state.
+    pub generations: BTreeMap<String, i64>,
+    /// Load jobs by kind and state.
+    pub jobs: BTreeMap<String, i64>,
+    /// Broken invariants, one line each; empty when the run was clean.
+    pub violations: Vec<String>,
+}
+
+/// Reads the final state and checks every invariant.
+pub async fn check(pool: &PgPool, fake: &FakeStats) -> anyhow::Result<Findings> {
+    let mut f = Findings::default();
+    let generations: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT provider, state::text, count(*) FROM genq.generations GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut per_provider: BTreeMap<String, i64> = BTreeMap::new();
+    for (provider, state, n) in generations {
+        *f.generations.entry(state).or_default() += n;
+        *per_provider.entry(provider).or_default() += n;
+    }
+    let jobs: Vec<(String, String, i64)> = sqlx::query_as(&format!(
+        "SELECT kind, state::text, count(*) FROM genq.jobs WHERE kind IN {LOAD_KINDS}
+          GROUP BY 1, 2 ORDER BY 1, 2"
+    ))
+    .fetch_all(pool)
+    .await?;
+    for (kind, state, n) in jobs {
+        f.jobs.insert(format!("{kind} {state}"), n);
+        if !matches!(state.as_str(), "completed" | "discarded" | "cancelled") {
+            f.violations.push(format!("{n} {kind} jobs still {state}"));
+        }
+        if state == "discarded" {
+            f.violations
+                .push(format!("{n} {kind} jobs discarded (work given up)"));
+        }
+    }
+    for (state, n) in &f.generations {
+        if !matches!(state.as_str(), "succeeded" | "failed" | "cancelled") {
+            f.violations.push(format!("{n} generations still {state}"));
+        }
+    }
+    for kind in ProviderKind::ALL {
+        let ours = per_provider.get(kind.as_str()).copied().unwrap_or(0);
+        let paid = fake.created(kind) as i64;
+        if paid > ours {
+            f.violations.push(format!(
+                "{}: {paid} provider jobs created for {ours} generations (a submit ran twice)",
+                kind.as_str()
+            ));
+        }
+    }
+    let unsettled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM genq.ledger h WHERE h.kind = 'hold' AND NOT EXISTS (
+            SELECT 1 FROM genq.ledger s WHERE s.generation_id = h.generation_id
+               AND s.kind IN ('capture', 'release'))",
+    )
+    .fetch_one(pool)
+    .await?;
+    if unsettled > 0 {
+        f.violations.push(format!(
+            "{unsettled} credit holds neither captured nor released"
+        ));
+    }
+    let mut conn = pool.acquire().await?;
+    for v in crate::credits::check_ledger(&mut conn).await? {
+        f.violations
+            .push(format!("check_ledger: {}: {}", v.invariant, v.detail));
+    }
+    for v in crate::retention::check(pool).await? {
+        f.violations
+            .push(format!("check_retention: {}: {}", v.invariant, v.detail));
+    }
+    Ok(f)
+}
