@@ -4,6 +4,7 @@
 mod common;
 
 mod binary;
+mod chaos;
 mod control;
 mod credits;
 mod enqueue;

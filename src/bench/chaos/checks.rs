@@ -39,7 +39,11 @@ pub struct Findings {
 }
 
 /// Reads the final state and checks every invariant.
-pub async fn check(pool: &PgPool, fake: &FakeStats) -> anyhow::Result<Findings> {
+pub async fn check(
+    pool: &PgPool,
+    fake: &FakeStats,
+    callback_urls: &[String],
+) -> anyhow::Result<Findings> {
     let mut f = Findings::default();
     let generations: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT provider, state::text, count(*) FROM genq.generations GROUP BY 1, 2 ORDER BY 1, 2",
@@ -66,6 +70,35 @@ pub async fn check(pool: &PgPool, fake: &FakeStats) -> anyhow::Result<Findings> 
             f.violations
                 .push(format!("{n} {kind} jobs discarded (work given up)"));
         }
+    }
+    // What holds the stragglers, for the report: kind, state, attempt, when due, last
+    // error, and whether the provider ever received the generation.
+    let stuck: Vec<(String, String, i32, f64, Option<String>, Option<String>)> =
+        sqlx::query_as(&format!(
+            "SELECT j.kind, j.state::text, j.attempt,
+                    extract(epoch FROM j.run_at - now())::float8,
+                    j.errors -> -1 ->> 'error',
+                    g.provider || ' ' || g.state::text || ' ' || g.id
+               FROM genq.jobs j
+               LEFT JOIN genq.generations g ON g.id::text = j.payload ->> 'generation_id'
+              WHERE j.kind IN {LOAD_KINDS}
+                AND j.state NOT IN ('completed', 'discarded', 'cancelled')
+              ORDER BY j.id LIMIT 10"
+        ))
+        .fetch_all(pool)
+        .await?;
+    for (kind, state, attempt, due_in, error, generation) in stuck {
+        let generation = generation.unwrap_or_default();
+        let received = generation
+            .rsplit(' ')
+            .next()
+            .is_some_and(|id| callback_urls.iter().any(|u| u.contains(id)));
+        f.violations.push(format!(
+            "  {kind} {state}, attempt {attempt}, due in {due_in:.0} s, generation {generation} \
+             ({} at the provider), last error: {}",
+            if received { "received" } else { "never" },
+            error.unwrap_or_default()
+        ));
     }
     for (state, n) in &f.generations {
         if !matches!(state.as_str(), "succeeded" | "failed" | "cancelled") {

@@ -6,7 +6,7 @@
 //! immediate (crash) mode once in the middle. When the faults stop, the suite waits for
 //! every generation and load job to be final, prints the time that took (the time to full
 //! recovery), and checks the invariants in [`checks`]. A small run is a test
-//! (`tests/chaos.rs`); figures of a larger one are in docs/benchmarks.md.
+//! (`tests/engine/chaos.rs`); figures of a larger one are in docs/benchmarks.md.
 
 mod checks;
 mod cluster;
@@ -26,6 +26,7 @@ use sqlx::PgPool;
 
 pub use checks::Findings;
 pub use cluster::Cluster;
+pub use report::render;
 
 use crate::db;
 use crate::providers::fake::{self, FakeConfig, FakeServer, FakeStats};
@@ -170,7 +171,7 @@ pub async fn run(args: &ChaosArgs, exe: &Path) -> anyhow::Result<ChaosReport> {
     let recovery = wait_for_recovery(args, &pool, &mut fleet).await?;
     fleet.stop(Duration::from_secs(30)).await;
     let fake_stats = fake.stats();
-    let findings = checks::check(&pool, &fake_stats).await?;
+    let findings = checks::check(&pool, &fake_stats, &fake.callback_urls()).await?;
     fake.stop().await;
     pool.close().await;
     let report = ChaosReport {
@@ -381,6 +382,6 @@ pub async fn measure(args: &ChaosArgs) -> anyhow::Result<bool> {
         args.webhook_retry_scale,
     );
     let report = run(args, &exe).await?;
-    print!("{}", report::render(&report));
+    print!("{}", render(&report));
     Ok(report.clean())
 }

@@ -166,6 +166,12 @@ impl FakeServer {
         self.state.stats()
     }
 
+    /// The callback URL of every job created with one (they name the generation), so a
+    /// test can tell a submit that never arrived from one whose answer was lost.
+    pub fn callback_urls(&self) -> Vec<String> {
+        self.state.webhook_urls()
+    }
+
     /// Adds a scripted fault (as `POST /_fake/faults`).
     pub fn add_fault(&self, spec: FaultSpec) {
         self.state.faults.add(spec);

@@ -396,6 +396,15 @@ impl State {
         inner.order.retain(|j| j != id);
     }
 
+    /// The callback URL of every job that has one.
+    pub fn webhook_urls(&self) -> Vec<String> {
+        self.lock()
+            .jobs
+            .values()
+            .filter_map(|j| j.webhook.clone())
+            .collect()
+    }
+
     /// Jobs of `provider`, newest first.
     pub fn newest_first(&self, provider: ProviderKind) -> Vec<Job> {
         let inner = self.lock();
