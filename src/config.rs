@@ -125,7 +125,8 @@ pub struct WorkerConfig {
     pub listen: bool,
 }
 
-/// `[backoff]`: delay = min(max, base · 2^(attempt-1)) · (1 ± jitter).
+/// `[backoff]`: delay = min(max, base · 2^(failures-1)) · (1 ± jitter), where `failures`
+/// counts the job's failed attempts (snoozes, hand-backs and interruptions excluded).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BackoffConfig {

@@ -78,6 +78,26 @@ pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
         .all(|m| applied.binary_search(&m.version).is_ok()))
 }
 
+/// Whether the database itself was out of reach, rather than anything the statement did:
+/// the connection was refused, reset or timed out, the pool had no connection to give, or
+/// the server is shutting down, starting up or was failed over (SQLSTATE class 08, 57P01
+/// `admin_shutdown`, 57P02 `crash_shutdown`, 57P03 `cannot_connect_now`, 53300
+/// `too_many_connections`). A job interrupted by it is handed back without spending an
+/// attempt (see [`crate::daemon::JobError::Interrupted`]).
+pub fn is_connection_loss(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
 /// Whether an error is worth retrying: connection loss, a restarting server, pool
 /// exhaustion, serialization failures. Anything else is a bug or bad input.
 pub fn is_transient(err: &sqlx::Error) -> bool {

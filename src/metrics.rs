@@ -42,7 +42,7 @@ pub const EXPORTS: &str = "genq_privacy_exports_total";
 /// Build information (`version` label), always 1.
 pub const BUILD_INFO: &str = "genq_build_info";
 /// Attempts finished by this daemon, by queue, kind and outcome (completed, retried,
-/// discarded, snoozed, handed_back, cancelled).
+/// discarded, snoozed, handed_back, interrupted, cancelled).
 pub const JOBS_FINISHED: &str = "genq_jobs_finished_total";
 /// Jobs enqueued, by queue and kind (fleet-wide, sampled from the database).
 pub const JOBS_ENQUEUED: &str = "genq_jobs_enqueued_total";
@@ -86,6 +86,16 @@ pub const PROVIDER_CIRCUIT_OPEN: &str = "genq_provider_circuit_open";
 pub const GENERATIONS_FINISHED: &str = "genq_generations_finished_total";
 /// Time from a generation's enqueue to its final state, by provider and outcome.
 pub const GENERATION_DURATION: &str = "genq_generation_duration_seconds";
+/// Submits whose outcome was unknown (a timeout after sending, a daemon killed before the
+/// request id was saved), by provider and how they ended: found (the provider's list had
+/// it), never_arrived (it did not: submitted again), adopted (a callback named it; this
+/// includes a callback that beat the submit's own save), failed
+/// (no way to know before `providers.ambiguous_submit_grace`: hold released).
+pub const AMBIGUOUS_SUBMITS: &str = "genq_generation_ambiguous_submits_total";
+/// Verified callbacks naming a provider request for a generation that already failed
+/// without one (an ambiguous submit given up on): the provider ran, and bills, a render the
+/// user was not charged for. By provider.
+pub const LATE_CALLBACKS: &str = "genq_generation_late_callbacks_total";
 /// Credits moved by this daemon's settlements, by kind (captured, released).
 pub const CREDITS: &str = "genq_credits_total";
 
@@ -241,6 +251,16 @@ pub const ALL: &[(&str, &str, &str)] = &[
         GENERATIONS_FINISHED,
         "counter",
         "Generations that reached a final state, by provider and outcome.",
+    ),
+    (
+        AMBIGUOUS_SUBMITS,
+        "counter",
+        "Submits whose outcome was unknown, by provider and resolution (found, never_arrived, adopted, failed).",
+    ),
+    (
+        LATE_CALLBACKS,
+        "counter",
+        "Callbacks naming a provider request for a generation already failed without one (an ambiguous submit given up on; the provider bills it), by provider.",
     ),
     (
         GENERATION_DURATION,

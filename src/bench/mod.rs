@@ -7,6 +7,7 @@
 
 pub mod chaos;
 pub mod generation;
+pub mod pg_cluster;
 pub mod queue;
 pub mod retention;
 pub mod webhooks;

@@ -14,6 +14,10 @@ use crate::queue::backoff;
 use crate::queue::claim::ClaimedJob;
 use crate::queue::Outcome;
 
+/// How long a job interrupted by the infrastructure waits before it is claimable again:
+/// short and fixed (its outcome is written only once the database is back anyway).
+pub const INTERRUPTED_DELAY: Duration = Duration::from_secs(1);
+
 /// Runs `job` with `worker` (None: no handler for its kind). The attempt's time limit is
 /// the operator's `[timeouts]` entry for the kind if any, else the worker's own
 /// [`ErasedWorker::timeout`], else `default_timeout`.
@@ -57,7 +61,7 @@ pub async fn execute(
             }
         } else {
             Outcome::Retry {
-                delay: after.unwrap_or_else(|| backoff::delay(backoff_config, job.attempt)),
+                delay: after.unwrap_or_else(|| backoff::delay(backoff_config, job.failures + 1)),
                 message,
             }
         }
@@ -73,6 +77,10 @@ pub async fn execute(
         Ok(Ok(Err(JobError::Retry { message, after }))) => failure(message, after),
         Ok(Ok(Err(JobError::Permanent { message }))) => Outcome::Discard { message },
         Ok(Ok(Err(JobError::Snooze { after }))) => Outcome::Snooze { delay: after },
+        Ok(Ok(Err(JobError::Interrupted { message }))) => Outcome::Interrupted {
+            delay: INTERRUPTED_DELAY,
+            message,
+        },
     }
 }
 

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use sqlx::{PgConnection, PgPool};
 
 use crate::queue::complete::{complete_in, FencedCompletionError};
+use crate::queue::job_control::ControlError;
 
 /// How an attempt failed, and therefore what happens next.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +36,14 @@ pub enum JobError {
     Snooze {
         /// Delay before the job is claimable again.
         after: Duration,
+    },
+    /// Not the job's failure: the infrastructure went away under it (the database
+    /// connection was lost, the server restarted or failed over). The job is handed back
+    /// and runs again after a short fixed delay, without spending an attempt or growing its
+    /// backoff; the outcome waits in the completer until the database takes it.
+    Interrupted {
+        /// What was lost, for the log (not the job's error history).
+        message: String,
     },
 }
 
@@ -66,6 +75,13 @@ impl JobError {
     pub fn snooze(after: Duration) -> Self {
         Self::Snooze { after }
     }
+
+    /// An interruption by the infrastructure (not the job's failure).
+    pub fn interrupted(message: impl Into<String>) -> Self {
+        Self::Interrupted {
+            message: message.into(),
+        }
+    }
 }
 
 impl std::fmt::Display for JobError {
@@ -74,15 +90,42 @@ impl std::fmt::Display for JobError {
             Self::Retry { message, .. } => write!(f, "retryable: {message}"),
             Self::Permanent { message } => write!(f, "permanent: {message}"),
             Self::Snooze { after } => write!(f, "snoozed for {after:?}"),
+            Self::Interrupted { message } => write!(f, "interrupted: {message}"),
         }
     }
 }
 
-/// Any error converts to a retryable failure, so handlers can use `?`.
+/// Any error converts to a retryable failure, so handlers can use `?`; except a lost
+/// database connection anywhere in it (the error itself, an engine error wrapping one, or
+/// its `source()` chain), which interrupts the attempt instead ([`JobError::Interrupted`]).
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
     fn from(err: E) -> Self {
-        Self::retry(format!("{:#}", anyhow::Error::from(err)))
+        let interrupted = connection_lost(&err);
+        let message = format!("{:#}", anyhow::Error::from(err));
+        if interrupted {
+            Self::interrupted(message)
+        } else {
+            Self::retry(message)
+        }
     }
+}
+
+/// Whether `err` is, wraps or was caused by a lost database connection
+/// ([`crate::db::is_connection_loss`]). The classification every conversion of a database
+/// error into a [`JobError`] goes through. Engine errors that wrap a sqlx error
+/// transparently (so their `source()` skips it) are unwrapped by type.
+pub fn connection_lost(err: &(dyn std::error::Error + 'static)) -> bool {
+    use crate::db::is_connection_loss;
+    if let Some(FencedCompletionError::Database(e)) = err.downcast_ref() {
+        return is_connection_loss(e);
+    }
+    if let Some(ControlError::Database(e)) = err.downcast_ref() {
+        return is_connection_loss(e);
+    }
+    std::iter::successors(Some(err), |e| e.source()).any(|e| {
+        e.downcast_ref::<sqlx::Error>()
+            .is_some_and(is_connection_loss)
+    })
 }
 
 /// What a handler knows about the attempt it runs.
@@ -274,5 +317,65 @@ impl Registry {
         let mut kinds: Vec<String> = self.workers.keys().cloned().collect();
         kinds.sort();
         kinds
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_reset() -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+    }
+
+    /// A domain error that names its database cause as `source()`.
+    #[derive(Debug, thiserror::Error)]
+    #[error("copying output")]
+    struct Wrapped(#[source] sqlx::Error);
+
+    #[test]
+    fn a_lost_connection_interrupts_instead_of_failing() {
+        for err in [
+            io_reset(),
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+        ] {
+            assert!(matches!(JobError::from(err), JobError::Interrupted { .. }));
+        }
+        let fenced_db = FencedCompletionError::Database(io_reset());
+        assert!(matches!(
+            JobError::from(fenced_db),
+            JobError::Interrupted { .. }
+        ));
+        let control_db = ControlError::Database(sqlx::Error::PoolTimedOut);
+        assert!(matches!(
+            JobError::from(control_db),
+            JobError::Interrupted { .. }
+        ));
+        let wrapped = JobError::from(Wrapped(io_reset()));
+        assert!(
+            matches!(&wrapped, JobError::Interrupted { message } if message.starts_with("copying output")),
+            "{wrapped:?}"
+        );
+    }
+
+    #[test]
+    fn other_errors_stay_retryable_failures() {
+        assert!(matches!(
+            JobError::from(sqlx::Error::RowNotFound),
+            JobError::Retry { after: None, .. }
+        ));
+        let fenced = FencedCompletionError::Fenced { id: 1, attempt: 2 };
+        assert!(matches!(JobError::from(fenced), JobError::Retry { .. }));
+        // An I/O error that is not the database's (a provider's socket) is the job's failure.
+        let provider_io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(matches!(
+            JobError::from(provider_io),
+            JobError::Retry { .. }
+        ));
+        assert!(matches!(
+            JobError::from(Wrapped(sqlx::Error::RowNotFound)),
+            JobError::Retry { .. }
+        ));
     }
 }

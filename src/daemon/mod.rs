@@ -445,12 +445,14 @@ impl Drop for DaemonHandle {
 }
 
 /// Delays between retries of a failing background operation (database down): 100 ms
-/// doubling to 5 s, with jitter, forever.
+/// doubling to 1 s, with jitter, forever. Capped small so claims and held outcomes resume
+/// within about a second of the database coming back; a down server refuses a connection
+/// attempt cheaply, and each pool acquire already waits (`database.acquire_timeout`).
 pub(crate) fn error_backoff() -> impl Iterator<Item = Duration> {
     use backon::BackoffBuilder;
     backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
+        .with_max_delay(Duration::from_secs(1))
         .with_jitter()
         .without_max_times()
         .build()

@@ -142,6 +142,10 @@ fn spawn_job(shared: &Arc<Shared>, job: ClaimedJob, slot: SlotGuard) {
                 crate::queue::Outcome::Discard { message } => {
                     tracing::error!(error = %message, "job discarded")
                 }
+                crate::queue::Outcome::Interrupted { message, delay } => {
+                    tracing::warn!(error = %message, retry_in = ?delay,
+                        "attempt interrupted by the infrastructure: handed back, no attempt spent")
+                }
                 other => tracing::debug!(outcome = other.label(), elapsed = ?elapsed, "attempt finished"),
             }
             metrics::histogram!(crate::metrics::JOB_DURATION, "queue" => queue.clone(), "kind" => kind.clone())

@@ -23,6 +23,14 @@ pub struct ProvidersConfig {
     /// (`{base}/webhooks/{provider}?generation_id=...`). Defaults to empty: no webhooks,
     /// polling only (and no reconciliation of ambiguous submits).
     pub webhook_base_url: String,
+    /// How long a submit whose outcome is unknown waits for the provider's webhook when the
+    /// provider cannot be asked (fal has no list API), before the generation fails and its
+    /// hold is released. fal retries a webhook for about 2 h (10 tries), so a shorter grace
+    /// may fail a generation whose callback still comes: that late callback is stored and
+    /// counted (`genq_generation_late_callbacks_total`), and fal bills the render. Defaults
+    /// to 10 min.
+    #[serde(with = "humantime_serde")]
+    pub ambiguous_submit_grace: Duration,
     /// fal.ai queue API. Defaults to `https://queue.fal.run`, key from `FAL_KEY`.
     pub fal: Endpoint,
     /// BytePlus ModelArk. Defaults to `https://ark.ap-southeast.bytepluses.com/api/v3`, key
@@ -111,6 +119,7 @@ impl Default for ProvidersConfig {
         Self {
             request_timeout: Duration::from_secs(30),
             webhook_base_url: String::new(),
+            ambiguous_submit_grace: Duration::from_secs(600),
             fal: Endpoint::default_for(ProviderKind::Fal),
             byteplus: Endpoint::default_for(ProviderKind::BytePlus),
             replicate: Endpoint::default_for(ProviderKind::Replicate),
@@ -156,6 +165,8 @@ struct RawProvidersConfig {
     #[serde(with = "humantime_serde")]
     request_timeout: Duration,
     webhook_base_url: String,
+    #[serde(with = "humantime_serde")]
+    ambiguous_submit_grace: Duration,
     fal: RawEndpoint,
     byteplus: RawEndpoint,
     replicate: RawEndpoint,
@@ -176,6 +187,7 @@ impl Default for RawProvidersConfig {
         Self {
             request_timeout: d.request_timeout,
             webhook_base_url: d.webhook_base_url,
+            ambiguous_submit_grace: d.ambiguous_submit_grace,
             fal: RawEndpoint::default(),
             byteplus: RawEndpoint::default(),
             replicate: RawEndpoint::default(),
@@ -206,6 +218,7 @@ impl From<RawProvidersConfig> for ProvidersConfig {
         Self {
             request_timeout: raw.request_timeout,
             webhook_base_url: raw.webhook_base_url,
+            ambiguous_submit_grace: raw.ambiguous_submit_grace,
             fal: raw.fal.resolve(ProviderKind::Fal),
             byteplus: raw.byteplus.resolve(ProviderKind::BytePlus),
             replicate: raw.replicate.resolve(ProviderKind::Replicate),

@@ -1,5 +1,10 @@
 //! Retry delay after a failed attempt. The delay is stored in the row (`run_at`), so a
 //! retry survives restarts and is visible to operators; nothing sleeps in memory.
+//!
+//! The exponent is the job's failure count (`genq.jobs.failures`), not its `attempt`:
+//! `attempt` counts every claim, snoozes and hand-backs included, so a poll job that
+//! snoozed 80 times through a long render would otherwise wait the maximum after its first
+//! real error.
 
 use std::time::Duration;
 
@@ -7,9 +12,10 @@ use rand::Rng;
 
 use crate::config::BackoffConfig;
 
-/// `min(max, base · 2^(attempt-1)) · (1 ± jitter)`, for the attempt that just failed (1-based).
-pub fn delay(config: &BackoffConfig, attempt: i32) -> Duration {
-    let exp = attempt.saturating_sub(1).clamp(0, 62) as u32;
+/// `min(max, base · 2^(failures-1)) · (1 ± jitter)`, where `failures` counts the failure
+/// that just happened (1 for a job's first failure).
+pub fn delay(config: &BackoffConfig, failures: i32) -> Duration {
+    let exp = failures.saturating_sub(1).clamp(0, 62) as u32;
     let raw = config
         .base
         .checked_mul(1u32.checked_shl(exp.min(31)).unwrap_or(u32::MAX))

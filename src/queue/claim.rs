@@ -35,6 +35,9 @@ pub struct ClaimedJob {
     pub run_at: DateTime<Utc>,
     /// When the job was enqueued.
     pub created_at: DateTime<Utc>,
+    /// Failed attempts so far (snoozes, hand-backs and interruptions excluded): the
+    /// exponent of the next backoff.
+    pub failures: i32,
 }
 
 /// Claims up to `limit` due jobs of `queue` for `worker_id`, leased for `lease`.

@@ -7,6 +7,9 @@
 //! attempt (snooze, hand-back) raises `max_attempts` by one instead of lowering `attempt`
 //! (as River does). Otherwise the next claim would reuse the token, and a retried write of
 //! an old outcome (say, after a commit whose answer was lost) could land on the new claim.
+//! So `max_attempts` bounds the attempts *spent*, and the separate `failures` column counts
+//! the outcomes that append an error (retry, discard; a lost lease in `lease.rs`): it is
+//! the backoff exponent.
 
 use std::time::Duration;
 
@@ -16,6 +19,7 @@ const COMPLETE_BATCH: &str = r#"
 UPDATE genq.jobs j
    SET state = u.state::genq.job_state,
        max_attempts = j.max_attempts + u.refund,
+       failures = j.failures + CASE WHEN u.message IS NULL THEN 0 ELSE 1 END,
        run_at = CASE WHEN u.delay IS NULL THEN j.run_at
                      ELSE now() + make_interval(secs => u.delay) END,
        finished_at = CASE WHEN u.state IN ('completed', 'discarded', 'cancelled') THEN now() END,
@@ -65,6 +69,15 @@ pub enum Outcome {
     /// The worker gives the job back unfinished (shutdown): available at once, without
     /// spending an attempt (`max_attempts` grows by one).
     HandBack,
+    /// The attempt was cut short by the infrastructure (the database connection was lost):
+    /// not the job's failure. Run again after `delay` without spending an attempt or
+    /// growing the backoff; the message goes to the log, not to the job's error history.
+    Interrupted {
+        /// When to run again (short and fixed).
+        delay: Duration,
+        /// What interrupted it, for the log.
+        message: String,
+    },
     /// The handler already recorded completion in its own transaction
     /// ([`complete_in`]); nothing to write.
     AlreadyRecorded,
@@ -79,6 +92,7 @@ impl Outcome {
             Self::Discard { .. } => "discarded",
             Self::Snooze { .. } => "snoozed",
             Self::HandBack => "handed_back",
+            Self::Interrupted { .. } => "interrupted",
         }
     }
 }
@@ -111,17 +125,19 @@ pub async fn complete_batch(pool: &PgPool, batch: &[Completion]) -> Result<Vec<i
         Vec::with_capacity(n),
     );
     for c in batch {
-        let (state, delay, message, refund): (&str, Option<f64>, Option<&str>, i32) =
-            match &c.outcome {
-                Outcome::AlreadyRecorded => continue,
-                Outcome::Completed => ("completed", None, None, 0),
-                Outcome::Retry { delay, message } => {
-                    ("retryable", Some(delay.as_secs_f64()), Some(message), 0)
-                }
-                Outcome::Discard { message } => ("discarded", None, Some(message), 0),
-                Outcome::Snooze { delay } => ("available", Some(delay.as_secs_f64()), None, 1),
-                Outcome::HandBack => ("available", None, None, 1),
-            };
+        let (state, delay, message, refund): (&str, Option<f64>, Option<&str>, i32) = match &c
+            .outcome
+        {
+            Outcome::AlreadyRecorded => continue,
+            Outcome::Completed => ("completed", None, None, 0),
+            Outcome::Retry { delay, message } => {
+                ("retryable", Some(delay.as_secs_f64()), Some(message), 0)
+            }
+            Outcome::Discard { message } => ("discarded", None, Some(message), 0),
+            Outcome::Snooze { delay } => ("available", Some(delay.as_secs_f64()), None, 1),
+            Outcome::HandBack => ("available", None, None, 1),
+            Outcome::Interrupted { delay, .. } => ("available", Some(delay.as_secs_f64()), None, 1),
+        };
         ids.push(c.id);
         attempts.push(c.attempt);
         states.push(state);

@@ -7,18 +7,19 @@ use sqlx::PgPool;
 use super::state::JobState;
 
 const SHOW: &str = r#"
-SELECT id, queue, kind, payload, state, priority, attempt, max_attempts, run_at, lease_until,
+SELECT id, queue, kind, payload, state, priority, attempt, max_attempts, failures, run_at, lease_until,
        worker_id, unique_key, errors, created_at, attempted_at, finished_at
   FROM genq.jobs WHERE id = $1
 "#;
 
-// Final (and scheduled-retry) jobs become available now; a job out of attempts gets one more.
+// Final (and scheduled-retry) jobs become available now; a job out of attempts gets one more,
+// and the backoff schedule starts over.
 const RETRY: &str = r#"
 UPDATE genq.jobs
    SET state = 'available', run_at = now(), finished_at = NULL, lease_until = NULL,
-       worker_id = NULL, max_attempts = greatest(max_attempts, attempt + 1)
+       worker_id = NULL, max_attempts = greatest(max_attempts, attempt + 1), failures = 0
  WHERE id = $1 AND state IN ('completed', 'discarded', 'cancelled', 'retryable', 'available')
-RETURNING id, queue, kind, payload, state, priority, attempt, max_attempts, run_at, lease_until,
+RETURNING id, queue, kind, payload, state, priority, attempt, max_attempts, failures, run_at, lease_until,
           worker_id, unique_key, errors, created_at, attempted_at, finished_at
 "#;
 
@@ -50,8 +51,10 @@ pub struct JobRow {
     pub priority: i32,
     /// Attempts started.
     pub attempt: i32,
-    /// Attempt limit.
+    /// Attempt limit (raised by one for each attempt that did not count).
     pub max_attempts: i32,
+    /// Failed attempts (the backoff exponent).
+    pub failures: i32,
     /// Earliest next start.
     pub run_at: DateTime<Utc>,
     /// Lease expiry while running.

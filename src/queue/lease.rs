@@ -27,6 +27,7 @@ UPDATE genq.jobs j
    SET state = CASE WHEN j.attempt >= j.max_attempts THEN 'discarded'
                     ELSE 'retryable' END::genq.job_state,
        run_at = now(),
+       failures = j.failures + 1,
        finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
        errors = j.errors || jsonb_build_array(jsonb_build_object(
            'at', now(), 'attempt', j.attempt, 'worker', j.worker_id,

@@ -79,6 +79,23 @@ impl TestDb {
         self.job(id).await
     }
 
+    /// Panics with every broken money or privacy invariant (`genq.check_ledger()`,
+    /// `genq.check_retention()`), if any: the final check of every fault scenario.
+    pub async fn assert_invariants(&self) {
+        let mut conn = self.pool.acquire().await.expect("connection");
+        let ledger = genq::credits::check_ledger(&mut conn)
+            .await
+            .expect("check_ledger");
+        assert!(ledger.is_empty(), "ledger invariants violated: {ledger:#?}");
+        let privacy = genq::retention::check(&self.pool)
+            .await
+            .expect("check_retention");
+        assert!(
+            privacy.is_empty(),
+            "privacy invariants broken: {privacy:#?}"
+        );
+    }
+
     /// A URL for this database, for the real binary.
     pub async fn url(&self) -> String {
         let name: String = sqlx::query_scalar("SELECT current_database()")

@@ -7,7 +7,7 @@ use genq::{JobError, JobState, NewJob, Registry};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::common::{fast_config, Runs, TestDb};
+use crate::common::{fast_config, wait_until, Runs, TestDb};
 
 fn error_times(errors: &serde_json::Value) -> Vec<DateTime<Utc>> {
     errors
@@ -144,4 +144,98 @@ async fn snooze_reschedules_without_spending_attempts(po: PgPoolOptions, co: PgC
         "snoozes spent no attempt"
     );
     assert_eq!(job.errors, json!([]));
+}
+
+/// The delay the row stores after its `n`th error: `run_at` minus that error's time (both
+/// are the same statement's `now()`).
+fn stored_delay_after_error(job: &genq::queue::job_control::JobRow, n: usize) -> Duration {
+    let at = error_times(&job.errors)[n];
+    (job.run_at - at).to_std().expect("run_at after the error")
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_job_that_snoozed_a_hundred_times_retries_after_the_base_delay(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    let db = TestDb::new(po, co).await;
+    let id = db.enqueue(NewJob::new("long_render", json!({}))).await;
+    let mut registry = Registry::new();
+    registry.register_fn("long_render", |ctx, _: serde_json::Value| async move {
+        match ctx.attempt {
+            1..=100 => Err(JobError::snooze(Duration::ZERO)),
+            101 => Err(JobError::retry("provider 502 Bad Gateway")),
+            _ => Ok(()),
+        }
+    });
+    let mut config = fast_config();
+    config.worker.poll_interval = Duration::from_millis(10);
+    // The README's schedule: 1 s, 2 s, 4 s ... up to 1 h.
+    config.backoff.base = Duration::from_secs(1);
+    config.backoff.max = Duration::from_secs(3600);
+    let daemon = db.daemon(config, registry);
+    let job = db
+        .wait_for_state(id, JobState::Completed, Duration::from_secs(60))
+        .await;
+    daemon.shutdown().await;
+
+    assert_eq!(job.attempt, 102, "100 snoozes, one failure, one success");
+    assert_eq!(job.failures, 1);
+    assert_eq!(job.errors.as_array().unwrap().len(), 1);
+    assert_eq!(
+        stored_delay_after_error(&job, 0),
+        Duration::from_secs(1),
+        "the first failure waits the base delay, however often the job snoozed"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn hand_backs_do_not_grow_the_delay(po: PgPoolOptions, co: PgConnectOptions) {
+    let db = TestDb::new(po, co).await;
+    let id = db.enqueue(NewJob::new("interrupted", json!({}))).await;
+    let mut registry = Registry::new();
+    registry.register_fn("interrupted", |ctx, _: serde_json::Value| async move {
+        match ctx.attempt {
+            1 | 4 => Err(JobError::retry("provider 503")),
+            2 | 3 => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    });
+    let mut config = fast_config();
+    config.backoff.base = Duration::from_millis(200);
+    config.backoff.max = Duration::from_secs(3600);
+    config.worker.shutdown_grace = Duration::from_millis(50);
+    // Attempts 2 and 3 are each handed back by a daemon stopping under them.
+    for attempt in [2, 3] {
+        let daemon = db.daemon(config.clone(), registry.clone());
+        wait_until(
+            Duration::from_secs(20),
+            &format!("attempt {attempt} running"),
+            || async {
+                let job = db.job(id).await;
+                job.state == JobState::Running && job.attempt == attempt
+            },
+        )
+        .await;
+        assert_eq!(daemon.shutdown().await.handed_back, 1);
+    }
+    let daemon = db.daemon(config, registry);
+    let job = db
+        .wait_for_state(id, JobState::Completed, Duration::from_secs(20))
+        .await;
+    daemon.shutdown().await;
+
+    assert_eq!(job.attempt, 5);
+    assert_eq!(
+        job.failures, 2,
+        "two failures; the hand-backs did not count"
+    );
+    assert_eq!(
+        stored_delay_after_error(&job, 1),
+        Duration::from_millis(400),
+        "the second failure waits base · 2, not base · 2^3"
+    );
 }

@@ -468,8 +468,8 @@ async fn a_callback_before_the_submit_response_is_saved(po: PgPoolOptions, co: P
     let (daemon, server) = start(&env, env.config.clone(), port).await;
     let fal = env.request("u1", "fal", 10).await;
     let replicate = env.request("u1", "replicate", 10).await;
-    // fal cannot be looked up: without the callback it would fail after AMBIGUOUS_GRACE
-    // (10 min). The callback names the request, which is adopted.
+    // fal cannot be looked up: without the callback it would fail after
+    // `providers.ambiguous_submit_grace` (10 min). The callback names the request, which is adopted.
     for id in [fal, replicate] {
         let g = env.wait_final(id, Duration::from_secs(40)).await;
         env.assert_output_stored(&g);
@@ -481,6 +481,65 @@ async fn a_callback_before_the_submit_response_is_saved(po: PgPoolOptions, co: P
     server.stop().await;
     assert_eq!(env.fake.stats().created(ProviderKind::Fal), 1);
     assert_eq!(env.fake.stats().created(ProviderKind::Replicate), 1);
+    env.assert_ledger_clean().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_callback_after_the_ambiguous_submit_grace_is_recorded_for_the_failed_generation(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    // fal renders for 8 s; the submit answer never comes and the grace is 1 s, so the
+    // generation fails (hold released) before fal's callback arrives.
+    let mut env = GenEnv::new(TestDb::new(po, co).await, Duration::from_secs(8)).await;
+    let port = free_port();
+    env.config.providers.webhook_base_url = format!("http://127.0.0.1:{port}");
+    env.config.webhooks.fal_jwks_url = format!("{}/fal/.well-known/jwks.json", env.fake.url());
+    env.config.webhooks.fal_user_id = "fake-fal-user".into();
+    env.config.providers.ambiguous_submit_grace = Duration::from_secs(1);
+    env.config.providers.request_timeout = Duration::from_secs(1);
+    env.grant("u1", 100).await;
+    let mut hang = FaultSpec::new(ProviderKind::Fal, FakeOp::Submit, FaultKind::AcceptThenHang);
+    hang.ms = Some(60_000);
+    env.fake.add_fault(hang);
+    let (daemon, server) = start(&env, env.config.clone(), port).await;
+    let id = env.request("u1", "fal", 10).await;
+    let g = env.wait_final(id, Duration::from_secs(30)).await;
+    assert_eq!(g.state, GenerationState::Failed, "{g:?}");
+    assert!(g.provider_request_id.is_none(), "{g:?}");
+    assert!(
+        events(&env, id).await.is_empty(),
+        "failed before the callback"
+    );
+    assert_eq!(env.entries(id).await, vec!["hold", "release"]);
+
+    // The late callback is stored and processed, and changes nothing else.
+    wait_until(
+        Duration::from_secs(20),
+        "the late callback processed",
+        || async {
+            matches!(
+                events(&env, id).await.as_slice(),
+                [(_, false, Some(_), true)]
+            )
+        },
+    )
+    .await;
+    let g = env.generation(id).await;
+    assert_eq!(g.state, GenerationState::Failed);
+    assert_eq!(env.entries(id).await, vec!["hold", "release"]);
+    assert_eq!(
+        env.balance("u1").await.available,
+        100,
+        "the user pays nothing"
+    );
+    assert_eq!(
+        env.fake.stats().created(ProviderKind::Fal),
+        1,
+        "never resubmitted"
+    );
+    daemon.shutdown().await;
+    server.stop().await;
     env.assert_ledger_clean().await;
 }
 

@@ -71,35 +71,7 @@ pub async fn check(
                 .push(format!("{n} {kind} jobs discarded (work given up)"));
         }
     }
-    // What holds the stragglers, for the report: kind, state, attempt, when due, last
-    // error, and whether the provider ever received the generation.
-    let stuck: Vec<(String, String, i32, f64, Option<String>, Option<String>)> =
-        sqlx::query_as(&format!(
-            "SELECT j.kind, j.state::text, j.attempt,
-                    extract(epoch FROM j.run_at - now())::float8,
-                    j.errors -> -1 ->> 'error',
-                    g.provider || ' ' || g.state::text || ' ' || g.id
-               FROM genq.jobs j
-               LEFT JOIN genq.generations g ON g.id::text = j.payload ->> 'generation_id'
-              WHERE j.kind IN {LOAD_KINDS}
-                AND j.state NOT IN ('completed', 'discarded', 'cancelled')
-              ORDER BY j.id LIMIT 10"
-        ))
-        .fetch_all(pool)
-        .await?;
-    for (kind, state, attempt, due_in, error, generation) in stuck {
-        let generation = generation.unwrap_or_default();
-        let received = generation
-            .rsplit(' ')
-            .next()
-            .is_some_and(|id| callback_urls.iter().any(|u| u.contains(id)));
-        f.violations.push(format!(
-            "  {kind} {state}, attempt {attempt}, due in {due_in:.0} s, generation {generation} \
-             ({} at the provider), last error: {}",
-            if received { "received" } else { "never" },
-            error.unwrap_or_default()
-        ));
-    }
+    f.violations.extend(stragglers(pool, callback_urls).await?);
     for (state, n) in &f.generations {
         if !matches!(state.as_str(), "succeeded" | "failed" | "cancelled") {
             f.violations.push(format!("{n} generations still {state}"));
@@ -137,4 +109,55 @@ pub async fn check(
             .push(format!("check_retention: {}: {}", v.invariant, v.detail));
     }
     Ok(f)
+}
+
+/// A load job that is not final, with what the report needs to explain it.
+#[derive(sqlx::FromRow)]
+struct Straggler {
+    kind: String,
+    state: String,
+    attempt: i32,
+    due_in: f64,
+    error: Option<String>,
+    generation: Option<String>,
+    generation_id: Option<String>,
+}
+
+/// Up to 10 load jobs that are not final, one line each: kind, state, attempt, when due,
+/// last error, the generation and whether its provider ever received it.
+async fn stragglers(pool: &PgPool, callback_urls: &[String]) -> sqlx::Result<Vec<String>> {
+    let rows: Vec<Straggler> = sqlx::query_as(&format!(
+        "SELECT j.kind, j.state::text AS state, j.attempt,
+                extract(epoch FROM j.run_at - now())::float8 AS due_in,
+                j.errors -> -1 ->> 'error' AS error,
+                g.provider || ' ' || g.state::text AS generation, g.id::text AS generation_id
+           FROM genq.jobs j
+           LEFT JOIN genq.generations g ON g.id::text = j.payload ->> 'generation_id'
+          WHERE j.kind IN {LOAD_KINDS}
+            AND j.state NOT IN ('completed', 'discarded', 'cancelled')
+          ORDER BY j.id LIMIT 10"
+    ))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let received = r
+                .generation_id
+                .as_deref()
+                .is_some_and(|id| callback_urls.iter().any(|u| u.contains(id)));
+            format!(
+                "  {} {}, attempt {}, due in {:.0} s, generation {} {} ({} at the provider), \
+                 last error: {}",
+                r.kind,
+                r.state,
+                r.attempt,
+                r.due_in,
+                r.generation.unwrap_or_default(),
+                r.generation_id.unwrap_or_default(),
+                if received { "received" } else { "never" },
+                r.error.unwrap_or_default()
+            )
+        })
+        .collect())
 }

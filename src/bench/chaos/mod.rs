@@ -9,12 +9,12 @@
 //! (`tests/engine/chaos.rs`); figures of a larger one are in docs/benchmarks.md.
 
 mod checks;
-mod cluster;
 mod fleet;
 mod load;
 mod report;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -25,9 +25,9 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 pub use checks::Findings;
-pub use cluster::Cluster;
 pub use report::render;
 
+use super::pg_cluster::PgCluster;
 use crate::db;
 use crate::providers::fake::{self, FakeConfig, FakeServer, FakeStats};
 use crate::providers::ProviderKind;
@@ -81,6 +81,10 @@ pub struct ChaosArgs {
     /// chaos: the daemons' lease (a SIGKILLed daemon's jobs are rescued this long after).
     #[arg(id = "chaos_lease", long = "chaos-lease", default_value = "10s", value_parser = humantime::parse_duration)]
     pub lease: Duration,
+    /// chaos: the daemons' `providers.ambiguous_submit_grace` (a fal submit whose outcome
+    /// is unknown and whose callback never comes fails after this).
+    #[arg(id = "chaos_ambiguous_grace", long = "chaos-ambiguous-grace", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub ambiguous_grace: Duration,
     /// chaos: how long to wait, after the faults stop, for everything to be final.
     #[arg(id = "recovery_timeout", long = "recovery-timeout", default_value = "5m", value_parser = humantime::parse_duration)]
     pub recovery_timeout: Duration,
@@ -105,6 +109,7 @@ impl ChaosArgs {
             failure_rate: 0.05,
             webhook_retry_scale: 0.05,
             lease: Duration::from_secs(5),
+            ambiguous_grace: Duration::from_secs(60),
             recovery_timeout: Duration::from_secs(180),
             seed: 1,
         }
@@ -141,7 +146,7 @@ impl ChaosReport {
 /// Runs the chaos scenario with `exe` as the `genq` binary of the daemons.
 pub async fn run(args: &ChaosArgs, exe: &Path) -> anyhow::Result<ChaosReport> {
     let started = Instant::now();
-    let cluster = Cluster::start(100 + 20 * args.daemons as u32).await?;
+    let cluster = Arc::new(tokio::task::spawn_blocking(PgCluster::start_new).await??);
     let options = db::connect_options(&cluster.url(), &Default::default())?;
     db::migrate(&options)
         .await
@@ -195,7 +200,7 @@ pub async fn run(args: &ChaosArgs, exe: &Path) -> anyhow::Result<ChaosReport> {
 /// The environment of every daemon: a config file (written into `dir`) and the secrets.
 fn daemon_env(
     args: &ChaosArgs,
-    cluster: &Cluster,
+    cluster: &PgCluster,
     fake: &FakeServer,
     dir: &Path,
 ) -> anyhow::Result<Vec<(String, String)>> {
@@ -239,6 +244,7 @@ sample_interval = "2s"
 
 [providers]
 request_timeout = "5s"
+ambiguous_submit_grace = "{grace}"
 
 [storage]
 backend = "local"
@@ -268,6 +274,7 @@ concurrency = 4
 "#,
         lease = secs(args.lease),
         heartbeat = secs(args.lease / 4),
+        grace = secs(args.ambiguous_grace),
         blobs = blobs.display(),
         fake = fake.url(),
         fal_user = fake::DEFAULT_FAL_USER_ID,
@@ -288,7 +295,7 @@ concurrency = 4
 /// restart of Postgres halfway. Returns (kills, restarts).
 async fn faults(
     args: &ChaosArgs,
-    cluster: &Cluster,
+    cluster: &Arc<PgCluster>,
     pool: &PgPool,
     fleet: &mut Fleet,
 ) -> anyhow::Result<(u32, u32)> {
@@ -328,7 +335,13 @@ async fn faults(
         }
         if restart.is_some_and(|at| Instant::now() >= at) {
             restart = None;
-            cluster.crash_restart().await?;
+            // Immediate mode: backends killed, crash recovery on start, as after a crash.
+            let cluster = cluster.clone();
+            tokio::task::spawn_blocking(move || {
+                cluster.crash()?;
+                cluster.start()
+            })
+            .await??;
             restarts += 1;
         }
     }

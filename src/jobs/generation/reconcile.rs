@@ -7,9 +7,13 @@
 //!   this job in the same transaction); still rendering: done, the poll job keeps following.
 //! - `submitting` (the callback beat the submit response): for fal, whose requests cannot
 //!   be looked up, the callback's request id is adopted (the generation becomes `submitted`
-//!   and gets its poll job), which is what the submit job's `AMBIGUOUS_GRACE` waits for;
-//!   for BytePlus and Replicate the job snoozes until the submit job has saved the id.
-//! - `queued` or final: nothing to do.
+//!   and gets its poll job), which is what the submit job's `ambiguous_submit_grace` waits
+//!   for; for BytePlus and Replicate the job snoozes until the submit job has saved the id.
+//! - `failed` without a request id, and a callback names one: the submit was ambiguous and
+//!   given up on after the grace, yet the provider ran it. Logged with the request id and
+//!   counted (`genq_generation_late_callbacks_total`): the provider bills a render the user
+//!   was not charged for. Nothing else changes (the hold is already released).
+//! - `queued` or otherwise final: nothing to do.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +22,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::record::{self, GenerationRow};
-use super::submit::{AMBIGUOUS_GRACE, FIRST_POLL_SECS};
+use super::submit::{count_ambiguous, FIRST_POLL_SECS};
 use super::{poll, GenerationArgs, Pipeline};
 use crate::credits::GenerationState;
 use crate::daemon::{JobContext, JobError, Worker};
@@ -63,9 +67,18 @@ impl Worker for Reconcile {
                     - generation.submitting_since.unwrap_or(generation.created_at))
                 .to_std()
                 .unwrap_or_default();
-                if waited < AMBIGUOUS_GRACE + Duration::from_secs(60) {
+                if waited < self.0.config.ambiguous_submit_grace + Duration::from_secs(60) {
                     // The submit job has not saved the request id yet.
                     return Err(JobError::snooze(WAIT_FOR_SUBMIT));
+                }
+                Ok(())
+            }
+            (GenerationState::Failed, None) => {
+                if let Some(request_id) = latest_request_id(&ctx.pool, id).await? {
+                    tracing::warn!(generation_id = %id, provider = %kind, %request_id,
+                        "late callback: the provider ran a request for a generation that already failed (ambiguous submit given up on); it bills that render");
+                    metrics::counter!(crate::metrics::LATE_CALLBACKS, "provider" => kind.as_str())
+                        .increment(1);
                 }
                 Ok(())
             }
@@ -135,6 +148,7 @@ async fn adopt(
             record::enqueue_follow_up(&mut tx, super::cancel::KIND, generation.id, 0.0).await?;
         }
         tracing::info!(generation_id = %generation.id, %request_id, "adopted the request named by fal's callback");
+        count_ambiguous(ProviderKind::Fal, "adopted");
     }
     mark_processed_in(&mut tx, generation.id).await?;
     ctx.complete_in(&mut tx).await?;

@@ -5,8 +5,9 @@
 //! BytePlus and Replicate list recent requests, matched on the generation id carried in the
 //! callback URL; found means adopt it, not found means it never arrived and submitting again
 //! is safe. fal has no lookup: an ambiguous fal submit is never repeated; the generation waits
-//! `AMBIGUOUS_GRACE` for fal's webhook (whose URL names the generation) and otherwise fails
-//! with its hold released. The user is never charged for a request we cannot see.
+//! `providers.ambiguous_submit_grace` for fal's webhook (whose URL names the generation) and
+//! otherwise fails with its hold released. The user is never charged for a request we cannot
+//! see; `genq_generation_ambiguous_submits_total` counts how each unknown outcome ended.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +22,6 @@ use crate::providers::{ProviderError, ProviderKind, SubmitRequest, Submitted};
 
 /// The kind.
 pub const KIND: &str = "generation.submit";
-
-/// How long an ambiguous fal submit waits for fal's webhook before failing.
-pub const AMBIGUOUS_GRACE: Duration = Duration::from_secs(600);
 
 /// First poll after a successful submit.
 pub const FIRST_POLL_SECS: f64 = 2.0;
@@ -136,6 +134,7 @@ impl Worker for Submit {
                 Err(retry_later(&err))
             }
             Err(err @ ProviderError::Ambiguous { .. }) if ctx.is_last_attempt() => {
+                count_ambiguous(kind, "failed");
                 settle::end(
                     &ctx,
                     &generation,
@@ -183,6 +182,14 @@ async fn reconcile(
     {
         Ok(found) => {
             tracing::info!(generation_id = %generation.id, found = found.is_some(), "reconciled an ambiguous submit");
+            count_ambiguous(
+                kind,
+                if found.is_some() {
+                    "found"
+                } else {
+                    "never_arrived"
+                },
+            );
             Ok(found.map_or(Reconciled::NeverArrived, Reconciled::Found))
         }
         Err(ProviderError::Permanent { message }) => {
@@ -191,9 +198,10 @@ async fn reconcile(
                 - generation.submitting_since.unwrap_or(generation.created_at))
             .to_std()
             .unwrap_or_default();
-            if request.webhook_url.is_some() && waited < AMBIGUOUS_GRACE {
+            if request.webhook_url.is_some() && waited < pipeline.config.ambiguous_submit_grace {
                 return Err(JobError::snooze(Duration::from_secs(15)));
             }
+            count_ambiguous(kind, "failed");
             settle::end(
                 ctx,
                 generation,
@@ -205,6 +213,12 @@ async fn reconcile(
         }
         Err(err) => Err(retry_later(&err)),
     }
+}
+
+/// Counts how a submit whose outcome was unknown ended.
+pub(crate) fn count_ambiguous(kind: ProviderKind, resolution: &'static str) {
+    metrics::counter!(crate::metrics::AMBIGUOUS_SUBMITS, "provider" => kind.as_str(), "resolution" => resolution)
+        .increment(1);
 }
 
 /// Saves the provider's request id and schedules the first poll, completing the job, in
