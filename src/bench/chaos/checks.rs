@@ -34,6 +34,10 @@ pub struct Findings {
     pub generations: BTreeMap<String, i64>,
     /// Load jobs by kind and state.
     pub jobs: BTreeMap<String, i64>,
+    /// Generations whose lost submit answer was recovered from the provider's callback (fal).
+    pub adopted: i64,
+    /// Generations failed because their submit's outcome stayed unknown past the grace.
+    pub ambiguous_failed: i64,
     /// Broken invariants, one line each; empty when the run was clean.
     pub violations: Vec<String>,
 }
@@ -55,6 +59,13 @@ pub async fn check(
         *f.generations.entry(state).or_default() += n;
         *per_provider.entry(provider).or_default() += n;
     }
+    (f.adopted, f.ambiguous_failed) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE provider_meta ->> 'adopted_from_webhook' = 'true'),
+                count(*) FILTER (WHERE state = 'failed' AND error LIKE 'submit outcome unknown%')
+           FROM genq.generations",
+    )
+    .fetch_one(pool)
+    .await?;
     let jobs: Vec<(String, String, i64)> = sqlx::query_as(&format!(
         "SELECT kind, state::text, count(*) FROM genq.jobs WHERE kind IN {LOAD_KINDS}
           GROUP BY 1, 2 ORDER BY 1, 2"

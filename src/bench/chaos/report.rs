@@ -29,6 +29,11 @@ pub fn render(r: &ChaosReport) -> String {
         .map(|(s, n)| format!("{s} {n}"))
         .collect();
     let _ = writeln!(out, "generations:          {}", states.join(", "));
+    let _ = writeln!(
+        out,
+        "ambiguous submits:    {} adopted from the provider's callback, {} failed after the grace (hold released)",
+        r.findings.adopted, r.findings.ambiguous_failed
+    );
     let created: Vec<String> = ProviderKind::ALL
         .iter()
         .map(|k| format!("{} {}", k.as_str(), r.fake.created(*k)))
