@@ -5,7 +5,9 @@
 //! so migrations run on a dedicated connection whose `search_path` is `genq`.
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -38,13 +40,55 @@ pub fn session_options(options: PgConnectOptions, config: &DatabaseConfig) -> Pg
 }
 
 /// Opens the daemon's pool. Connections are made lazily and re-made after a Postgres
-/// restart, so a database outage never ends the process.
+/// restart, so a database outage never ends the process. Connections are not pinged before
+/// use (a round trip per acquire); instead, once any caller has seen the connection lost
+/// ([`note_connection_loss`]), every pooled connection opened before that is discarded at
+/// its next acquire, so after a restart each stale connection does not fail one more caller.
 pub fn pool(options: PgConnectOptions, config: &DatabaseConfig) -> PgPool {
     PgPoolOptions::new()
         .max_connections(config.max_connections.max(1))
         .acquire_timeout(config.acquire_timeout)
         .test_before_acquire(false)
+        .before_acquire(|_conn, meta| {
+            let keep = !opened_before_last_loss(meta.age);
+            Box::pin(async move { Ok(keep) })
+        })
         .connect_lazy_with(options)
+}
+
+/// When this process last saw the database lost, in ms since [`clock_origin`] plus one
+/// (0: never). Process-wide: every pool of the process reconnects after a loss.
+static LAST_LOSS: AtomicU64 = AtomicU64::new(0);
+
+fn clock_origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+/// Records that the database connection was lost (the server restarted, failed over or
+/// dropped connections): pooled connections opened before now are stale.
+pub fn note_connection_loss() {
+    let ms = clock_origin().elapsed().as_millis() as u64 + 1;
+    LAST_LOSS.fetch_max(ms, Ordering::Relaxed);
+}
+
+/// [`is_connection_loss`], noting the loss when it is one.
+pub fn note_if_connection_loss(err: &sqlx::Error) -> bool {
+    let lost = is_connection_loss(err);
+    if lost {
+        note_connection_loss();
+    }
+    lost
+}
+
+/// Whether a pooled connection of age `age` was opened before the last noted loss.
+fn opened_before_last_loss(age: Duration) -> bool {
+    let last = LAST_LOSS.load(Ordering::Relaxed);
+    if last == 0 {
+        return false;
+    }
+    let opened_ms = clock_origin().elapsed().saturating_sub(age).as_millis() as u64 + 1;
+    opened_ms <= last
 }
 
 /// Applies every pending migration. Safe to run concurrently from several daemons:

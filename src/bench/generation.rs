@@ -18,7 +18,8 @@ use crate::jobs::generation::Pipeline;
 use crate::providers::fake::{self, FakeConfig};
 use crate::providers::ProviderKind;
 
-const ENQUEUE: &str = r#"
+/// Enqueues `$1` generations of cost 1 for users `bench-user-0..99`, the three dialects in turn.
+pub(super) const ENQUEUE: &str = r#"
 SELECT count(genq.enqueue_generation(
     'bench-user-' || (g % 100),
     (ARRAY['fal', 'byteplus', 'replicate'])[1 + g % 3],
@@ -39,23 +40,14 @@ SELECT extract(epoch FROM s.finished_at - s.attempted_at + p.finished_at - p.att
  WHERE g.state = 'succeeded'
 "#;
 
-/// Runs the generation scenario on a migrated throwaway database named `db_name`.
-pub async fn measure(
+/// The daemon configuration of the generation benchmarks: the fake provider (its limits out
+/// of the way), a local store in `blobs`, only the generation queue, `args.pool` connections.
+pub(super) fn pipeline_config(
     config: &Config,
     args: &BenchArgs,
-    options: &PgConnectOptions,
-    db_name: &str,
-) -> anyhow::Result<()> {
-    let n = args.generations;
-    let fake = fake::serve(
-        "127.0.0.1:0".parse()?,
-        FakeConfig {
-            render_time: args.render_time,
-            ..FakeConfig::default()
-        },
-    )
-    .await?;
-    let blobs = tempfile::tempdir()?;
+    fake: &fake::FakeServer,
+    blobs: &std::path::Path,
+) -> Config {
     let mut daemon_config = config.clone();
     daemon_config.providers = fake.providers_config();
     daemon_config.providers.webhook_base_url = "http://127.0.0.1:9".into();
@@ -70,22 +62,64 @@ pub async fn measure(
         limits.burst = 100_000;
     }
     daemon_config.storage.backend = "local".into();
-    daemon_config.storage.local.dir = blobs.path().to_string_lossy().into_owned();
+    daemon_config.storage.local.dir = blobs.to_string_lossy().into_owned();
     daemon_config.queues.clear();
     daemon_config.queues.insert(
         crate::jobs::generation::QUEUE.into(),
         QueueConfig::with_concurrency(args.generation_concurrency),
     );
     daemon_config.database.max_connections = args.pool;
+    daemon_config
+}
+
+/// The in-process fake provider (all three dialects) rendering for `render_time`.
+pub(super) async fn serve_fake(render_time: Duration) -> anyhow::Result<fake::FakeServer> {
+    fake::serve(
+        "127.0.0.1:0".parse()?,
+        FakeConfig {
+            render_time,
+            ..FakeConfig::default()
+        },
+    )
+    .await
+}
+
+/// Prints the result of `genq.check_ledger()`.
+pub(super) fn print_ledger(violations: i64) {
+    let status = if violations == 0 {
+        "clean".to_string()
+    } else {
+        format!("{violations} violations")
+    };
+    println!("genq.check_ledger():  {status}");
+}
+
+/// Gives each of the 100 benchmark users `n` credits.
+pub(super) async fn grant_credits(pool: &sqlx::PgPool, n: usize) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT genq.grant_credits('bench-user-' || u, $1, 'bench-grant-' || u) FROM generate_series(0, 99) u")
+        .bind(n as i64)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Runs the generation scenario on a migrated throwaway database named `db_name`.
+pub async fn measure(
+    config: &Config,
+    args: &BenchArgs,
+    options: &PgConnectOptions,
+    db_name: &str,
+) -> anyhow::Result<()> {
+    let n = args.generations;
+    let fake = serve_fake(args.render_time).await?;
+    let blobs = tempfile::tempdir()?;
+    let daemon_config = pipeline_config(config, args, &fake, blobs.path());
 
     let pool = PgPoolOptions::new()
         .max_connections(2)
         .connect_with(options.clone())
         .await?;
-    sqlx::query("SELECT genq.grant_credits('bench-user-' || u, $1, 'bench-grant-' || u) FROM generate_series(0, 99) u")
-        .bind(n as i64)
-        .execute(&pool)
-        .await?;
+    grant_credits(&pool, n).await?;
     println!(
         "genq bench --scenario generation: {n} generations (fal, BytePlus, Replicate in turn), fake render time {}, \
          one daemon, concurrency {}, pool {}",
@@ -171,14 +205,7 @@ pub async fn measure(
     if let Some(rss) = peak_rss_mib() {
         println!("peak RSS:             {rss:.1} MiB (this process: daemon and fake provider)");
     }
-    println!(
-        "genq.check_ledger():  {}",
-        if violations == 0 {
-            "clean".to_string()
-        } else {
-            format!("{violations} violations")
-        }
-    );
+    print_ledger(violations);
     pool.close().await;
     Ok(())
 }

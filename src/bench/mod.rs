@@ -2,13 +2,14 @@
 //! migrated, dropped afterwards), printing throughput, latency percentiles and memory.
 //! Scenarios: `queue` (the engine alone, no-op jobs), `generation` (the whole pipeline
 //! against the in-process fake provider), `webhooks` (signed callbacks at a fixed rate),
-//! `retention`, and `chaos` (daemon processes killed and Postgres crash-restarted under load,
-//! on a private cluster instead of the configured server).
+//! `retention`, `recovery` (a Postgres crash restart, on a private cluster) and `chaos`
+//! (daemon processes killed and Postgres crash-restarted under load, on a private cluster).
 
 pub mod chaos;
 pub mod generation;
 pub mod pg_cluster;
 pub mod queue;
+pub mod recovery;
 pub mod retention;
 pub mod webhooks;
 
@@ -32,6 +33,9 @@ pub enum Scenario {
     Webhooks,
     /// Due blobs deleted from a local store, inputs scrubbed, one account erasure.
     Retention,
+    /// A Postgres crash restart (a private cluster) under generations in flight and plain
+    /// jobs: time to the first claim, to every generation moving again, parked retries.
+    Recovery,
     /// `genq run` processes SIGKILLed and Postgres crash-restarted under a mixed load, on a
     /// private cluster: time to full recovery and the invariants afterwards.
     Chaos,
@@ -101,6 +105,11 @@ pub struct BenchArgs {
 
 /// Runs the chosen scenario and prints the results.
 pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.scenario == Scenario::Recovery {
+        // Restarts its server, so it never uses the configured one.
+        recovery::run(config, &args).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.scenario == Scenario::Chaos {
         // Its own private cluster: it restarts Postgres, which the configured one must not see.
         let clean = chaos::measure(&args.chaos).await?;
@@ -127,6 +136,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             Scenario::Generation => generation::measure(config, &args, &options, &name).await,
             Scenario::Webhooks => webhooks::measure(config, &args, &options).await,
             Scenario::Retention => retention::measure(config, &args, &options).await,
+            Scenario::Recovery => unreachable!("runs on its own cluster"),
             Scenario::Chaos => unreachable!("chaos runs on its own cluster, above"),
         }
     }

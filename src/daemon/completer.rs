@@ -77,6 +77,7 @@ async fn flush(shared: &Shared, batch: &mut Vec<Completion>, deadline: Option<In
                 return;
             }
             Err(err) => {
+                crate::db::note_if_connection_loss(&err);
                 let delay = backoff.next().unwrap_or(Duration::from_secs(5));
                 let out_of_time = deadline.is_some_and(|d| Instant::now() + delay > d);
                 if out_of_time || !is_transient(&err) {

@@ -101,6 +101,9 @@ impl std::fmt::Display for JobError {
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
     fn from(err: E) -> Self {
         let interrupted = connection_lost(&err);
+        if interrupted {
+            crate::db::note_connection_loss();
+        }
         let message = format!("{:#}", anyhow::Error::from(err));
         if interrupted {
             Self::interrupted(message)

@@ -38,7 +38,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     }
                 }
             }
-            Err(err) => tracing::warn!(error = %err, jobs = ids.len(), "heartbeat failed"),
+            Err(err) => {
+                crate::db::note_if_connection_loss(&err);
+                tracing::warn!(error = %err, jobs = ids.len(), "heartbeat failed")
+            }
         }
     }
 }

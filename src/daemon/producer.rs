@@ -62,6 +62,7 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, mut stop: watch::Rec
                     }
                 }
                 Err(err) => {
+                    crate::db::note_if_connection_loss(&err);
                     let delay = backoff.next().unwrap_or(worker.poll_interval);
                     tracing::warn!(queue = %queue, error = %err, retry_in = ?delay, "claim failed");
                     if !sleep_or_stop(delay, &mut stop).await {

@@ -32,7 +32,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     shared.wake(&job.queue);
                 }
             }
-            Err(err) => tracing::warn!(error = %err, "lease rescue failed"),
+            Err(err) => {
+                crate::db::note_if_connection_loss(&err);
+                tracing::warn!(error = %err, "lease rescue failed")
+            }
         }
     }
 }
