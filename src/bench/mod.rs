@@ -2,8 +2,10 @@
 //! migrated, dropped afterwards), printing throughput, latency percentiles and memory.
 //! Scenarios: `queue` (the engine alone, no-op jobs), `generation` (the whole pipeline
 //! against the in-process fake provider), `webhooks` (signed callbacks at a fixed rate),
-//! `retention`, and `recovery` (a Postgres crash restart, on a private cluster).
+//! `retention`, `recovery` (a Postgres crash restart, on a private cluster) and `chaos`
+//! (daemon processes killed and Postgres crash-restarted under load, on a private cluster).
 
+pub mod chaos;
 pub mod generation;
 pub mod pg_cluster;
 pub mod queue;
@@ -34,6 +36,9 @@ pub enum Scenario {
     /// A Postgres crash restart (a private cluster) under generations in flight and plain
     /// jobs: time to the first claim, to every generation moving again, parked retries.
     Recovery,
+    /// `genq run` processes SIGKILLed and Postgres crash-restarted under a mixed load, on a
+    /// private cluster: time to full recovery and the invariants afterwards.
+    Chaos,
 }
 
 /// `genq bench` options.
@@ -99,6 +104,9 @@ pub struct BenchArgs {
     /// Keep the benchmark database afterwards (it is dropped by default).
     #[arg(long)]
     pub keep_db: bool,
+    /// The chaos scenario's options.
+    #[command(flatten)]
+    pub chaos: chaos::ChaosArgs,
 }
 
 /// Runs the chosen scenario and prints the results.
@@ -107,6 +115,15 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
         // Restarts its server, so it never uses the configured one.
         recovery::run(config, &args).await?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if args.scenario == Scenario::Chaos {
+        // Its own private cluster: it restarts Postgres, which the configured one must not see.
+        let clean = chaos::measure(&args.chaos).await?;
+        return Ok(if clean {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
     let admin_options = db::connect_options(&config.database.url, &config.database)?;
     let mut admin = PgConnection::connect_with(&admin_options)
@@ -140,6 +157,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             Scenario::Webhooks => webhooks::measure(config, &args, &options).await,
             Scenario::Retention => retention::measure(config, &args, &options).await,
             Scenario::Recovery => unreachable!("runs on its own cluster"),
+            Scenario::Chaos => unreachable!("chaos runs on its own cluster, above"),
         }
     }
     .await;

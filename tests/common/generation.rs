@@ -23,15 +23,21 @@ pub struct GenEnv {
 impl GenEnv {
     /// A fake provider rendering for `render_time`, and a config pointing at it.
     pub async fn new(db: TestDb, render_time: Duration) -> Self {
-        let fake = fake::serve(
-            "127.0.0.1:0".parse().unwrap(),
+        Self::with_fake(
+            db,
             FakeConfig {
                 render_time,
                 ..FakeConfig::default()
             },
         )
         .await
-        .expect("fake provider");
+    }
+
+    /// A fake provider configured with `fake`, and a config pointing at it.
+    pub async fn with_fake(db: TestDb, fake: FakeConfig) -> Self {
+        let fake = fake::serve("127.0.0.1:0".parse().unwrap(), fake)
+            .await
+            .expect("fake provider");
         let blobs = tempfile::tempdir().unwrap();
         let mut config = fast_config();
         config.providers = fake.providers_config();
@@ -168,6 +174,15 @@ impl GenEnv {
         assert!(
             violations.is_empty(),
             "ledger invariants violated: {violations:#?}"
+        );
+    }
+
+    /// Panics with every broken privacy invariant (`genq.check_retention()`), if any.
+    pub async fn assert_retention_clean(&self) {
+        let violations = genq::retention::check(&self.db.pool).await.unwrap();
+        assert!(
+            violations.is_empty(),
+            "privacy invariants broken: {violations:#?}"
         );
     }
 

@@ -8,6 +8,7 @@ mod common;
 
 mod binary;
 mod bounds;
+mod chaos;
 mod control;
 mod credits;
 mod enqueue;
@@ -23,6 +24,7 @@ mod privileges;
 mod providers;
 mod queues;
 mod recovery;
+mod redelivery;
 mod retention;
 mod retention_faults;
 mod retention_stores;

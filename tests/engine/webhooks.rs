@@ -28,7 +28,11 @@ const BYTEPLUS_SECRET: &str = "test-byteplus-callback-secret";
 
 /// A generation fixture whose webhook URLs point at the daemon's own HTTP server.
 async fn hook_env(po: PgPoolOptions, co: PgConnectOptions) -> (GenEnv, u16) {
-    let mut env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    hook_env_with(GenEnv::new(TestDb::new(po, co).await, FAST).await).await
+}
+
+/// `env` with its webhook URLs pointing at a daemon HTTP server on a free port.
+pub(crate) async fn hook_env_with(mut env: GenEnv) -> (GenEnv, u16) {
     let port = free_port();
     env.config.providers.webhook_base_url = format!("http://127.0.0.1:{port}");
     env.config.webhooks.fal_jwks_url = format!("{}/fal/.well-known/jwks.json", env.fake.url());
@@ -39,11 +43,33 @@ async fn hook_env(po: PgPoolOptions, co: PgConnectOptions) -> (GenEnv, u16) {
 }
 
 /// Starts a daemon with `config` and its HTTP server on `port`.
-async fn start(
+pub(crate) async fn start(
     env: &GenEnv,
     config: genq::config::Config,
     port: u16,
 ) -> (DaemonHandle, HttpServer) {
+    let daemon = start_daemon(env, config.clone());
+    let server = serve_webhooks(env, &config, port, &daemon).await;
+    (daemon, server)
+}
+
+/// Starts a daemon with `config` whose callbacks go to `webhook_base_url`, without an
+/// HTTP server (callbacks to it are refused until [`serve_webhooks`]).
+pub(crate) fn start_daemon(env: &GenEnv, config: genq::config::Config) -> DaemonHandle {
+    let mut pipeline = Pipeline::from_config(&config).unwrap();
+    pipeline.callback_secret = Some(BYTEPLUS_SECRET.as_bytes().to_vec());
+    let mut registry = Registry::new();
+    Arc::new(pipeline).register(&mut registry);
+    env.db.daemon(config, registry)
+}
+
+/// Serves `daemon`'s HTTP server (webhooks included) on `port`.
+pub(crate) async fn serve_webhooks(
+    env: &GenEnv,
+    config: &genq::config::Config,
+    port: u16,
+    daemon: &DaemonHandle,
+) -> HttpServer {
     // Secrets come from the environment in production; here they are handed over directly.
     let webhooks = Arc::new(
         Webhooks::with_secrets(
@@ -53,12 +79,7 @@ async fn start(
         )
         .unwrap(),
     );
-    let mut pipeline = Pipeline::from_config(&config).unwrap();
-    pipeline.callback_secret = Some(BYTEPLUS_SECRET.as_bytes().to_vec());
-    let mut registry = Registry::new();
-    Arc::new(pipeline).register(&mut registry);
-    let daemon = env.db.daemon(config, registry);
-    let server = genq::http::serve(
+    genq::http::serve(
         &format!("127.0.0.1:{port}"),
         HttpState {
             daemon: daemon.control(),
@@ -67,11 +88,10 @@ async fn start(
         },
     )
     .await
-    .unwrap();
-    (daemon, server)
+    .unwrap()
 }
 
-async fn events(env: &GenEnv, id: Uuid) -> Vec<(String, bool, Option<i64>, bool)> {
+pub(crate) async fn events(env: &GenEnv, id: Uuid) -> Vec<(String, bool, Option<i64>, bool)> {
     sqlx::query_as(
         "SELECT provider, orphan, job_id, processed_at IS NOT NULL FROM genq.webhook_events
           WHERE generation_id = $1 ORDER BY id",
@@ -89,7 +109,7 @@ async fn event_count(env: &GenEnv) -> i64 {
         .unwrap()
 }
 
-async fn fake_post(env: &GenEnv, path: &str, body: Value) -> Value {
+pub(crate) async fn fake_post(env: &GenEnv, path: &str, body: Value) -> Value {
     let reply = reqwest::Client::new()
         .post(format!("{}{path}", env.fake.url()))
         .json(&body)

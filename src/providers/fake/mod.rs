@@ -19,6 +19,7 @@ mod fal;
 pub mod faults;
 mod files;
 mod plisio;
+mod redelivery;
 mod replicate;
 mod state;
 mod webhooks;
@@ -36,6 +37,7 @@ use tokio::task::JoinHandle;
 
 pub use faults::{FakeOp, FaultKind, FaultSpec};
 pub use files::{bytes_of as file_bytes, SIZE as FILE_SIZE};
+pub use redelivery::schedule as webhook_retry_schedule;
 pub use replicate::PAGE_SIZE as REPLICATE_PAGE_SIZE;
 pub use state::FakeStats;
 pub use webhooks::{DEFAULT_FAL_USER_ID, DEFAULT_REPLICATE_WEBHOOK_SECRET};
@@ -62,6 +64,10 @@ pub struct FakeConfig {
     /// `GET /replicate/v1/webhooks/default/secret`. Defaults to
     /// [`DEFAULT_REPLICATE_WEBHOOK_SECRET`].
     pub replicate_webhook_secret: String,
+    /// Failed webhooks are retried on each provider's real schedule with every delay
+    /// multiplied by this (0.01: fal's two hours in 77 s); 0 sends each webhook once.
+    /// Defaults to 0, so tests that count lost callbacks see each loss once.
+    pub webhook_retry_scale: f64,
 }
 
 impl Default for FakeConfig {
@@ -73,6 +79,7 @@ impl Default for FakeConfig {
             output_ttl: Duration::from_secs(3600),
             fal_user_id: DEFAULT_FAL_USER_ID.into(),
             replicate_webhook_secret: DEFAULT_REPLICATE_WEBHOOK_SECRET.into(),
+            webhook_retry_scale: 0.0,
         }
     }
 }
@@ -101,6 +108,10 @@ pub struct FakeProviderArgs {
     /// Replicate webhook secret (`whsec_` + base64).
     #[arg(long, default_value = DEFAULT_REPLICATE_WEBHOOK_SECRET)]
     pub replicate_webhook_secret: String,
+    /// Retry failed webhooks on each provider's schedule, every delay multiplied by this
+    /// (1: real time, 0.01: a hundred times faster, 0: never retry).
+    #[arg(long, default_value_t = 1.0)]
+    pub webhook_retry_scale: f64,
 }
 
 impl FakeProviderArgs {
@@ -113,6 +124,7 @@ impl FakeProviderArgs {
             output_ttl: self.output_ttl,
             fal_user_id: self.fal_user_id.clone(),
             replicate_webhook_secret: self.replicate_webhook_secret.clone(),
+            webhook_retry_scale: self.webhook_retry_scale,
         }
     }
 }
@@ -152,6 +164,12 @@ impl FakeServer {
     /// What the fake has seen so far (as `GET /_fake/stats`).
     pub fn stats(&self) -> FakeStats {
         self.state.stats()
+    }
+
+    /// The callback URL of every job created with one (they name the generation), so a
+    /// test can tell a submit that never arrived from one whose answer was lost.
+    pub fn callback_urls(&self) -> Vec<String> {
+        self.state.webhook_urls()
     }
 
     /// Adds a scripted fault (as `POST /_fake/faults`).
@@ -228,6 +246,11 @@ pub async fn serve(addr: SocketAddr, cfg: FakeConfig) -> anyhow::Result<FakeServ
         (0.0..=1.0).contains(&cfg.failure_rate),
         "failure_rate must be between 0 and 1, not {}",
         cfg.failure_rate
+    );
+    anyhow::ensure!(
+        cfg.webhook_retry_scale.is_finite() && cfg.webhook_retry_scale >= 0.0,
+        "webhook_retry_scale must be 0 or more, not {}",
+        cfg.webhook_retry_scale
     );
     anyhow::ensure!(
         cfg.replicate_webhook_secret.starts_with("whsec_")

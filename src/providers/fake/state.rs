@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::faults::{FakeOp, Faults};
+use super::redelivery::Refusals;
 use super::webhooks::Signing;
 use super::FakeConfig;
 use crate::providers::ProviderKind;
@@ -27,6 +28,8 @@ pub(super) struct State {
     pub webhook_client: reqwest::Client,
     /// Webhook keys, secrets and signing modes.
     pub signing: Signing,
+    /// Delivery attempts still to be refused.
+    pub refusals: Refusals,
     shutdown: watch::Receiver<bool>,
     inner: Mutex<Inner>,
 }
@@ -158,10 +161,16 @@ pub struct FakeStats {
     pub jobs_created: BTreeMap<String, u64>,
     /// Faults applied.
     pub faults_applied: u64,
-    /// Webhooks delivered (any 2xx answer).
+    /// Webhook delivery attempts that got a 2xx answer (retries and replays included).
     pub webhooks_sent: u64,
-    /// Webhooks that failed (no answer or not 2xx); never retried.
+    /// Webhook delivery attempts that failed (no answer, not 2xx, or refused).
     pub webhooks_failed: u64,
+    /// Attempts that were retries of a failed delivery (`webhook_retry_scale` > 0).
+    #[serde(default)]
+    pub webhook_retries: u64,
+    /// Webhooks given up after the provider's last retry failed too.
+    #[serde(default)]
+    pub webhooks_abandoned: u64,
     /// Requests to Plisio's operations API.
     #[serde(default)]
     pub plisio_polls: u64,
@@ -208,6 +217,7 @@ impl State {
                 plisio: HashMap::new(),
             }),
             signing: Signing::new(&cfg),
+            refusals: Refusals::default(),
             cfg,
             base,
             faults: Faults::default(),
@@ -261,6 +271,14 @@ impl State {
         } else {
             inner.stats.webhooks_failed += 1;
         }
+    }
+
+    pub fn count_webhook_retry(&self) {
+        self.lock().stats.webhook_retries += 1;
+    }
+
+    pub fn count_webhook_abandoned(&self) {
+        self.lock().stats.webhooks_abandoned += 1;
     }
 
     pub fn stats(&self) -> FakeStats {
@@ -376,6 +394,15 @@ impl State {
         let mut inner = self.lock();
         inner.jobs.remove(id);
         inner.order.retain(|j| j != id);
+    }
+
+    /// The callback URL of every job that has one.
+    pub fn webhook_urls(&self) -> Vec<String> {
+        self.lock()
+            .jobs
+            .values()
+            .filter_map(|j| j.webhook.clone())
+            .collect()
     }
 
     /// Jobs of `provider`, newest first.

@@ -1,7 +1,8 @@
 //! Webhooks: when a job that was given a callback URL reaches a final state, the fake POSTs
-//! it once, in the provider's shape and signed as the provider signs, and ignores the
-//! answer (real providers retry; tests of lost webhooks are easier when the fake never
-//! does — `POST /_fake/webhooks/replay` redelivers on demand).
+//! it in the provider's shape and signed as the provider signs. A failed delivery is
+//! retried on the provider's schedule when `webhook_retry_scale` is above 0 (see
+//! `redelivery.rs`); at 0 (the library default) it is sent once, which keeps tests of lost
+//! webhooks simple — `POST /_fake/webhooks/replay` redelivers on demand.
 //!
 //! - fal: body `{request_id, gateway_request_id, status: OK|ERROR, payload, error,
 //!   payload_error}`; headers `X-Fal-Webhook-Request-Id`, `-User-Id`, `-Timestamp` and
@@ -13,7 +14,8 @@
 //!   `GET /replicate/v1/webhooks/default/secret`.
 //!
 //! Control (`/_fake/...`): rotate fal's key, sign with a key missing from the JWKS, rotate
-//! Replicate's secret, replay a job's final webhook, send stale timestamps.
+//! Replicate's secret, replay a job's final webhook, send stale timestamps, refuse the
+//! next deliveries.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -32,6 +34,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::redelivery::deliver_with_retries;
 use super::state::{Job, Shared};
 use super::{byteplus, fal, replicate, FakeConfig};
 use crate::providers::{signing, ProviderKind};
@@ -255,12 +258,18 @@ pub(super) fn watch(state: Shared, id: String) {
                 )
                 .await;
         };
-        deliver(&state, &job, &url).await;
+        deliver_with_retries(&state, &job, &url).await;
     });
 }
 
-/// POSTs the final webhook of `job` to `url` once; whether it got a 2xx.
-async fn deliver(state: &Shared, job: &Job, url: &str) -> bool {
+/// POSTs the final webhook of `job` to `url` once; whether it got a 2xx. A refusal
+/// (`/_fake/webhooks/refuse`) fails the attempt without sending it.
+pub(super) async fn deliver(state: &Shared, job: &Job, url: &str) -> bool {
+    if state.refusals.take() {
+        tracing::debug!(job = %job.id, "fake provider: webhook refused (scripted)");
+        state.count_webhook(false);
+        return false;
+    }
     let body = match job.provider {
         ProviderKind::Fal => fal::webhook_body(state, job),
         ProviderKind::BytePlus => byteplus::task_json(state, job),
@@ -290,6 +299,7 @@ pub(super) fn routes() -> Router<Shared> {
         .route("/_fake/replicate-secret/rotate", post(rotate_replicate))
         .route("/_fake/webhooks/replay", post(replay))
         .route("/_fake/webhooks/stale", post(stale))
+        .route("/_fake/webhooks/refuse", post(refuse))
 }
 
 fn bad_request(message: String) -> Response {
@@ -397,4 +407,13 @@ async fn stale(AxState(state): AxState<Shared>, body: Bytes) -> Response {
     };
     state.signing.lock().stale = (stale.seconds, stale.times);
     Json(json!({ "seconds": stale.seconds, "times": stale.times })).into_response()
+}
+
+async fn refuse(AxState(state): AxState<Shared>, body: Bytes) -> Response {
+    let times = match parse::<Times>(&body) {
+        Ok(t) => t.times,
+        Err(e) => return bad_request(e),
+    };
+    state.refusals.set(times);
+    Json(json!({ "times": times })).into_response()
 }
