@@ -13,6 +13,8 @@ use serde_json::{Map, Value};
 use sha1::Sha1;
 use sqlx::PgConnection;
 
+use crate::credits::CreditError;
+
 /// Whether `body` (a `json=true` callback) carries a valid `verify_hash`: HMAC-SHA1 (hex)
 /// under `secret` of the body without `verify_hash`, serialised compactly with its keys in
 /// the received order (serde_json `preserve_order`) and its numbers as received
@@ -75,13 +77,14 @@ pub fn map_status(plisio: &str) -> &'static str {
     }
 }
 
-/// Applies a verified callback in the caller's transaction.
+/// Applies a verified callback in the caller's transaction. Fails with the credit API's
+/// error: a refused grant (e.g. its key reused for another amount) is not a database fault.
 pub async fn apply(
     conn: &mut PgConnection,
     txn_id: &str,
     plisio_status: &str,
     body: &Value,
-) -> Result<Applied, sqlx::Error> {
+) -> Result<Applied, CreditError> {
     let row: Option<(String, i64, String)> = crate::db::query_as(
         "SELECT user_id, credits, status FROM genq.payments WHERE txn_id = $1 FOR UPDATE",
     )
@@ -122,12 +125,7 @@ pub async fn apply(
     .await?;
     let mut granted = 0;
     if new_status == "completed" && current != "completed" {
-        crate::credits::grant(&mut *conn, &user_id, credits, &format!("plisio:{txn_id}"))
-            .await
-            .map_err(|e| match e {
-                crate::credits::CreditError::Database(e) => e,
-                other => sqlx::Error::Protocol(other.to_string()),
-            })?;
+        crate::credits::grant(&mut *conn, &user_id, credits, &format!("plisio:{txn_id}")).await?;
         crate::db::query("UPDATE genq.payments SET granted_at = now() WHERE txn_id = $1")
             .bind(txn_id)
             .execute(&mut *conn)
@@ -148,7 +146,7 @@ pub async fn record(
     txn_id: &str,
     plisio_status: &str,
     body: &Value,
-) -> Result<&'static str, sqlx::Error> {
+) -> Result<&'static str, CreditError> {
     Ok(match apply(conn, txn_id, plisio_status, body).await? {
         Applied::Unknown => "orphan",
         Applied::Recorded { status, granted } => {

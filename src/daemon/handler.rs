@@ -95,11 +95,13 @@ impl std::fmt::Display for JobError {
     }
 }
 
-/// Any error converts to a retryable failure, so handlers can use `?`; except a lost
-/// database connection anywhere in it (the error itself, an engine error wrapping one, or
-/// its `source()` chain), which interrupts the attempt instead ([`JobError::Interrupted`]).
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
-    fn from(err: E) -> Self {
+impl JobError {
+    /// An error with no conversion of its own (e.g. a domain error that wraps a database
+    /// error as its `source()`): a lost database connection anywhere in its chain interrupts
+    /// the attempt ([`JobError::Interrupted`]); anything else is a retryable failure. Call
+    /// it explicitly (`map_err(JobError::failure)`): there is no blanket `From`, so a `?`
+    /// only compiles for errors whose conversion says what the executor does with them.
+    pub fn failure<E: std::error::Error + Send + Sync + 'static>(err: E) -> Self {
         let interrupted = connection_lost(&err);
         if interrupted {
             crate::db::note_connection_loss();
@@ -110,6 +112,31 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
         } else {
             Self::retry(message)
         }
+    }
+}
+
+/// A database error: a lost connection (see [`crate::db::is_connection_loss`]) interrupts
+/// the attempt; any other (a constraint, a serialization failure, a bug in a statement) is
+/// a retryable failure, so a transient fault heals and a persistent one spends the job's
+/// attempts and is discarded with its error history.
+impl From<sqlx::Error> for JobError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::failure(err)
+    }
+}
+
+/// A fenced completion: `Fenced` (another attempt owns the job) is a retry, so the
+/// transaction is dropped and the owner settles; a database error as [`From<sqlx::Error>`].
+impl From<FencedCompletionError> for JobError {
+    fn from(err: FencedCompletionError) -> Self {
+        Self::failure(err)
+    }
+}
+
+/// A job-control error (cancel, retry, snooze of another job): as a database error.
+impl From<ControlError> for JobError {
+    fn from(err: ControlError) -> Self {
+        Self::failure(err)
     }
 }
 
@@ -173,7 +200,7 @@ impl JobContext {
     /// together with the handler's own writes (e.g. a credit capture). Fails with
     /// [`FencedCompletionError::Fenced`] if this attempt no longer owns the job; the caller
     /// must then roll back. Call it last before commit and return `Ok(())` after commit.
-    /// `?` turns a fenced error into a retry (via `JobError`'s `From`): the transaction is
+    /// `?` turns a fenced error into a retry (`From<FencedCompletionError> for JobError`): the transaction is
     /// dropped, so rolled back, and the attempt that now owns the job settles it.
     pub async fn complete_in(&self, conn: &mut PgConnection) -> Result<(), FencedCompletionError> {
         complete_in(conn, self.id, self.attempt).await?;
@@ -355,7 +382,7 @@ mod tests {
             JobError::from(control_db),
             JobError::Interrupted { .. }
         ));
-        let wrapped = JobError::from(Wrapped(io_reset()));
+        let wrapped = JobError::failure(Wrapped(io_reset()));
         assert!(
             matches!(&wrapped, JobError::Interrupted { message } if message.starts_with("copying output")),
             "{wrapped:?}"
@@ -373,11 +400,11 @@ mod tests {
         // An I/O error that is not the database's (a provider's socket) is the job's failure.
         let provider_io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         assert!(matches!(
-            JobError::from(provider_io),
+            JobError::failure(provider_io),
             JobError::Retry { .. }
         ));
         assert!(matches!(
-            JobError::from(Wrapped(sqlx::Error::RowNotFound)),
+            JobError::failure(Wrapped(sqlx::Error::RowNotFound)),
             JobError::Retry { .. }
         ));
     }

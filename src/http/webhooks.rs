@@ -399,7 +399,7 @@ async fn try_store_payment(
     status: &str,
     body: &Value,
     raw: &[u8],
-) -> Result<&'static str, sqlx::Error> {
+) -> Result<&'static str, crate::credits::CreditError> {
     let mut tx = crate::db::begin(pool).await?;
     // An unknown invoice is kept as an orphan under its own key, so a redelivery after
     // genq.record_invoice is applied, not taken for a duplicate.

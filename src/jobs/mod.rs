@@ -1,5 +1,6 @@
 //! Job kinds, one module each. The built-in ones are registered in every daemon.
 pub mod generation;
+mod job_errors;
 pub mod noop;
 pub mod payments_poll;
 pub mod prune;

@@ -94,21 +94,6 @@ impl StorageError {
         matches!(self, Self::Retryable { .. })
     }
 
-    /// What the job should do: retry (after the store's delay, if it gave one) or discard.
-    /// Use this rather than `?` in a handler: `?` goes through `JobError`'s blanket `From`,
-    /// which makes every error retryable.
-    pub fn into_job_error(self) -> crate::daemon::JobError {
-        use crate::daemon::JobError;
-        match self {
-            Self::Retryable {
-                message,
-                retry_after: Some(after),
-            } => JobError::retry_after(message, after),
-            Self::Retryable { message, .. } => JobError::retry(message),
-            Self::Permanent { message } => JobError::permanent(message),
-        }
-    }
-
     /// The message, without the retryable/permanent prefix of `Display`.
     pub fn message(&self) -> &str {
         match self {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::record;
-use super::{retry_later, settle, GenerationArgs, Pipeline};
+use super::{settle, GenerationArgs, Pipeline};
 use crate::credits::GenerationState;
 use crate::daemon::{JobContext, JobError, Worker};
 use crate::providers::CancelOutcome;
@@ -61,7 +61,7 @@ impl Worker for Cancel {
             }
             // Finished first (the poll settles it), or only signalled (the poll sees the end).
             Ok(CancelOutcome::AlreadyFinished | CancelOutcome::Requested) => Ok(()),
-            Err(err) if err.is_retryable() => Err(retry_later(&err)),
+            Err(err) if err.is_retryable() => Err(JobError::from(err)),
             Err(err) => {
                 tracing::warn!(generation_id = %generation.id, error = %err, "provider refused the cancellation; the generation continues");
                 Ok(())

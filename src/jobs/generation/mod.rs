@@ -177,16 +177,3 @@ impl Pipeline {
         Ok(result)
     }
 }
-
-/// A provider error the job cannot settle now becomes a retry (with the provider's
-/// Retry-After when it gave one). On the job's last attempt, callers settle instead, so a
-/// generation never stays open with its credits held after its job gave up.
-pub(crate) fn retry_later(err: &ProviderError) -> JobError {
-    match err {
-        ProviderError::Retryable {
-            message,
-            retry_after: Some(d),
-        } => JobError::retry_after(message.clone(), *d),
-        other => JobError::retry(other.to_string()),
-    }
-}

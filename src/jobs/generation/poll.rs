@@ -10,7 +10,7 @@ use chrono::Utc;
 
 use super::record::{self, GenerationRow};
 use super::settle::Unfetchable;
-use super::{retry_later, settle, GenerationArgs, Pipeline};
+use super::{settle, GenerationArgs, Pipeline};
 use crate::credits::GenerationState;
 use crate::daemon::{JobContext, JobError, Worker};
 use crate::providers::{ProviderError, ProviderKind, RemoteOutput, RemoteStatus};
@@ -168,7 +168,7 @@ pub async fn follow(
             )
             .await
         }
-        Err(err) => Err(retry_later(&err)),
+        Err(err) => Err(JobError::from(err)),
     }
 }
 

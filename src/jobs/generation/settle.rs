@@ -21,7 +21,7 @@ pub async fn succeed(
     generation: &GenerationRow,
     stored: &[StoredObject],
 ) -> Result<(), JobError> {
-    let output = serde_json::to_value(stored)?;
+    let output = serde_json::to_value(stored).map_err(JobError::failure)?;
     let mut tx = crate::db::begin(&ctx.pool).await?;
     if let Some(secs) = record::mark_succeeded(&mut tx, generation.id, &output).await? {
         let captured = credits::capture(&mut tx, generation.id).await?;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::record::{self, GenerationRow};
-use super::{retry_later, settle, GenerationArgs, Pipeline};
+use super::{settle, GenerationArgs, Pipeline};
 use crate::credits::GenerationState;
 use crate::daemon::{JobContext, JobError, Worker};
 use crate::providers::{ProviderError, ProviderKind, SubmitRequest, Submitted};
@@ -131,7 +131,7 @@ impl Worker for Submit {
                     )
                     .await;
                 }
-                Err(retry_later(&err))
+                Err(JobError::from(err))
             }
             Err(err @ ProviderError::Ambiguous { .. }) if ctx.is_last_attempt() => {
                 count_ambiguous(kind, "failed");
@@ -211,7 +211,7 @@ async fn reconcile(
             .await?;
             Ok(Reconciled::Settled)
         }
-        Err(err) => Err(retry_later(&err)),
+        Err(err) => Err(JobError::from(err)),
     }
 }
 

@@ -61,7 +61,7 @@ impl Worker for Export {
             return Ok(());
         }
         let archive = export::archive(&ctx.pool, &request.user_id).await?;
-        let body = serde_json::to_vec_pretty(&archive)?;
+        let body = serde_json::to_vec_pretty(&archive).map_err(JobError::failure)?;
         let size = body.len();
         let store = self.0.stores.output();
         let key = export_key();
@@ -83,12 +83,12 @@ impl Worker for Export {
                 Some("application/json"),
             )
             .await
-            .map_err(|e| e.into_job_error())?;
+            .map_err(JobError::from)?;
         let ttl = self.0.config.export_after.unwrap_or(DEFAULT_LINK_TTL);
         let url = store
             .share_url(&key, ttl)
             .await
-            .map_err(|e| e.into_job_error())?
+            .map_err(JobError::from)?
             .unwrap_or_else(|| stored.url.clone());
         let mut tx = crate::db::begin(&ctx.pool).await?;
         export::complete(&mut tx, request.id, blob_id, &stored, &url).await?;
