@@ -15,6 +15,7 @@ pub mod credits;
 pub mod daemon;
 pub mod db;
 pub mod demo;
+pub mod generation;
 pub mod http;
 pub mod jobs;
 pub mod maintenance;

@@ -28,7 +28,8 @@ use uuid::Uuid;
 
 use super::HttpState;
 use crate::config::WebhooksConfig;
-use crate::jobs::generation::{reconcile, record};
+use crate::generation::record;
+use crate::jobs::generation::reconcile;
 use crate::outbound;
 use crate::providers::signing;
 

@@ -5,10 +5,9 @@
 
 use std::sync::Arc;
 
-use super::record;
 use super::{settle, GenerationArgs, Pipeline};
-use crate::credits::GenerationState;
 use crate::daemon::{JobContext, JobError, Worker};
+use crate::generation::GenerationState;
 use crate::providers::CancelOutcome;
 
 /// The kind.
@@ -25,7 +24,9 @@ impl Worker for Cancel {
     }
 
     async fn work(&self, ctx: JobContext, args: GenerationArgs) -> Result<(), JobError> {
-        let Some((generation, kind)) = record::load(&ctx.pool, args.generation_id).await? else {
+        let Some((generation, kind)) =
+            super::load_generation(&ctx.pool, args.generation_id).await?
+        else {
             return Ok(());
         };
         let request_id = match (generation.state, &generation.provider_request_id) {

@@ -15,7 +15,6 @@
 pub mod cancel;
 pub mod poll;
 pub mod reconcile;
-pub mod record;
 pub mod settle;
 pub mod submit;
 pub mod sweep;
@@ -27,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::daemon::{JobError, Registry};
+use crate::generation::Generation;
 use crate::providers::gate::{self, Admission, CallOutcome};
 use crate::providers::{ProviderError, ProviderKind, Providers, ProvidersConfig};
 use crate::storage::BlobStore;
@@ -176,4 +176,20 @@ impl Pipeline {
         }
         Ok(result)
     }
+}
+
+/// Loads a generation with its provider; `None` if it no longer exists (e.g. erased).
+pub(crate) async fn load_generation(
+    pool: &sqlx::PgPool,
+    id: Uuid,
+) -> Result<Option<(Generation, ProviderKind)>, JobError> {
+    let mut conn = pool.acquire().await?;
+    let Some(generation) = crate::generation::load(&mut conn, id).await? else {
+        return Ok(None);
+    };
+    let kind = generation
+        .provider
+        .parse()
+        .map_err(|_| JobError::permanent(format!("unknown provider {:?}", generation.provider)))?;
+    Ok(Some((generation, kind)))
 }

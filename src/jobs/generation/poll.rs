@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::record::{self, GenerationRow};
 use super::settle::Unfetchable;
 use super::{settle, GenerationArgs, Pipeline};
-use crate::credits::GenerationState;
 use crate::daemon::{JobContext, JobError, Worker};
+use crate::generation::Generation as GenerationRow;
+use crate::generation::GenerationState;
 use crate::providers::{ProviderError, ProviderKind, RemoteOutput, RemoteStatus};
 use crate::storage::{copy_output, CopyFailure, StorageError};
 
@@ -33,7 +33,9 @@ impl Worker for Poll {
     }
 
     async fn work(&self, ctx: JobContext, args: GenerationArgs) -> Result<(), JobError> {
-        let Some((generation, kind)) = record::load(&ctx.pool, args.generation_id).await? else {
+        let Some((generation, kind)) =
+            super::load_generation(&ctx.pool, args.generation_id).await?
+        else {
             return Ok(());
         };
         let (GenerationState::Submitted, Some(request_id)) =

@@ -21,11 +21,12 @@ use std::time::Duration;
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::record::{self, GenerationRow};
 use super::submit::{count_ambiguous, FIRST_POLL_SECS};
 use super::{poll, GenerationArgs, Pipeline};
-use crate::credits::GenerationState;
 use crate::daemon::{JobContext, JobError, Worker};
+use crate::generation::record;
+use crate::generation::Generation as GenerationRow;
+use crate::generation::GenerationState;
 use crate::providers::ProviderKind;
 
 /// The kind.
@@ -46,7 +47,7 @@ impl Worker for Reconcile {
 
     async fn work(&self, ctx: JobContext, args: GenerationArgs) -> Result<(), JobError> {
         let id = args.generation_id;
-        let Some((generation, kind)) = record::load(&ctx.pool, id).await? else {
+        let Some((generation, kind)) = super::load_generation(&ctx.pool, id).await? else {
             return Ok(());
         };
         let result = match (generation.state, generation.provider_request_id.clone()) {

@@ -7,9 +7,11 @@
 
 use uuid::Uuid;
 
-use super::record::{self, GenerationRow};
-use crate::credits::{self, GenerationState};
+use crate::credits;
 use crate::daemon::{JobContext, JobError};
+use crate::generation::record;
+use crate::generation::Generation as GenerationRow;
+use crate::generation::GenerationState;
 use crate::retention::{blobs, BlobRole};
 use crate::storage::StoredObject;
 

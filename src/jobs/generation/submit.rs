@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::record::{self, GenerationRow};
 use super::{settle, GenerationArgs, Pipeline};
-use crate::credits::GenerationState;
 use crate::daemon::{JobContext, JobError, Worker};
+use crate::generation::record;
+use crate::generation::Generation as GenerationRow;
+use crate::generation::GenerationState;
 use crate::providers::{ProviderError, ProviderKind, SubmitRequest, Submitted};
 
 /// The kind.
@@ -38,7 +39,9 @@ impl Worker for Submit {
 
     async fn work(&self, ctx: JobContext, args: GenerationArgs) -> Result<(), JobError> {
         let pipeline = &self.0;
-        let Some((generation, kind)) = record::load(&ctx.pool, args.generation_id).await? else {
+        let Some((generation, kind)) =
+            super::load_generation(&ctx.pool, args.generation_id).await?
+        else {
             return Err(JobError::permanent(format!(
                 "generation {} does not exist",
                 args.generation_id
@@ -76,7 +79,7 @@ impl Worker for Submit {
         if !record::mark_submitting(&mut conn, generation.id).await? {
             // A cancellation may have arrived after the load: honour it before anything is sent.
             drop(conn);
-            if let Some((now, _)) = record::load(&ctx.pool, generation.id).await? {
+            if let Some((now, _)) = super::load_generation(&ctx.pool, generation.id).await? {
                 if now.cancel_requested_at.is_some()
                     && matches!(
                         now.state,

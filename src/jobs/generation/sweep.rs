@@ -17,10 +17,11 @@ use std::sync::Arc;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{poll, record, Pipeline};
+use super::{poll, Pipeline};
 use crate::config::{Config, PeriodicConfig};
-use crate::credits::{self, GenerationState};
+use crate::credits;
 use crate::daemon::{JobContext, JobError, Worker};
+use crate::generation::{record, GenerationState};
 
 /// The kind.
 pub const KIND: &str = "generation.sweep";
@@ -35,30 +36,6 @@ pub struct Sweep(pub Arc<Pipeline>);
 #[derive(Debug, Deserialize)]
 pub struct SweepArgs {}
 
-const EXPIRED: &str = r#"
-SELECT id FROM genq.generations
- WHERE state = 'submitted' AND submitted_at < now() - make_interval(secs => $1)
- ORDER BY submitted_at LIMIT $2
-"#;
-
-const STRANDED: &str = r#"
-SELECT g.id FROM genq.generations g
- WHERE g.state = 'submitted' AND g.submitted_at < now() - make_interval(secs => $1)
-   AND NOT EXISTS (SELECT 1 FROM genq.jobs j
-                    WHERE j.unique_key = 'generation.poll:' || g.id::text
-                      AND j.state IN ('available', 'running', 'retryable'))
- ORDER BY g.submitted_at LIMIT $2
-"#;
-
-const UNSUBMITTED: &str = r#"
-SELECT g.id FROM genq.generations g
- WHERE g.state IN ('queued', 'submitting') AND g.updated_at < now() - make_interval(secs => $1)
-   AND NOT EXISTS (SELECT 1 FROM genq.jobs j
-                    WHERE j.unique_key = 'generation.submit:' || g.id::text
-                      AND j.state IN ('available', 'running', 'retryable'))
- ORDER BY g.updated_at LIMIT $2
-"#;
-
 impl Worker for Sweep {
     type Args = SweepArgs;
 
@@ -68,11 +45,12 @@ impl Worker for Sweep {
 
     async fn work(&self, ctx: JobContext, _args: SweepArgs) -> Result<(), JobError> {
         let config = &self.0.sweep;
-        let expired: Vec<Uuid> = crate::db::query_scalar(EXPIRED)
-            .bind(config.retention.as_secs_f64())
-            .bind(BATCH)
-            .fetch_all(&ctx.pool)
-            .await?;
+        let expired: Vec<Uuid> = record::expired(
+            &mut *ctx.pool.acquire().await?,
+            config.retention.as_secs_f64(),
+            BATCH,
+        )
+        .await?;
         let reason = format!(
             "no final state from the provider within {} of submission (its retention window); hold released",
             humantime::format_duration(config.retention)
@@ -90,11 +68,12 @@ impl Worker for Sweep {
             }
             tx.commit().await?;
         }
-        let unsubmitted: Vec<Uuid> = crate::db::query_scalar(UNSUBMITTED)
-            .bind(config.stale_after.as_secs_f64())
-            .bind(BATCH)
-            .fetch_all(&ctx.pool)
-            .await?;
+        let unsubmitted: Vec<Uuid> = record::unsubmitted(
+            &mut *ctx.pool.acquire().await?,
+            config.stale_after.as_secs_f64(),
+            BATCH,
+        )
+        .await?;
         let reason =
             "the submit job ended without submitting (out of attempts or cancelled); hold released";
         for id in &unsubmitted {
@@ -110,11 +89,12 @@ impl Worker for Sweep {
             }
             tx.commit().await?;
         }
-        let stranded: Vec<Uuid> = crate::db::query_scalar(STRANDED)
-            .bind(config.stale_after.as_secs_f64())
-            .bind(BATCH)
-            .fetch_all(&ctx.pool)
-            .await?;
+        let stranded: Vec<Uuid> = record::stranded(
+            &mut *ctx.pool.acquire().await?,
+            config.stale_after.as_secs_f64(),
+            BATCH,
+        )
+        .await?;
         for id in &stranded {
             let mut conn = ctx.pool.acquire().await?;
             record::enqueue_follow_up(&mut conn, poll::KIND, *id, 0.0).await?;

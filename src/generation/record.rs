@@ -1,13 +1,11 @@
 //! Every statement the pipeline runs on `genq.generations`, each guarded by the state it
 //! expects, so two paths racing (a poll and a webhook, a crash and its rescue) cannot both
-//! move a generation.
+//! move a generation; and the sweep's queries for generations nothing follows any more.
 
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::credits::GenerationState;
-use crate::daemon::JobError;
-use crate::providers::ProviderKind;
+use super::GenerationState;
 
 // Intent is committed before the provider is called: a crash or timeout after this point
 // leaves `submitting`, which the next attempt reconciles instead of submitting again.
@@ -49,24 +47,32 @@ RETURNING extract(epoch FROM now() - created_at)::float8
 const ENQUEUE_FOLLOW_UP: &str =
     "SELECT genq.enqueue($1, $2, queue => 'generation', run_at => now() + make_interval(secs => $3), max_attempts => 25, unique_key => $4)";
 
-/// A generation as the pipeline sees it (the row of `genq.generations`).
-pub type GenerationRow = crate::credits::Generation;
+// Submitted longer ago than the providers keep a request: nothing will ever finish it.
+const EXPIRED: &str = r#"
+SELECT id FROM genq.generations
+ WHERE state = 'submitted' AND submitted_at < now() - make_interval(secs => $1)
+ ORDER BY submitted_at LIMIT $2
+"#;
 
-/// Loads a generation with its provider; `None` if it no longer exists (e.g. erased).
-pub async fn load(
-    pool: &sqlx::PgPool,
-    id: Uuid,
-) -> Result<Option<(GenerationRow, ProviderKind)>, JobError> {
-    let mut conn = pool.acquire().await?;
-    let Some(generation) = crate::credits::load(&mut conn, id).await? else {
-        return Ok(None);
-    };
-    let kind = generation
-        .provider
-        .parse()
-        .map_err(|_| JobError::permanent(format!("unknown provider {:?}", generation.provider)))?;
-    Ok(Some((generation, kind)))
-}
+// Submitted, unchanged for a while, and no live poll job follows it.
+const STRANDED: &str = r#"
+SELECT g.id FROM genq.generations g
+ WHERE g.state = 'submitted' AND g.submitted_at < now() - make_interval(secs => $1)
+   AND NOT EXISTS (SELECT 1 FROM genq.jobs j
+                    WHERE j.unique_key = 'generation.poll:' || g.id::text
+                      AND j.state IN ('available', 'running', 'retryable'))
+ ORDER BY g.submitted_at LIMIT $2
+"#;
+
+// Not yet submitted, unchanged for a while, and its submit job is final or gone.
+const UNSUBMITTED: &str = r#"
+SELECT g.id FROM genq.generations g
+ WHERE g.state IN ('queued', 'submitting') AND g.updated_at < now() - make_interval(secs => $1)
+   AND NOT EXISTS (SELECT 1 FROM genq.jobs j
+                    WHERE j.unique_key = 'generation.submit:' || g.id::text
+                      AND j.state IN ('available', 'running', 'retryable'))
+ ORDER BY g.updated_at LIMIT $2
+"#;
 
 /// Records the intent to submit. False if the generation is no longer submittable (ended,
 /// submitted, or its cancellation was requested since it was loaded).
@@ -149,5 +155,47 @@ pub async fn enqueue_follow_up(
         .bind(delay_secs)
         .bind(format!("{kind}:{id}"))
         .fetch_one(conn)
+        .await
+}
+
+/// Submitted generations older than `older_than_secs` since submission, oldest first, at
+/// most `limit` (the sweep fails them: past the providers' retention).
+pub async fn expired(
+    conn: &mut PgConnection,
+    older_than_secs: f64,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    crate::db::query_scalar(EXPIRED)
+        .bind(older_than_secs)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+}
+
+/// Queued or submitting generations unchanged for `stale_secs` whose submit job is final
+/// or gone, oldest first, at most `limit` (the sweep fails them).
+pub async fn unsubmitted(
+    conn: &mut PgConnection,
+    stale_secs: f64,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    crate::db::query_scalar(UNSUBMITTED)
+        .bind(stale_secs)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+}
+
+/// Submitted generations older than `stale_secs` with no live poll job, oldest first, at
+/// most `limit` (the sweep polls them again).
+pub async fn stranded(
+    conn: &mut PgConnection,
+    stale_secs: f64,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    crate::db::query_scalar(STRANDED)
+        .bind(stale_secs)
+        .bind(limit)
+        .fetch_all(conn)
         .await
 }
