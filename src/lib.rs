@@ -27,6 +27,7 @@ pub mod queue;
 pub mod retention;
 pub mod storage;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use config::Config;
 pub use daemon::{Daemon, DaemonHandle, JobContext, JobError, Registry, Worker};

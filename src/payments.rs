@@ -51,6 +51,16 @@ pub fn plisio_hash(secret: &[u8], map: &Map<String, Value>) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+const EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM genq.payments WHERE txn_id = $1)";
+
+/// Whether a payment with this `txn_id` was recorded (`genq.record_invoice`).
+pub async fn exists(conn: &mut PgConnection, txn_id: &str) -> Result<bool, sqlx::Error> {
+    crate::db::query_scalar(EXISTS)
+        .bind(txn_id)
+        .fetch_one(conn)
+        .await
+}
+
 /// What a callback did to its payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use uuid::Uuid;
 
 use super::submit::{count_ambiguous, FIRST_POLL_SECS};
 use super::{poll, GenerationArgs, Pipeline};
@@ -28,6 +27,7 @@ use crate::generation::record;
 use crate::generation::Generation as GenerationRow;
 use crate::generation::GenerationState;
 use crate::providers::ProviderKind;
+use crate::webhooks::inbox;
 
 /// The kind.
 pub const KIND: &str = "generation.reconcile";
@@ -60,7 +60,7 @@ impl Worker for Reconcile {
             }
             (GenerationState::Submitting, _) => {
                 if kind == ProviderKind::Fal {
-                    if let Some(request_id) = latest_request_id(&ctx.pool, id).await? {
+                    if let Some(request_id) = inbox::latest_request_id(&ctx.pool, id).await? {
                         return adopt(&ctx, &generation, &request_id).await;
                     }
                 }
@@ -75,7 +75,7 @@ impl Worker for Reconcile {
                 Ok(())
             }
             (GenerationState::Failed, None) => {
-                if let Some(request_id) = latest_request_id(&ctx.pool, id).await? {
+                if let Some(request_id) = inbox::latest_request_id(&ctx.pool, id).await? {
                     tracing::warn!(generation_id = %id, provider = %kind, %request_id,
                         "late callback: the provider ran a request for a generation that already failed (ambiguous submit given up on); it bills that render");
                     metrics::counter!(crate::metrics::LATE_CALLBACKS, "provider" => kind.as_str())
@@ -86,44 +86,10 @@ impl Worker for Reconcile {
             _ => Ok(()),
         };
         if result.is_ok() {
-            mark_processed(&ctx.pool, id).await?;
+            inbox::mark_processed(&ctx.pool, id).await?;
         }
         result
     }
-}
-
-/// The request id of the newest verified callback for `id` that names one.
-async fn latest_request_id(pool: &sqlx::PgPool, id: Uuid) -> Result<Option<String>, JobError> {
-    Ok(crate::db::query_scalar(
-        "SELECT request_id FROM genq.webhook_events
-          WHERE generation_id = $1 AND request_id IS NOT NULL AND NOT orphan
-          ORDER BY id DESC LIMIT 1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?)
-}
-
-/// Marks the generation's callbacks received so far as acted upon.
-async fn mark_processed(pool: &sqlx::PgPool, id: Uuid) -> Result<(), JobError> {
-    let mut conn = pool.acquire().await?;
-    mark_processed_in(&mut conn, id).await
-}
-
-async fn mark_processed_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<(), JobError> {
-    let lags: Vec<(String, f64)> = crate::db::query_as(
-        "UPDATE genq.webhook_events SET processed_at = now()
-          WHERE generation_id = $1 AND processed_at IS NULL
-          RETURNING provider, extract(epoch FROM now() - received_at)::float8",
-    )
-    .bind(id)
-    .fetch_all(conn)
-    .await?;
-    for (provider, secs) in lags {
-        metrics::histogram!(crate::metrics::WEBHOOK_RECONCILE_LAG, "provider" => provider)
-            .record(secs);
-    }
-    Ok(())
 }
 
 /// A fal callback for a generation still `submitting` names the request it created: mark it
@@ -151,7 +117,7 @@ async fn adopt(
         tracing::info!(generation_id = %generation.id, %request_id, "adopted the request named by fal's callback");
         count_ambiguous(ProviderKind::Fal, "adopted");
     }
-    mark_processed_in(&mut tx, generation.id).await?;
+    inbox::mark_processed_in(&mut tx, generation.id).await?;
     ctx.complete_in(&mut tx).await?;
     tx.commit().await?;
     Ok(())
