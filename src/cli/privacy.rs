@@ -138,9 +138,7 @@ pub async fn run(
             Ok(ExitCode::SUCCESS)
         }
         PrivacyCommand::DeleteGeneration { id } => {
-            let state: String = crate::db::query_scalar("SELECT genq.delete_generation($1)::text")
-                .bind(id)
-                .fetch_one(&pool)
+            let state: String = crate::retention::delete_generation(&pool, id)
                 .await
                 .with_context(|| format!("genq.delete_generation({id}) failed"))?;
             println!("generation {id} ({state}) deleted: input scrubbed, its blobs due now");

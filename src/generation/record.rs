@@ -199,3 +199,18 @@ pub async fn stranded(
         .fetch_all(conn)
         .await
 }
+
+/// The user's generations that have not reached a final state.
+const UNFINISHED_OF_USER: &str = "SELECT id FROM genq.generations
+  WHERE user_id = $1 AND state NOT IN ('succeeded', 'failed', 'cancelled')";
+
+/// The ids of `user`'s generations not yet final (an erasure cancels them first).
+pub async fn unfinished_of_user(
+    conn: &mut PgConnection,
+    user: &str,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    crate::db::query_scalar(UNFINISHED_OF_USER)
+        .bind(user)
+        .fetch_all(conn)
+        .await
+}

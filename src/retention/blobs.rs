@@ -223,3 +223,19 @@ pub async fn live_count(pool: &PgPool, user: &str) -> sqlx::Result<i64> {
     .fetch_one(pool)
     .await
 }
+
+/// Bounds how long the caller's transaction may sit idle (`SET LOCAL
+/// idle_in_transaction_session_timeout`): a delete job holds blob row locks across store
+/// calls, and a stuck job must not hold them forever.
+pub async fn limit_idle_in_transaction(
+    conn: &mut PgConnection,
+    limit: std::time::Duration,
+) -> sqlx::Result<()> {
+    crate::db::query(&format!(
+        "SET LOCAL idle_in_transaction_session_timeout = '{}s'",
+        limit.as_secs()
+    ))
+    .execute(conn)
+    .await?;
+    Ok(())
+}

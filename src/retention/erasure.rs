@@ -57,28 +57,18 @@ pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<ErasureRequest>>
     .await
 }
 
-/// The user's generations that have not reached a final state.
-const UNFINISHED: &str = "SELECT id FROM genq.generations
-  WHERE user_id = $1 AND state NOT IN ('succeeded', 'failed', 'cancelled')";
-
 /// Asks every unfinished generation of `user` to cancel (`genq.cancel_generation`): those
 /// not yet submitted end at once with their holds released; those at a provider get a
 /// `generation.cancel` job. Returns how many are still unfinished.
 pub async fn cancel_generations(conn: &mut PgConnection, user: &str) -> sqlx::Result<usize> {
-    let ids: Vec<uuid::Uuid> = crate::db::query_scalar(UNFINISHED)
-        .bind(user)
-        .fetch_all(&mut *conn)
-        .await?;
+    let ids = crate::generation::record::unfinished_of_user(&mut *conn, user).await?;
     for id in &ids {
         crate::db::query("SELECT genq.cancel_generation($1)")
             .bind(id)
             .execute(&mut *conn)
             .await?;
     }
-    let left: Vec<uuid::Uuid> = crate::db::query_scalar(UNFINISHED)
-        .bind(user)
-        .fetch_all(&mut *conn)
-        .await?;
+    let left = crate::generation::record::unfinished_of_user(&mut *conn, user).await?;
     Ok(left.len())
 }
 

@@ -59,6 +59,15 @@ pub struct Violation {
     pub detail: String,
 }
 
+/// Deletes a generation's data on request (`genq.delete_generation`): its input scrubbed,
+/// its blobs due now. Returns the generation's state, as text.
+pub async fn delete_generation(pool: &PgPool, id: uuid::Uuid) -> sqlx::Result<String> {
+    crate::db::query_scalar("SELECT genq.delete_generation($1)::text")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+}
+
 /// Audits the privacy invariants (`genq.check_retention()`): nothing deleted before it was
 /// due, every deletion logged exactly once, no source or output left without a deletion
 /// date, nothing live after a completed erasure. Empty when healthy; reads whole tables.

@@ -51,12 +51,7 @@ impl Worker for Delete {
 
     async fn work(&self, ctx: JobContext, args: DeleteArgs) -> Result<(), JobError> {
         let mut tx = crate::db::begin(&ctx.pool).await?;
-        crate::db::query(&format!(
-            "SET LOCAL idle_in_transaction_session_timeout = '{}s'",
-            STORE_CALLS.as_secs() + 30
-        ))
-        .execute(&mut *tx)
-        .await?;
+        blobs::limit_idle_in_transaction(&mut tx, STORE_CALLS + Duration::from_secs(30)).await?;
         let due = blobs::lock_due(&mut tx, &args.blob_ids, &args.store).await?;
         if due.is_empty() {
             ctx.complete_in(&mut tx).await?;
