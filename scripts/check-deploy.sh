@@ -88,7 +88,8 @@ fi
 # --- TOML inside the ConfigMap ----------------------------------------------------------------
 if [[ $have_yaml -eq 1 ]] && python3 -c 'import tomllib' >/dev/null 2>&1; then
     # Valid TOML, and the same keys and values as config/genq.toml except the in-cluster
-    # overrides (no database.url: it comes from the Secret; http.bind on all interfaces).
+    # overrides (no database.url: it comes from the Secret; http.bind and http.public_bind
+    # on all interfaces, 9800 internal, 9801 public).
     check "TOML genq.toml in deploy/kubernetes/configmap.yaml (matches config/genq.toml)" python3 -c '
 import sys, tomllib, yaml
 doc = yaml.safe_load(open("deploy/kubernetes/configmap.yaml"))
@@ -98,8 +99,11 @@ if "url" in cluster.get("database", {}):
     sys.exit("database.url must come from Secret genq (DATABASE_URL), not the ConfigMap")
 if cluster.get("http", {}).get("bind") != "0.0.0.0:9800":
     sys.exit("http.bind must be 0.0.0.0:9800 in the cluster")
+if cluster.get("http", {}).get("public_bind") != "0.0.0.0:9801":
+    sys.exit("http.public_bind must be 0.0.0.0:9801 in the cluster (the port behind the Ingress)")
 base.get("database", {}).pop("url", None)
 base.setdefault("http", {})["bind"] = "0.0.0.0:9800"
+base["http"]["public_bind"] = "0.0.0.0:9801"
 def diff(a, b, path=""):
     for k in sorted(set(a) | set(b)):
         p = path + "." + k if path else k

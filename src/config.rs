@@ -65,6 +65,8 @@ pub struct Config {
     pub payments: PaymentsConfig,
     /// Retention and privacy: how long each kind of data is kept.
     pub retention: crate::retention::RetentionConfig,
+    /// What downloads of provider-named URLs may reach.
+    pub outbound: crate::outbound::OutboundConfig,
     /// Per-kind attempt time limits; they override a handler's own timeout. Defaults to
     /// none (a kind uses its handler's timeout, else `worker.job_timeout`).
     #[serde(with = "duration_map")]
@@ -76,8 +78,8 @@ pub struct Config {
     pub periodic: Vec<PeriodicConfig>,
 }
 
-/// `[database]`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// `[database]`. Its `Debug` shows the URL with the password replaced by `***`.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// Connection URL. Defaults to `postgres://postgres@127.0.0.1:5432/postgres`;
@@ -89,8 +91,58 @@ pub struct DatabaseConfig {
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
     /// `idle_in_transaction_session_timeout` of the daemon's sessions. Defaults to 60 s.
+    /// Behind a transaction-mode pooler it cannot be sent: set it on the role instead.
     #[serde(with = "humantime_serde")]
     pub idle_in_transaction_timeout: Duration,
+    /// Prefix of this database's roles (`<prefix>_owner`, `_backend`, `_worker`). Empty
+    /// (the default) keeps the prefix the database already uses, `genq` on a first
+    /// migration. Roles are cluster-wide and serve one database each, so a second genq
+    /// database in the same cluster needs its own prefix (docs/credits.md).
+    pub role_prefix: String,
+    /// What `url` points at: `none` (Postgres itself), `session` or `transaction` (a
+    /// PgBouncer/Supavisor pool mode). Defaults to `none`.
+    pub pooler: crate::db::Pooler,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field(
+                "idle_in_transaction_timeout",
+                &self.idle_in_transaction_timeout,
+            )
+            .finish()
+    }
+}
+
+/// A connection URL with its password (and a `password=` query parameter) replaced by
+/// `***`; text that is not a URL is hidden whole, since it may be a key=value string
+/// holding a password.
+pub fn redact_url(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return "***".into();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    if url.query_pairs().any(|(k, _)| k == "password") {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 /// `[worker]`.
@@ -121,7 +173,7 @@ pub struct WorkerConfig {
     /// Default attempt time limit. Defaults to 10 min.
     #[serde(with = "humantime_serde")]
     pub job_timeout: Duration,
-    /// Use LISTEN/NOTIFY wake-ups. Defaults to true.
+    /// Use LISTEN/NOTIFY wake-ups (never behind a transaction-mode pooler). Defaults to true.
     pub listen: bool,
 }
 
@@ -161,8 +213,11 @@ pub struct PruneConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Bind address. Defaults to `127.0.0.1:9800`.
+    /// Bind address of the internal listener (everything). Defaults to `127.0.0.1:9800`.
     pub bind: String,
+    /// Bind address of the public listener, which serves only `/webhooks/*`. Defaults to
+    /// empty: no public listener (webhooks are served on `bind`).
+    pub public_bind: String,
 }
 
 /// `[webhooks]`: verification of inbound provider callbacks. Secrets never go in the file:
@@ -366,6 +421,8 @@ impl Default for DatabaseConfig {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
             idle_in_transaction_timeout: Duration::from_secs(60),
+            role_prefix: String::new(),
+            pooler: crate::db::Pooler::None,
         }
     }
 }
@@ -412,6 +469,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             bind: "127.0.0.1:9800".into(),
+            public_bind: String::new(),
         }
     }
 }
@@ -465,6 +523,7 @@ impl Default for Config {
             sweep: SweepConfig::default(),
             payments: PaymentsConfig::default(),
             retention: Default::default(),
+            outbound: Default::default(),
             timeouts: BTreeMap::new(),
             queues,
             periodic: Vec::new(),
@@ -532,6 +591,12 @@ impl Config {
 
     /// Checks relations between fields that serde cannot.
     fn validate(&self) -> Result<(), String> {
+        let prefix = &self.database.role_prefix;
+        if !prefix.is_empty() && !crate::db::valid_role_prefix(prefix) {
+            return Err(format!(
+                "database.role_prefix {prefix:?} must be a lowercase letter followed by up to 39 lowercase letters, digits or underscores"
+            ));
+        }
         let w = &self.worker;
         if w.heartbeat * 2 > w.lease {
             return Err(format!(
@@ -545,6 +610,8 @@ impl Config {
         if !(0.0..1.0).contains(&self.backoff.jitter) {
             return Err("backoff.jitter must be in [0, 1)".into());
         }
+        crate::outbound::AddressPolicy::new(&self.outbound.allow_private)
+            .map_err(|e| e.to_string())?;
         for p in &self.periodic {
             if p.cron.is_some() == p.every.is_some() {
                 return Err(format!(
@@ -558,7 +625,8 @@ impl Config {
 }
 
 /// Sets the leaf whose path, joined by `_` and upper-cased, equals `key`. Values are parsed
-/// as TOML when they fit the existing leaf's type and kept as strings otherwise.
+/// as TOML when they fit the existing leaf's type (a list: comma-separated strings) and kept
+/// as strings otherwise.
 fn apply_override(value: &mut toml::Value, key: &str, raw: &str) -> bool {
     let toml::Value::Table(table) = value else {
         return false;
@@ -586,6 +654,14 @@ fn parse_like(existing: &toml::Value, raw: &str) -> toml::Value {
         toml::Value::Integer(_) => raw.parse().ok().map(toml::Value::Integer),
         toml::Value::Float(_) => raw.parse().ok().map(toml::Value::Float),
         toml::Value::Boolean(_) => raw.parse().ok().map(toml::Value::Boolean),
+        // A list of strings, comma-separated (`GENQ_OUTBOUND_ALLOW_PRIVATE=10.0.0.0/8,::1`).
+        toml::Value::Array(_) => Some(toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        )),
         _ => None,
     };
     parsed.unwrap_or_else(|| toml::Value::String(raw.to_string()))
@@ -639,6 +715,49 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn outbound_ranges_come_from_the_file_or_the_environment_and_are_checked() {
+        let c = Config::from_toml_and_env("", "t", &[]).unwrap();
+        assert!(
+            c.outbound.allow_private.is_empty(),
+            "no private range by default"
+        );
+        let text = "[outbound]\nallow_private = [\"10.1.0.0/16\"]\n";
+        let c = Config::from_toml_and_env(text, "t", &[]).unwrap();
+        assert_eq!(c.outbound.allow_private, ["10.1.0.0/16"]);
+        let env = [(
+            "GENQ_OUTBOUND_ALLOW_PRIVATE".to_string(),
+            "127.0.0.0/8, ::1/128".to_string(),
+        )];
+        let c = Config::from_toml_and_env("", "t", &env).unwrap();
+        assert_eq!(c.outbound.allow_private, ["127.0.0.0/8", "::1/128"]);
+        let bad = "[outbound]\nallow_private = [\"intranet\"]\n";
+        let err = Config::from_toml_and_env(bad, "t", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("outbound.allow_private"), "{err}");
+    }
+
+    #[test]
+    fn database_passwords_never_show_in_debug() {
+        let mut c = Config::default();
+        c.database.url = "postgres://genq:hunter2@db.example:5432/app?sslmode=require".into();
+        let shown = format!("{c:?} {:?}", c.database);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("postgres://genq:***@db.example:5432/app"),
+            "{shown}"
+        );
+        c.database.url = "postgres://db.example/app?user=genq&password=hunter2".into();
+        let shown = format!("{:?}", c.database);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(redact_url("host=db password=hunter2"), "***");
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1:5432/postgres"),
+            "postgres://postgres@127.0.0.1:5432/postgres"
+        );
+    }
+
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
@@ -665,9 +784,13 @@ mod tests {
                 ("GENQ_WORKER_POLL_INTERVAL", "250ms"),
                 ("GENQ_WORKER_LISTEN", "false"),
                 ("DATABASE_URL", "postgres://x@y/z"),
+                ("GENQ_DATABASE_POOLER", "transaction"),
+                ("GENQ_HTTP_PUBLIC_BIND", "0.0.0.0:9801"),
             ]),
         )
         .unwrap();
+        assert_eq!(c.database.pooler, crate::db::Pooler::Transaction);
+        assert_eq!(c.http.public_bind, "0.0.0.0:9801");
         assert_eq!(c.worker.lease, Duration::from_secs(45));
         assert_eq!(c.http.bind, "0.0.0.0:1234");
         assert_eq!(c.queues["default"].concurrency, 7);
@@ -686,6 +809,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("at most half"), "{err}");
+        let err =
+            Config::from_toml_and_env("", "t", &env(&[("GENQ_DATABASE_POOLER", "pgbouncer")]))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("pgbouncer") && err.contains("transaction"),
+            "{err}"
+        );
         let err = Config::from_toml_and_env("[wroker]\n", "t", &[])
             .unwrap_err()
             .to_string();

@@ -250,7 +250,7 @@ pub async fn grant(
     amount: i64,
     idempotency_key: &str,
 ) -> Result<i64, CreditError> {
-    sqlx::query_scalar(GRANT)
+    crate::db::query_scalar(GRANT)
         .bind(user_id)
         .bind(amount)
         .bind(idempotency_key)
@@ -261,7 +261,10 @@ pub async fn grant(
 
 /// A user's balance (zeros for a user genq has never seen).
 pub async fn balance(conn: &mut PgConnection, user_id: &str) -> Result<Balance, sqlx::Error> {
-    sqlx::query_as(BALANCE).bind(user_id).fetch_one(conn).await
+    crate::db::query_as(BALANCE)
+        .bind(user_id)
+        .fetch_one(conn)
+        .await
 }
 
 /// Holds the generation's cost and creates it with its `generation.submit` job (queue
@@ -274,7 +277,7 @@ pub async fn enqueue_generation(
     conn: &mut PgConnection,
     generation: &NewGeneration,
 ) -> Result<Uuid, CreditError> {
-    sqlx::query_scalar(ENQUEUE_GENERATION)
+    crate::db::query_scalar(ENQUEUE_GENERATION)
         .bind(&generation.user_id)
         .bind(&generation.provider)
         .bind(&generation.model)
@@ -292,7 +295,7 @@ pub async fn enqueue_generation(
 /// (the transaction is then aborted): SQLSTATE 55000 if the hold was released or there is
 /// none, P0002 for an unknown generation.
 pub async fn capture(conn: &mut PgConnection, generation_id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(CAPTURE)
+    crate::db::query_scalar(CAPTURE)
         .bind(generation_id)
         .fetch_one(conn)
         .await
@@ -308,7 +311,7 @@ pub async fn release(
     generation_id: Uuid,
     reason: &str,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(RELEASE)
+    crate::db::query_scalar(RELEASE)
         .bind(generation_id)
         .bind(reason)
         .fetch_one(conn)
@@ -324,7 +327,7 @@ pub async fn cancel_generation(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<GenerationState, CreditError> {
-    sqlx::query_scalar(CANCEL)
+    crate::db::query_scalar(CANCEL)
         .bind(id)
         .fetch_one(conn)
         .await
@@ -333,13 +336,16 @@ pub async fn cancel_generation(
 
 /// Loads one generation, or `None` if there is none with this id.
 pub async fn load(conn: &mut PgConnection, id: Uuid) -> Result<Option<Generation>, sqlx::Error> {
-    sqlx::query_as(LOAD).bind(id).fetch_optional(conn).await
+    crate::db::query_as(LOAD)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
 }
 
 /// Audits the ledger: one [`Violation`] per broken invariant, none when healthy. Reads
 /// every ledger and account row: for monitoring and incidents, not hot paths.
 pub async fn check_ledger(conn: &mut PgConnection) -> Result<Vec<Violation>, sqlx::Error> {
-    sqlx::query_as(CHECK_LEDGER).fetch_all(conn).await
+    crate::db::query_as(CHECK_LEDGER).fetch_all(conn).await
 }
 
 #[cfg(test)]

@@ -2,7 +2,16 @@
 //!
 //! The migration history lives in `genq._sqlx_migrations`, not `public`, so genq never
 //! collides with the product's own migrator. sqlx creates its history table unqualified,
-//! so migrations run on a dedicated connection whose `search_path` is `genq`.
+//! so migrations run on a dedicated connection whose `search_path` is `genq`. Migrations
+//! need a session (sqlx holds an advisory lock across them): run them on a direct
+//! connection, never through a transaction-mode pooler.
+//!
+//! Every statement goes through [`query`], [`query_as`] and [`query_scalar`] (clippy
+//! forbids sqlx's own, see `clippy.toml`), so how a statement travels to Postgres is
+//! decided here, once: see [`pooler`].
+
+pub mod pooler;
+mod query;
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +23,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 use crate::config::DatabaseConfig;
+pub use pooler::Pooler;
+pub use query::{begin, query, query_as, query_scalar, Query, QueryAs, QueryScalar};
 
 /// The embedded migrations (`migrations/`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -27,16 +38,25 @@ pub fn connect_options(
 }
 
 /// Applies genq's session settings: `application_name = genq` (so operators can find the
-/// daemon's sessions) and an `idle_in_transaction_session_timeout`.
+/// daemon's sessions) and, straight to Postgres, an `idle_in_transaction_session_timeout`
+/// as a startup option. A pooler refuses startup options, so behind one the timeout is
+/// set after connecting (session mode) or left to the role (transaction mode), see
+/// [`pooler`].
 pub fn session_options(options: PgConnectOptions, config: &DatabaseConfig) -> PgConnectOptions {
-    let idle_ms = config.idle_in_transaction_timeout.as_millis().max(1);
-    options
+    let options = options
         .application_name("genq")
-        .options([(
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+    match config.pooler {
+        Pooler::None => options.options([(
             "idle_in_transaction_session_timeout",
-            format!("{idle_ms}ms"),
-        )])
-        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2))
+            format!("{}ms", idle_ms(config)),
+        )]),
+        Pooler::Session | Pooler::Transaction => pooler::startup_options(options, config.pooler),
+    }
+}
+
+fn idle_ms(config: &DatabaseConfig) -> u128 {
+    config.idle_in_transaction_timeout.as_millis().max(1)
 }
 
 /// Opens the daemon's pool. Connections are made lazily and re-made after a Postgres
@@ -45,7 +65,7 @@ pub fn session_options(options: PgConnectOptions, config: &DatabaseConfig) -> Pg
 /// ([`note_connection_loss`]), every pooled connection opened before that is discarded at
 /// its next acquire, so after a restart each stale connection does not fail one more caller.
 pub fn pool(options: PgConnectOptions, config: &DatabaseConfig) -> PgPool {
-    PgPoolOptions::new()
+    pool_options(config)
         .max_connections(config.max_connections.max(1))
         .acquire_timeout(config.acquire_timeout)
         .test_before_acquire(false)
@@ -54,6 +74,12 @@ pub fn pool(options: PgConnectOptions, config: &DatabaseConfig) -> PgPool {
             Box::pin(async move { Ok(keep) })
         })
         .connect_lazy_with(options)
+}
+
+/// Pool options every genq pool starts from: behind a pooler they set the session up
+/// after connecting and switch statements to their pooler-safe form (see [`pooler`]).
+pub fn pool_options(config: &DatabaseConfig) -> PgPoolOptions {
+    pooler::pool_options(PgPoolOptions::new(), config.pooler, idle_ms(config))
 }
 
 /// When this process last saw the database lost, in ms since [`clock_origin`] plus one
@@ -91,9 +117,18 @@ fn opened_before_last_loss(age: Duration) -> bool {
     opened_ms <= last
 }
 
-/// Applies every pending migration. Safe to run concurrently from several daemons:
-/// sqlx serialises migrators with an advisory lock.
-pub async fn migrate(options: &PgConnectOptions) -> Result<(), sqlx::migrate::MigrateError> {
+/// Applies every pending migration, then `genq.secure_objects` (migration 0011): every
+/// object in schema genq, including those a later migration created as the migrating role,
+/// is given to the database's owner role and the backend and worker roles get exactly their
+/// rights. `role_prefix` names the roles (`""`: the prefix the database already uses, else
+/// `genq`). Safe to run concurrently from several daemons: sqlx serialises migrators with
+/// an advisory lock, and `secure_objects` takes its own.
+// A direct connection of its own, never a pooled one: sqlx's own statements are right here.
+#[allow(clippy::disallowed_methods)]
+pub async fn migrate(
+    options: &PgConnectOptions,
+    role_prefix: &str,
+) -> Result<(), sqlx::migrate::MigrateError> {
     let mut conn = PgConnection::connect_with(options).await?;
     sqlx::query("CREATE SCHEMA IF NOT EXISTS genq")
         .execute(&mut conn)
@@ -101,22 +136,55 @@ pub async fn migrate(options: &PgConnectOptions) -> Result<(), sqlx::migrate::Mi
     sqlx::query("SET search_path TO genq")
         .execute(&mut conn)
         .await?;
+    sqlx::query("SELECT set_config('genq.role_prefix', $1, false)")
+        .bind(role_prefix)
+        .execute(&mut conn)
+        .await?;
     MIGRATOR.run(&mut conn).await?;
+    sqlx::query("SELECT genq.secure_objects($1)")
+        .bind(role_prefix)
+        .execute(&mut conn)
+        .await?;
     conn.close().await?;
+    Ok(())
+}
+
+/// Whether `prefix` may name genq's roles (the rule `genq.secure_objects` applies).
+pub fn valid_role_prefix(prefix: &str) -> bool {
+    let mut chars = prefix.chars();
+    prefix.len() <= 40
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Drops the three roles of `prefix` (after the database they served was dropped, e.g. a
+/// benchmark's throwaway database).
+// An administrator's direct connection, never a pooled one.
+#[allow(clippy::disallowed_methods)]
+pub async fn drop_roles(conn: &mut PgConnection, prefix: &str) -> Result<(), sqlx::Error> {
+    if !valid_role_prefix(prefix) {
+        return Err(sqlx::Error::Protocol(format!(
+            "invalid role prefix {prefix:?}"
+        )));
+    }
+    sqlx::query(&format!(
+        "DROP ROLE IF EXISTS {prefix}_owner, {prefix}_backend, {prefix}_worker"
+    ))
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
 /// Whether the database has every migration this binary embeds (used by readiness checks).
 pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    let applied: Vec<i64> = sqlx::query_scalar(
-        "SELECT version FROM genq._sqlx_migrations WHERE success ORDER BY version",
-    )
-    .fetch_all(pool)
-    .await
-    .or_else(|e| match &e {
-        sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => Ok(Vec::new()),
-        _ => Err(e),
-    })?;
+    let applied: Vec<i64> =
+        query_scalar("SELECT version FROM genq._sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await
+            .or_else(|e| match &e {
+                sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => Ok(Vec::new()),
+                _ => Err(e),
+            })?;
     Ok(MIGRATOR
         .iter()
         .all(|m| applied.binary_search(&m.version).is_ok()))

@@ -39,7 +39,7 @@ const COST: i64 = 10;
 /// Runs the demo.
 pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let options = db::connect_options(&config.database.url, &config.database)?;
-    db::migrate(&options)
+    db::migrate(&options, &config.database.role_prefix)
         .await
         .context("cannot migrate the database (is Postgres running? check DATABASE_URL)")?;
     println!("migrated schema genq on {}", redact(&config.database.url));
@@ -74,6 +74,8 @@ pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| temp.path().to_path_buf());
     let mut daemon_config = config.clone();
     daemon_config.providers = fake.providers_config();
+    // The fake serves its output files on loopback, which downloads refuse by default.
+    daemon_config.outbound.allow_private = vec!["127.0.0.0/8".into()];
     daemon_config.providers.webhook_base_url = "http://127.0.0.1:9".into();
     daemon_config.storage.backend = "local".into();
     daemon_config.storage.local.dir = blobs.to_string_lossy().into_owned();
@@ -82,7 +84,7 @@ pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         QueueConfig::with_concurrency(20),
     );
     daemon_config.worker.poll_interval = Duration::from_millis(200);
-    let pool = sqlx::postgres::PgPoolOptions::new()
+    let pool = db::pool_options(&config.database)
         .max_connections(2)
         .connect_with(options.clone())
         .await?;
@@ -186,7 +188,7 @@ pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         "\nbalance of {user}: available {}, held {}",
         balance.available, balance.held
     );
-    let ledger: Vec<(String, i64, Option<Uuid>)> = sqlx::query_as(
+    let ledger: Vec<(String, i64, Option<Uuid>)> = crate::db::query_as(
         "SELECT kind::text, amount, generation_id FROM genq.ledger WHERE user_id = $1 ORDER BY id",
     )
     .bind(&user)
@@ -210,7 +212,7 @@ pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     drop(conn);
     // The privacy side of the same run: each stored output is registered for deletion.
-    let (outputs, due): (i64, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as(
+    let (outputs, due): (i64, Option<chrono::DateTime<chrono::Utc>>) = crate::db::query_as(
         "SELECT count(*), min(expires_at) FROM genq.blobs WHERE role = 'output' AND generation_id = ANY($1)",
     )
     .bind(ids.iter().map(|(_, id)| *id).collect::<Vec<_>>())

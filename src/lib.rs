@@ -19,6 +19,7 @@ pub mod http;
 pub mod jobs;
 pub mod maintenance;
 pub mod metrics;
+pub mod outbound;
 pub mod payments;
 pub mod providers;
 pub mod queue;

@@ -98,6 +98,9 @@ pub const AMBIGUOUS_SUBMITS: &str = "genq_generation_ambiguous_submits_total";
 pub const LATE_CALLBACKS: &str = "genq_generation_late_callbacks_total";
 /// Credits moved by this daemon's settlements, by kind (captured, released).
 pub const CREDITS: &str = "genq_credits_total";
+/// Generations the provider finished but whose output could not be downloaded, by
+/// provider and reason (expired, refused, too_large, unreachable): failed, hold captured.
+pub const OUTPUTS_UNFETCHABLE: &str = "genq_generation_outputs_unfetchable_total";
 
 /// Credits held by unfinished generations, all users (fleet-wide, read every sample interval).
 pub const CREDITS_HELD: &str = "genq_credits_held";
@@ -271,6 +274,11 @@ pub const ALL: &[(&str, &str, &str)] = &[
         CREDITS,
         "counter",
         "Credits settled by this daemon, by kind (captured, released).",
+    ),
+    (
+        OUTPUTS_UNFETCHABLE,
+        "counter",
+        "Generations finished by the provider whose output could not be downloaded (failed, hold captured), by provider and reason.",
     ),
     (
         CREDITS_HELD,

@@ -82,7 +82,7 @@ pub async fn apply(
     plisio_status: &str,
     body: &Value,
 ) -> Result<Applied, sqlx::Error> {
-    let row: Option<(String, i64, String)> = sqlx::query_as(
+    let row: Option<(String, i64, String)> = crate::db::query_as(
         "SELECT user_id, credits, status FROM genq.payments WHERE txn_id = $1 FOR UPDATE",
     )
     .bind(txn_id)
@@ -102,7 +102,7 @@ pub async fn apply(
         body.get(k)
             .map(|v| v.as_str().map_or(v.to_string(), str::to_string))
     };
-    sqlx::query(
+    crate::db::query(
         "UPDATE genq.payments
             SET status = $2, history = history || jsonb_build_array(jsonb_build_object(
                     'status', $3::text, 'at', now())),
@@ -128,7 +128,7 @@ pub async fn apply(
                 crate::credits::CreditError::Database(e) => e,
                 other => sqlx::Error::Protocol(other.to_string()),
             })?;
-        sqlx::query("UPDATE genq.payments SET granted_at = now() WHERE txn_id = $1")
+        crate::db::query("UPDATE genq.payments SET granted_at = now() WHERE txn_id = $1")
             .bind(txn_id)
             .execute(&mut *conn)
             .await?;

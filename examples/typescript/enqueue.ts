@@ -107,7 +107,7 @@ async function createRender(pool: pg.Pool, userId: string, prompt: string): Prom
       uniqueKey: `render:${userId}:${renderId}`,
     });
     // The style reference the user uploaded: genq deletes it 7 days from now.
-    await registerBlob(client, userId, "reference", "local", `references/render-${renderId}.png`);
+    await registerBlob(client, userId, "reference", "local", `references/${userId}/render-${renderId}.png`);
     await client.query("COMMIT");
     return jobId;
   } catch (err) {

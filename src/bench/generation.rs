@@ -50,6 +50,8 @@ pub(super) fn pipeline_config(
 ) -> Config {
     let mut daemon_config = config.clone();
     daemon_config.providers = fake.providers_config();
+    // The fake serves its output files on loopback, which downloads refuse by default.
+    daemon_config.outbound.allow_private = vec!["127.0.0.0/8".into()];
     daemon_config.providers.webhook_base_url = "http://127.0.0.1:9".into();
     for kind in ProviderKind::ALL {
         let limits = daemon_config
@@ -96,7 +98,7 @@ pub(super) fn print_ledger(violations: i64) {
 
 /// Gives each of the 100 benchmark users `n` credits.
 pub(super) async fn grant_credits(pool: &sqlx::PgPool, n: usize) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT genq.grant_credits('bench-user-' || u, $1, 'bench-grant-' || u) FROM generate_series(0, 99) u")
+    crate::db::query("SELECT genq.grant_credits('bench-user-' || u, $1, 'bench-grant-' || u) FROM generate_series(0, 99) u")
         .bind(n as i64)
         .execute(pool)
         .await?;
@@ -128,7 +130,10 @@ pub async fn measure(
         args.pool
     );
     let started = Instant::now();
-    sqlx::query(ENQUEUE).bind(n as i64).execute(&pool).await?;
+    crate::db::query(ENQUEUE)
+        .bind(n as i64)
+        .execute(&pool)
+        .await?;
     println!(
         "enqueued {n} generations (holds + submit jobs) in {:.2} s",
         started.elapsed().as_secs_f64()
@@ -141,7 +146,7 @@ pub async fn measure(
     let (mut max_connections, mut max_running, mut max_in_flight_at_provider) = (0i64, 0i64, 0i64);
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let (open, connections, running, submitted): (i64, i64, i64, i64) = sqlx::query_as(
+        let (open, connections, running, submitted): (i64, i64, i64, i64) = crate::db::query_as(
             "SELECT (SELECT count(*) FROM genq.generations WHERE state NOT IN ('succeeded', 'failed', 'cancelled')),
                     (SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'genq'),
                     (SELECT count(*) FROM genq.jobs WHERE state = 'running'),
@@ -164,14 +169,14 @@ pub async fn measure(
     daemon.shutdown().await;
     fake.stop().await;
 
-    let rows: Vec<(f64, f64, f64)> = sqlx::query_as(OVERHEAD).fetch_all(&pool).await?;
+    let rows: Vec<(f64, f64, f64)> = crate::db::query_as(OVERHEAD).fetch_all(&pool).await?;
     let mut processing: Vec<f64> = rows.iter().map(|r| r.0 * 1000.0).collect();
     let mut waiting: Vec<f64> = rows.iter().map(|r| r.1 * 1000.0).collect();
     let mut end_to_end: Vec<f64> = rows.iter().map(|r| r.2).collect();
     processing.sort_by(f64::total_cmp);
     waiting.sort_by(f64::total_cmp);
     end_to_end.sort_by(f64::total_cmp);
-    let violations: i64 = sqlx::query_scalar("SELECT count(*) FROM genq.check_ledger()")
+    let violations: i64 = crate::db::query_scalar("SELECT count(*) FROM genq.check_ledger()")
         .fetch_one(&pool)
         .await?;
     println!(

@@ -95,6 +95,12 @@ pub struct BenchArgs {
     /// retention: blobs per delete job.
     #[arg(long, default_value_t = 100)]
     pub retention_batch: u32,
+    /// queue: the daemons and the bench's own statements go through this pooler URL
+    /// (PgBouncer/Supavisor in transaction mode; its database name is replaced by the
+    /// benchmark's) with `database.pooler = "transaction"`; creating and migrating the
+    /// benchmark database stays on the direct URL.
+    #[arg(long, value_name = "URL")]
+    pub pooler_url: Option<String>,
     /// Keep the benchmark database afterwards (it is dropped by default).
     #[arg(long)]
     pub keep_db: bool,
@@ -124,15 +130,29 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("cannot connect to the database (check DATABASE_URL)")?;
     let name = format!("genq_bench_{}", std::process::id());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
+    crate::db::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut admin)
         .await
         .with_context(|| format!("cannot create benchmark database {name}"))?;
     let options = admin_options.clone().database(&name);
+    // The throwaway database gets its own roles (roles serve one database each).
+    let prefix = name.clone();
     let result = async {
-        db::migrate(&options).await?;
+        db::migrate(&options, &prefix).await?;
         match args.scenario {
-            Scenario::Queue => queue::measure(config, &args, &options).await,
+            Scenario::Queue => match &args.pooler_url {
+                Some(url) => {
+                    let mut pooled = config.clone();
+                    pooled.database.pooler = db::Pooler::Transaction;
+                    let options = db::connect_options(url, &pooled.database)?.database(&name);
+                    println!(
+                        "through a transaction-mode pooler: LISTEN off, polling every {:?}",
+                        pooled.worker.poll_interval
+                    );
+                    queue::measure(&pooled, &args, &options).await
+                }
+                None => queue::measure(config, &args, &options).await,
+            },
             Scenario::Generation => generation::measure(config, &args, &options, &name).await,
             Scenario::Webhooks => webhooks::measure(config, &args, &options).await,
             Scenario::Retention => retention::measure(config, &args, &options).await,
@@ -144,10 +164,11 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.keep_db {
         println!("kept database {name}");
     } else {
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        crate::db::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .execute(&mut admin)
             .await
             .ok();
+        db::drop_roles(&mut admin, &prefix).await.ok();
     }
     result?;
     Ok(ExitCode::SUCCESS)

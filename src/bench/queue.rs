@@ -8,8 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgPoolOptions;
-
 use super::{peak_rss_mib, percentile, BenchArgs};
 use crate::config::{Config, QueueConfig};
 use crate::daemon::{Daemon, Registry};
@@ -22,7 +20,7 @@ pub async fn measure(
     args: &BenchArgs,
     options: &sqlx::postgres::PgConnectOptions,
 ) -> anyhow::Result<()> {
-    let pool = PgPoolOptions::new()
+    let pool = crate::db::pool_options(&config.database)
         .max_connections(4)
         .connect_with(options.clone())
         .await?;
@@ -52,7 +50,8 @@ pub async fn measure(
         args.jobs,
         enqueue_secs
     );
-    sqlx::query("VACUUM ANALYZE genq.jobs")
+    // Simple protocol, never inside a transaction (also through a pooler).
+    sqlx::raw_sql("VACUUM ANALYZE genq.jobs")
         .execute(&pool)
         .await?;
 
@@ -65,7 +64,7 @@ pub async fn measure(
     );
     daemon_config.worker.claim_batch = args.claim_batch;
     daemon_config.database.max_connections = 4;
-    let t0: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+    let t0: chrono::DateTime<chrono::Utc> = crate::db::query_scalar("SELECT clock_timestamp()")
         .fetch_one(&pool)
         .await?;
     let daemons: Vec<_> = (0..args.daemons)
@@ -77,7 +76,7 @@ pub async fn measure(
     let wall = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let pending: bool = sqlx::query_scalar(
+        let pending: bool = crate::db::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM genq.jobs WHERE state IN ('available', 'running', 'retryable') AND kind = 'noop')",
         )
         .fetch_one(&pool)
@@ -90,13 +89,13 @@ pub async fn measure(
         }
     }
     let t1: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT max(finished_at) FROM genq.jobs WHERE kind = 'noop'")
+        crate::db::query_scalar("SELECT max(finished_at) FROM genq.jobs WHERE kind = 'noop'")
             .fetch_one(&pool)
             .await?;
     for d in daemons {
         d.shutdown().await;
     }
-    let completed: i64 = sqlx::query_scalar(
+    let completed: i64 = crate::db::query_scalar(
         "SELECT count(*) FROM genq.jobs WHERE state = 'completed' AND kind = 'noop'",
     )
     .fetch_one(&pool)
@@ -130,7 +129,7 @@ pub async fn measure(
     }
     let wait = Instant::now();
     let mut latencies: Vec<f64> = loop {
-        let rows: Vec<Option<f64>> = sqlx::query_scalar(
+        let rows: Vec<Option<f64>> = crate::db::query_scalar(
             "SELECT extract(epoch FROM attempted_at - created_at)::float8 * 1000 FROM genq.jobs WHERE id = ANY($1) AND state = 'completed'",
         )
         .bind(&ids)
@@ -144,11 +143,16 @@ pub async fn measure(
     daemon.shutdown().await;
     latencies.sort_by(f64::total_cmp);
     println!(
-        "pickup latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms  ({} jobs one at a time, NOTIFY wake-up)",
+        "pickup latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms  ({} jobs one at a time, {})",
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(f64::NAN),
-        latencies.len()
+        latencies.len(),
+        if config.database.pooler == crate::db::Pooler::Transaction {
+            "polling"
+        } else {
+            "NOTIFY wake-up"
+        }
     );
     if let Some(rss) = peak_rss_mib() {
         println!("peak RSS:       {rss:.1} MiB");

@@ -82,7 +82,7 @@ pub async fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     let cluster = Arc::new(tokio::task::spawn_blocking(PgCluster::start_new).await??);
     let options: PgConnectOptions = cluster.url().parse()?;
     let options = db::session_options(options, &config.database);
-    db::migrate(&options).await?;
+    db::migrate(&options, "").await?;
     let result = measure(config, args, &options, &cluster).await;
     // Dropping the last handle stops the server and deletes it (blocking).
     tokio::task::spawn_blocking(move || drop(cluster)).await?;
@@ -125,8 +125,11 @@ async fn measure(
     let mut registry = Registry::new();
     Arc::new(Pipeline::from_config(&daemon_config)?).register(&mut registry);
     let daemon = Daemon::with_connect_options(daemon_config, registry, options.clone()).start();
-    sqlx::query(ENQUEUE).bind(n as i64).execute(&pool).await?;
-    sqlx::query(ENQUEUE_PLAIN)
+    crate::db::query(ENQUEUE)
+        .bind(n as i64)
+        .execute(&pool)
+        .await?;
+    crate::db::query(ENQUEUE_PLAIN)
         .bind(args.jobs as i64)
         .execute(&pool)
         .await?;
@@ -134,7 +137,7 @@ async fn measure(
     // Crash once every generation is at the provider (or a render time has passed).
     let waited = Instant::now();
     while waited.elapsed() < args.render_time {
-        let queued: i64 = sqlx::query_scalar(
+        let queued: i64 = crate::db::query_scalar(
             "SELECT count(*) FROM genq.generations WHERE state IN ('queued', 'submitting')",
         )
         .fetch_one(&pool)
@@ -144,7 +147,7 @@ async fn measure(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let due: HashMap<Uuid, DateTime<Utc>> = sqlx::query_as::<_, (Uuid, DateTime<Utc>)>(IN_FLIGHT)
+    let due: HashMap<Uuid, DateTime<Utc>> = crate::db::query_as::<(Uuid, DateTime<Utc>)>(IN_FLIGHT)
         .fetch_all(&pool)
         .await?
         .into_iter()
@@ -168,7 +171,9 @@ async fn measure(
     });
     restart.await??;
     let outage = down.elapsed();
-    let back_at: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&pool).await?;
+    let back_at: DateTime<Utc> = crate::db::query_scalar("SELECT now()")
+        .fetch_one(&pool)
+        .await?;
 
     // Sample which in-flight generations moved, until all did (or a minute passed).
     let mut moved: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
@@ -181,8 +186,10 @@ async fn measure(
         let (parked_now, retryable_now) = parked(&pool, &backoff).await?;
         parked_max = parked_max.max(parked_now);
         retryable_max = retryable_max.max(retryable_now);
-        let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&pool).await?;
-        for id in sqlx::query_scalar::<_, Uuid>(MOVED_SINCE)
+        let now: DateTime<Utc> = crate::db::query_scalar("SELECT now()")
+            .fetch_one(&pool)
+            .await?;
+        for id in crate::db::query_scalar::<Uuid>(MOVED_SINCE)
             .bind(back_at)
             .fetch_all(&pool)
             .await?
@@ -190,7 +197,7 @@ async fn measure(
             moved.entry(id).or_insert(now);
         }
     }
-    let first_claims: Vec<(String, DateTime<Utc>)> = sqlx::query_as(FIRST_CLAIMS)
+    let first_claims: Vec<(String, DateTime<Utc>)> = crate::db::query_as(FIRST_CLAIMS)
         .bind(back_at)
         .fetch_all(&pool)
         .await?;
@@ -198,7 +205,7 @@ async fn measure(
     // Let everything finish, then check the money.
     let finishing = Instant::now();
     loop {
-        let open: i64 = sqlx::query_scalar(
+        let open: i64 = crate::db::query_scalar(
             "SELECT count(*) FROM genq.generations WHERE state NOT IN ('succeeded', 'failed', 'cancelled')",
         )
         .fetch_one(&pool)
@@ -214,14 +221,14 @@ async fn measure(
     }
     daemon.shutdown().await;
     fake.stop().await;
-    let (succeeded, failed, with_failures): (i64, i64, i64) = sqlx::query_as(
+    let (succeeded, failed, with_failures): (i64, i64, i64) = crate::db::query_as(
         "SELECT (SELECT count(*) FROM genq.generations WHERE state = 'succeeded'),
                 (SELECT count(*) FROM genq.generations WHERE state = 'failed'),
                 (SELECT count(*) FROM genq.jobs WHERE failures > 0)",
     )
     .fetch_one(&pool)
     .await?;
-    let violations: i64 = sqlx::query_scalar("SELECT count(*) FROM genq.check_ledger()")
+    let violations: i64 = crate::db::query_scalar("SELECT count(*) FROM genq.check_ledger()")
         .fetch_one(&pool)
         .await?;
 
@@ -277,7 +284,7 @@ async fn parked(
     pool: &PgPool,
     backoff: &crate::config::BackoffConfig,
 ) -> anyhow::Result<(i64, i64)> {
-    Ok(sqlx::query_as(PARKED)
+    Ok(crate::db::query_as(PARKED)
         .bind(backoff.base.as_secs_f64())
         .bind(backoff.max.as_secs_f64())
         .bind(backoff.jitter)

@@ -56,17 +56,17 @@ pub async fn measure(
     for i in 1..=n {
         write(dir.path(), &format!("ref/bench-user-{}/{i}.png", i % 100))?;
     }
-    sqlx::query(REGISTER).bind(n).execute(&pool).await?;
-    sqlx::query("UPDATE genq.blobs SET created_at = created_at - interval '8 days', expires_at = now() - interval '1 day'")
+    crate::db::query(REGISTER).bind(n).execute(&pool).await?;
+    crate::db::query("UPDATE genq.blobs SET created_at = created_at - interval '8 days', expires_at = now() - interval '1 day'")
         .execute(&pool)
         .await?;
     // Finished generations whose prompts are past the inputs window.
     let g = args.generations as i64;
-    sqlx::query("SELECT genq.grant_credits('bench-user-' || u, $1, 'bench-grant-' || u) FROM generate_series(0, 99) u")
+    crate::db::query("SELECT genq.grant_credits('bench-user-' || u, $1, 'bench-grant-' || u) FROM generate_series(0, 99) u")
         .bind(g + 1)
         .execute(&pool)
         .await?;
-    sqlx::query(
+    crate::db::query(
         "SELECT genq.enqueue_generation('bench-user-' || (i % 100), 'fal', 'fal-ai/flux/dev',
                 jsonb_build_object('prompt', 'benchmark prompt ' || i), 1, 'bench:' || i)
            FROM generate_series(1, $1) i",
@@ -75,13 +75,13 @@ pub async fn measure(
     .execute(&pool)
     .await?;
     // Cancelled before submission (holds released), then aged past the inputs window.
-    sqlx::query("SELECT genq.cancel_generation(id) FROM genq.generations")
+    crate::db::query("SELECT genq.cancel_generation(id) FROM genq.generations")
         .execute(&pool)
         .await?;
-    sqlx::query("UPDATE genq.generations SET finished_at = now() - interval '31 days'")
+    crate::db::query("UPDATE genq.generations SET finished_at = now() - interval '31 days'")
         .execute(&pool)
         .await?;
-    sqlx::query("VACUUM ANALYZE genq.blobs, genq.generations, genq.jobs")
+    crate::db::query("VACUUM ANALYZE genq.blobs, genq.generations, genq.jobs")
         .execute(&pool)
         .await?;
     println!(
@@ -111,12 +111,12 @@ pub async fn measure(
 
     // 1 and 2: one sweep; everything due is scrubbed or deleted.
     let wall = Instant::now();
-    sqlx::query("SELECT genq.run_retention_sweep()")
+    crate::db::query("SELECT genq.run_retention_sweep()")
         .execute(&pool)
         .await?;
     let mut scrubbed_at = None;
     loop {
-        let (live, unscrubbed): (i64, i64) = sqlx::query_as(
+        let (live, unscrubbed): (i64, i64) = crate::db::query_as(
             "SELECT (SELECT count(*) FROM genq.blobs WHERE deleted_at IS NULL),
                     (SELECT count(*) FROM genq.generations WHERE scrubbed_at IS NULL)",
         )
@@ -136,7 +136,7 @@ pub async fn measure(
     }
     let secs = wall.elapsed().as_secs_f64();
     let logged: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM genq.deletion_log WHERE subject = 'blob'")
+        crate::db::query_scalar("SELECT count(*) FROM genq.deletion_log WHERE subject = 'blob'")
             .fetch_one(&pool)
             .await?;
     let left = files_left(dir.path())?;
@@ -166,11 +166,14 @@ pub async fn measure(
     for i in 1..=m {
         write(dir.path(), &format!("ref/bench-erased/{i}.png"))?;
     }
-    sqlx::query(REGISTER_USER).bind(m).execute(&pool).await?;
-    sqlx::query("SELECT genq.grant_credits('bench-erased', 1000, 'bench-erased-grant')")
+    crate::db::query(REGISTER_USER)
+        .bind(m)
         .execute(&pool)
         .await?;
-    sqlx::query(
+    crate::db::query("SELECT genq.grant_credits('bench-erased', 1000, 'bench-erased-grant')")
+        .execute(&pool)
+        .await?;
+    crate::db::query(
         "SELECT genq.enqueue_generation('bench-erased', 'fal', 'fal-ai/flux/dev',
                 jsonb_build_object('prompt', 'private ' || i), 1, 'erased:' || i)
            FROM generate_series(1, 100) i",
@@ -178,11 +181,11 @@ pub async fn measure(
     .execute(&pool)
     .await?;
     let wall = Instant::now();
-    let id: i64 = sqlx::query_scalar("SELECT genq.request_erasure('bench-erased')")
+    let id: i64 = crate::db::query_scalar("SELECT genq.request_erasure('bench-erased')")
         .fetch_one(&pool)
         .await?;
     loop {
-        let done: bool = sqlx::query_scalar(
+        let done: bool = crate::db::query_scalar(
             "SELECT completed_at IS NOT NULL FROM genq.erasure_requests WHERE id = $1",
         )
         .bind(id)
@@ -197,7 +200,7 @@ pub async fn measure(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let violations: i64 = sqlx::query_scalar("SELECT count(*) FROM genq.check_ledger()")
+    let violations: i64 = crate::db::query_scalar("SELECT count(*) FROM genq.check_ledger()")
         .fetch_one(&pool)
         .await?;
     println!(
@@ -236,7 +239,7 @@ fn files_left(root: &std::path::Path) -> std::io::Result<usize> {
 }
 
 async fn job_durations(pool: &PgPool, kind: &str) -> anyhow::Result<Vec<f64>> {
-    let mut d: Vec<f64> = sqlx::query_scalar(
+    let mut d: Vec<f64> = crate::db::query_scalar(
         "SELECT extract(epoch FROM finished_at - attempted_at)::float8 FROM genq.jobs
           WHERE kind = $1 AND state = 'completed' AND attempted_at IS NOT NULL",
     )

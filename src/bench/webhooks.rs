@@ -46,25 +46,25 @@ pub async fn measure(
         .max_connections(2)
         .connect_with(options.clone())
         .await?;
-    sqlx::query("SELECT genq.grant_credits('bench-user-' || u, $1, 'bench-grant-' || u) FROM generate_series(0, 99) u")
+    crate::db::query("SELECT genq.grant_credits('bench-user-' || u, $1, 'bench-grant-' || u) FROM generate_series(0, 99) u")
         .bind(n as i64)
         .execute(&pool)
         .await?;
     let started = Instant::now();
-    let ids: Vec<Uuid> = sqlx::query_scalar(ENQUEUE)
+    let ids: Vec<Uuid> = crate::db::query_scalar(ENQUEUE)
         .bind(n as i64)
         .fetch_all(&pool)
         .await?;
     // The submit jobs stay queued: the request id a provider would have returned is set
     // directly, and the generations look submitted.
-    sqlx::query(
+    crate::db::query(
         "UPDATE genq.generations SET state = 'submitted', submitted_at = now(), provider_request_id = 'bench-' || id
           WHERE id = ANY($1)",
     )
     .bind(&ids)
     .execute(&pool)
     .await?;
-    sqlx::query("VACUUM ANALYZE genq.generations, genq.jobs")
+    crate::db::query("VACUUM ANALYZE genq.generations, genq.jobs")
         .execute(&pool)
         .await?;
     println!(
@@ -162,7 +162,7 @@ pub async fn measure(
     daemon.shutdown().await;
     latencies.sort_by(f64::total_cmp);
 
-    let (stored, jobs): (i64, i64) = sqlx::query_as(
+    let (stored, jobs): (i64, i64) = crate::db::query_as(
         "SELECT (SELECT count(*) FROM genq.webhook_events WHERE provider = 'replicate'),
                 (SELECT count(*) FROM genq.jobs WHERE kind = 'generation.reconcile')",
     )

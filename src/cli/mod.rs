@@ -40,6 +40,10 @@ pub enum Command {
         /// HTTP address for /metrics, /healthz, /readyz and /admin (overrides http.bind).
         #[arg(long, value_name = "ADDR")]
         http: Option<String>,
+        /// HTTP address of the public listener, which serves only /webhooks/* (overrides
+        /// http.public_bind). Without one, /webhooks/* is served on the --http address.
+        #[arg(long, value_name = "ADDR")]
+        http_public: Option<String>,
     },
     /// Apply pending migrations (schema genq) and exit.
     Migrate,
@@ -178,11 +182,27 @@ pub async fn main() -> anyhow::Result<ExitCode> {
     crate::telemetry::init(if quiet { "warn" } else { "info,sqlx=warn" });
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Run { migrate, http } => run(config, migrate, http).await,
+        Command::Run {
+            migrate,
+            http,
+            http_public,
+        } => {
+            let mut config = config;
+            if let Some(bind) = http {
+                config.http.bind = bind;
+            }
+            if let Some(bind) = http_public {
+                config.http.public_bind = bind;
+            }
+            run(config, migrate).await
+        }
         Command::Queue { command } => queue(config, command).await,
         Command::Migrate => {
+            refuse_pooled_migration(&config)?;
             let options = db::connect_options(&config.database.url, &config.database)?;
-            db::migrate(&options).await.context("migration failed")?;
+            db::migrate(&options, &config.database.role_prefix)
+                .await
+                .context("migration failed")?;
             println!("migrations applied (schema genq)");
             Ok(ExitCode::SUCCESS)
         }
@@ -212,7 +232,7 @@ pub async fn main() -> anyhow::Result<ExitCode> {
 
 async fn connect(config: &Config) -> anyhow::Result<PgPool> {
     let options = db::connect_options(&config.database.url, &config.database)?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
+    let pool = db::pool_options(&config.database)
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
@@ -247,16 +267,31 @@ fn parse_time(text: &str) -> anyhow::Result<DateTime<Utc>> {
     }
 }
 
-async fn run(config: Config, migrate: bool, http: Option<String>) -> anyhow::Result<ExitCode> {
+/// Migrations hold a session-level advisory lock and set `search_path` on their connection:
+/// through a transaction-mode pooler both would land on whatever server connection is
+/// free. They run on a direct connection instead.
+fn refuse_pooled_migration(config: &Config) -> anyhow::Result<()> {
+    if config.database.pooler == db::Pooler::Transaction {
+        bail!(
+            "migrations need a direct connection, not a transaction-mode pooler (database.pooler = \"transaction\"): \
+             run `genq migrate` with the database's direct URL and GENQ_DATABASE_POOLER=none"
+        );
+    }
+    Ok(())
+}
+
+async fn run(config: Config, migrate: bool) -> anyhow::Result<ExitCode> {
     let options = db::connect_options(&config.database.url, &config.database)?;
     let admin_token = http::AdminToken::from_env_or_file(&config.admin.token_file)?;
     if admin_token.is_none() {
         tracing::info!("admin API disabled (no GENQ_ADMIN_TOKEN or admin.token_file)");
     }
     if migrate {
-        migrate_with_retry(&options).await?;
+        refuse_pooled_migration(&config)?;
+        migrate_with_retry(&options, &config.database.role_prefix).await?;
     }
-    let bind = http.unwrap_or_else(|| config.http.bind.clone());
+    let bind = config.http.bind.clone();
+    let public_bind = config.http.public_bind.clone();
     let mut registry = Registry::new();
     crate::jobs::register_product(&mut registry, &config)?;
     if config.retention.hash_key().is_none() {
@@ -269,16 +304,12 @@ async fn run(config: Config, migrate: bool, http: Option<String>) -> anyhow::Res
             .context("cannot set up webhook verification")?,
     );
     let handle = Daemon::with_connect_options(config, registry, options).start();
-    let server = match http::serve(
-        &bind,
-        http::HttpState {
-            daemon: handle.control(),
-            admin_token,
-            webhooks: Some(webhooks),
-        },
-    )
-    .await
-    {
+    let state = http::HttpState {
+        daemon: handle.control(),
+        admin_token,
+        webhooks: Some(webhooks),
+    };
+    let servers = match serve_listeners(&bind, &public_bind, state).await {
         Ok(s) => s,
         Err(e) => {
             handle.shutdown().await;
@@ -295,9 +326,30 @@ async fn run(config: Config, migrate: bool, http: Option<String>) -> anyhow::Res
     });
     let report = handle.shutdown().await;
     hurry.abort();
-    server.stop().await;
+    for server in servers {
+        server.stop().await;
+    }
     tracing::info!(?report, "exiting");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The internal listener, and the public one when `public_bind` is set (webhooks move there).
+async fn serve_listeners(
+    bind: &str,
+    public_bind: &str,
+    state: http::HttpState,
+) -> anyhow::Result<Vec<http::HttpServer>> {
+    if public_bind.is_empty() {
+        return Ok(vec![http::serve(bind, state).await?]);
+    }
+    let internal = http::serve_routes(bind, state.clone(), http::Routes::Internal).await?;
+    match http::serve_routes(public_bind, state, http::Routes::Public).await {
+        Ok(public) => Ok(vec![internal, public]),
+        Err(e) => {
+            internal.stop().await;
+            Err(e)
+        }
+    }
 }
 
 /// A periodic job whose kind no handler serves would be discarded at every slot.
@@ -433,11 +485,14 @@ fn print_queues(queues: &[queue_control::QueueInfo]) {
 }
 
 /// A daemon may start before its database: keep trying for a minute on transient errors.
-async fn migrate_with_retry(options: &sqlx::postgres::PgConnectOptions) -> anyhow::Result<()> {
+async fn migrate_with_retry(
+    options: &sqlx::postgres::PgConnectOptions,
+    role_prefix: &str,
+) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut delays = crate::daemon::error_backoff();
     loop {
-        match db::migrate(options).await {
+        match db::migrate(options, role_prefix).await {
             Ok(()) => return Ok(()),
             Err(sqlx::migrate::MigrateError::Execute(e))
                 if db::is_transient(&e) && std::time::Instant::now() < deadline =>

@@ -138,7 +138,7 @@ pub async fn run(
             Ok(ExitCode::SUCCESS)
         }
         PrivacyCommand::DeleteGeneration { id } => {
-            let state: String = sqlx::query_scalar("SELECT genq.delete_generation($1)::text")
+            let state: String = crate::db::query_scalar("SELECT genq.delete_generation($1)::text")
                 .bind(id)
                 .fetch_one(&pool)
                 .await
@@ -151,9 +151,14 @@ pub async fn run(
 
 async fn status(config: &Config, pool: &PgPool, json: bool) -> anyhow::Result<ExitCode> {
     let backlog = backlog::backlog(pool, config.retention.overdue_after).await?;
-    let recent: Vec<(String, String, String, i64)> = sqlx::query_as(RECENT).fetch_all(pool).await?;
-    let exports_pending: i64 = sqlx::query_scalar(PENDING_EXPORTS).fetch_one(pool).await?;
-    let erasures_done: i64 = sqlx::query_scalar(ERASURES_DONE).fetch_one(pool).await?;
+    let recent: Vec<(String, String, String, i64)> =
+        crate::db::query_as(RECENT).fetch_all(pool).await?;
+    let exports_pending: i64 = crate::db::query_scalar(PENDING_EXPORTS)
+        .fetch_one(pool)
+        .await?;
+    let erasures_done: i64 = crate::db::query_scalar(ERASURES_DONE)
+        .fetch_one(pool)
+        .await?;
     let overdue: i64 = backlog.iter().map(|b| b.overdue).sum();
     let violations = crate::retention::check(pool).await?;
     let broken = overdue > 0 || !violations.is_empty();

@@ -210,7 +210,10 @@ impl Daemon {
             shared.clone(),
             claiming.clone(),
         )));
-        if self.config.worker.listen {
+        if self.config.worker.listen && self.config.database.pooler == db::Pooler::Transaction {
+            tracing::info!(poll_interval = ?self.config.worker.poll_interval,
+                "LISTEN off behind a transaction-mode pooler: new jobs are found by polling");
+        } else if self.config.worker.listen {
             tasks.services.push(tokio::spawn(listener::run(
                 shared.clone(),
                 services.clone(),

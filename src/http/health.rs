@@ -17,9 +17,13 @@ use crate::db;
 const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) fn routes() -> Router<HttpState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    liveness().route("/readyz", get(readyz))
+}
+
+/// Only `/healthz`, which reveals nothing (the public listener serves it for load balancer
+/// health checks).
+pub(crate) fn liveness() -> Router<HttpState> {
+    Router::new().route("/healthz", get(healthz))
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -1,6 +1,11 @@
-//! The daemon's HTTP server (axum, one bind address): `/metrics`, `/healthz`, `/readyz`,
-//! and the `/admin` JSON API. It outlives the daemon's drain, so Prometheus can still
-//! scrape a daemon that is finishing its last jobs.
+//! The daemon's HTTP servers (axum). The internal listener (`http.bind`) serves `/metrics`,
+//! `/healthz`, `/readyz` and the `/admin` JSON API; the public one (`http.public_bind`)
+//! serves only `/webhooks/*` (and `/healthz`, which reveals nothing, for load balancer
+//! health checks), so an operator exposes that port to the internet and nothing else
+//! (`/readyz` echoes database errors, `/metrics` names queues and kinds, `/admin` controls
+//! the fleet). With a public bind the webhooks are served there only; without one the
+//! internal listener serves them too. Both outlive the daemon's
+//! drain, so Prometheus can still scrape a daemon that is finishing its last jobs.
 
 pub mod admin;
 pub mod error;
@@ -32,18 +37,51 @@ pub struct HttpState {
     pub webhooks: Option<std::sync::Arc<webhooks::Webhooks>>,
 }
 
-/// The full router.
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routes {
+    /// Health, metrics, admin and webhooks: the only listener.
+    All,
+    /// Health, metrics and admin: the internal listener beside a public one.
+    Internal,
+    /// Only `/webhooks/*` and `/healthz`: the listener facing the internet.
+    Public,
+}
+
+impl Routes {
+    fn describe(self) -> &'static str {
+        match self {
+            Routes::All => "/metrics, /healthz, /readyz, /admin, /webhooks",
+            Routes::Internal => "/metrics, /healthz, /readyz, /admin",
+            Routes::Public => "/webhooks, /healthz",
+        }
+    }
+}
+
+/// The full router (every route).
 pub fn router(state: HttpState) -> Router {
-    Router::new()
-        .merge(health::routes())
-        .merge(metrics::routes())
-        .nest("/admin", admin::routes(state.clone()))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    routes(state, Routes::All)
+}
+
+/// The router of one listener.
+pub fn routes(state: HttpState, which: Routes) -> Router {
+    let mut app = Router::new();
+    if which == Routes::Public {
+        app = app.merge(health::liveness());
+    } else {
+        app = app
+            .merge(health::routes())
+            .merge(metrics::routes())
+            .nest("/admin", admin::routes(state.clone()))
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    }
+    if which != Routes::Internal {
         // After the default limit, so the webhooks' own (larger) limit applies to them.
-        .merge(webhooks::routes(
+        app = app.merge(webhooks::routes(
             state.daemon.config().webhooks.max_body_bytes,
-        ))
-        .with_state(state)
+        ));
+    }
+    app.with_state(state)
 }
 
 /// A running server.
@@ -62,14 +100,27 @@ impl HttpServer {
     }
 }
 
-/// Binds `bind` and serves until stopped.
+/// Binds `bind` and serves every route until stopped.
 pub async fn serve(bind: &str, state: HttpState) -> anyhow::Result<HttpServer> {
-    let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| {
-        anyhow::anyhow!("cannot listen on {bind} (http.bind / GENQ_HTTP_BIND / --http): {e}")
-    })?;
+    serve_routes(bind, state, Routes::All).await
+}
+
+/// Binds `bind` and serves `which` routes until stopped.
+pub async fn serve_routes(
+    bind: &str,
+    state: HttpState,
+    which: Routes,
+) -> anyhow::Result<HttpServer> {
+    let setting = match which {
+        Routes::Public => "http.public_bind / GENQ_HTTP_PUBLIC_BIND / --http-public",
+        Routes::All | Routes::Internal => "http.bind / GENQ_HTTP_BIND / --http",
+    };
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {bind} ({setting}): {e}"))?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let app = router(state);
+    let app = routes(state, which);
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async {
@@ -80,6 +131,6 @@ pub async fn serve(bind: &str, state: HttpState) -> anyhow::Result<HttpServer> {
             tracing::error!(error = %err, "HTTP server failed");
         }
     });
-    tracing::info!(%addr, "HTTP listening (/metrics, /healthz, /readyz, /admin, /webhooks)");
+    tracing::info!(%addr, routes = which.describe(), "HTTP listening");
     Ok(HttpServer { addr, stop, task })
 }

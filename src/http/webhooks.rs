@@ -29,6 +29,7 @@ use uuid::Uuid;
 use super::HttpState;
 use crate::config::WebhooksConfig;
 use crate::jobs::generation::{reconcile, record};
+use crate::outbound;
 use crate::providers::signing;
 
 /// Verification material, built once per daemon.
@@ -88,10 +89,7 @@ impl JwksCache {
             url: config.fal_jwks_url.clone(),
             ttl: config.fal_jwks_ttl,
             refetch_after: config.fal_jwks_refetch_after,
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(10))
-                .build()?,
+            http: crate::outbound::client::api(Some(Duration::from_secs(10)))?,
             keys: Mutex::new(None),
         })
     }
@@ -128,19 +126,21 @@ impl JwksCache {
     }
 
     async fn fetch(&self) -> Result<Vec<String>, String> {
+        // The body is read under a cap: the JWKS host must not be able to fill our memory.
         let reply = self
             .http
             .get(&self.url)
             .send()
             .await
-            .map_err(|e| format!("fal JWKS {}: {e}", self.url))?;
+            .map_err(|e| format!("fal JWKS {}: {}", self.url, outbound::errors::describe(e)))?;
         if !reply.status().is_success() {
             return Err(format!("fal JWKS {}: HTTP {}", self.url, reply.status()));
         }
-        let body: Value = reply
-            .json()
+        let body = outbound::read_capped(reply, outbound::body::SMALL_BODY_LIMIT)
             .await
             .map_err(|e| format!("fal JWKS {}: {e}", self.url))?;
+        let body: Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("fal JWKS {}: not JSON: {e}", self.url))?;
         Ok(body["keys"]
             .as_array()
             .map(|keys| {
@@ -400,16 +400,16 @@ async fn try_store_payment(
     body: &Value,
     raw: &[u8],
 ) -> Result<&'static str, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     // An unknown invoice is kept as an orphan under its own key, so a redelivery after
     // genq.record_invoice is applied, not taken for a duplicate.
     let known: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM genq.payments WHERE txn_id = $1)")
+        crate::db::query_scalar("SELECT EXISTS (SELECT 1 FROM genq.payments WHERE txn_id = $1)")
             .bind(txn_id)
             .fetch_one(&mut *tx)
             .await?;
     let prefix = if known { "" } else { "orphan:" };
-    let inserted: Option<i64> = sqlx::query_scalar(
+    let inserted: Option<i64> = crate::db::query_scalar(
         "INSERT INTO genq.webhook_events (provider, dedupe_key, request_id, orphan, body)
          VALUES ('plisio', $4 || $1 || ':' || $2, $1, NOT $5, $3)
          ON CONFLICT (provider, dedupe_key) DO NOTHING RETURNING id",
@@ -429,7 +429,7 @@ async fn try_store_payment(
         return Ok("duplicate");
     };
     let result = crate::payments::record(&mut tx, txn_id, status, body).await?;
-    sqlx::query("UPDATE genq.webhook_events SET processed_at = now() WHERE id = $1")
+    crate::db::query("UPDATE genq.webhook_events SET processed_at = now() WHERE id = $1")
         .bind(event_id)
         .execute(&mut *tx)
         .await?;
@@ -473,8 +473,8 @@ async fn store(pool: &PgPool, event: Event<'_>) -> Reply {
 }
 
 async fn try_store(pool: &PgPool, event: &Event<'_>) -> Result<&'static str, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let inserted: Option<(i64, bool)> = sqlx::query_as(INSERT_EVENT)
+    let mut tx = crate::db::begin(pool).await?;
+    let inserted: Option<(i64, bool)> = crate::db::query_as(INSERT_EVENT)
         .bind(event.provider)
         .bind(&event.dedupe_key)
         .bind(event.generation_id)
@@ -488,7 +488,7 @@ async fn try_store(pool: &PgPool, event: &Event<'_>) -> Result<&'static str, sql
         Some((event_id, false)) => {
             let id = event.generation_id.expect("not an orphan");
             let job_id = record::enqueue_follow_up(&mut tx, reconcile::KIND, id, 0.0).await?;
-            sqlx::query("UPDATE genq.webhook_events SET job_id = $2 WHERE id = $1")
+            crate::db::query("UPDATE genq.webhook_events SET job_id = $2 WHERE id = $1")
                 .bind(event_id)
                 .bind(job_id)
                 .execute(&mut *tx)

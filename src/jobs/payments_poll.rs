@@ -5,6 +5,10 @@
 //! applies the status it reports through the callback's own code path
 //! ([`crate::payments::record`]): `completed` grants once, `mismatch` goes to review, and
 //! so on. A status that is still new/pending changes nothing.
+//!
+//! Plisio takes its key only in the query string, so the request URL is a credential: it
+//! is never formatted into an error or a log line (errors are built without the URL, see
+//! [`crate::outbound::errors`]), and the key is held as a [`Secret`].
 
 use std::time::Duration;
 
@@ -13,6 +17,7 @@ use serde_json::Value;
 
 use crate::config::{Config, PaymentsConfig, PeriodicConfig};
 use crate::daemon::{JobContext, JobError, Worker};
+use crate::outbound::{self, Secret};
 
 /// The kind.
 pub const KIND: &str = "payments.poll";
@@ -29,20 +34,17 @@ SELECT txn_id FROM genq.payments
 /// The poll worker.
 pub struct PaymentsPoll {
     config: PaymentsConfig,
-    api_key: String,
+    api_key: Secret,
     http: reqwest::Client,
 }
 
 impl PaymentsPoll {
     /// With Plisio's secret key as the API key.
-    pub fn new(config: &PaymentsConfig, api_key: String) -> anyhow::Result<Self> {
+    pub fn new(config: &PaymentsConfig, api_key: Secret) -> anyhow::Result<Self> {
         Ok(Self {
             config: config.clone(),
             api_key,
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .timeout(Duration::from_secs(30))
-                .build()?,
+            http: outbound::client::api(Some(Duration::from_secs(30)))?,
         })
     }
 
@@ -56,15 +58,22 @@ impl PaymentsPoll {
         let reply = self
             .http
             .get(&url)
-            .query(&[("api_key", self.api_key.as_str())])
+            .query(&[("api_key", self.api_key.expose())])
             .send()
             .await
-            .map_err(|e| format!("Plisio operations {txn_id}: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "Plisio operations {txn_id}: {}",
+                    outbound::errors::describe(e)
+                )
+            })?;
         let status = reply.status();
-        let body: Value = reply
-            .json()
+        let body = outbound::read_capped(reply, outbound::body::SMALL_BODY_LIMIT)
             .await
             .map_err(|e| format!("Plisio operations {txn_id}: HTTP {status}: {e}"))?;
+        let body: Value = serde_json::from_slice(&body).map_err(|e| {
+            format!("Plisio operations {txn_id}: HTTP {status}: the answer is not JSON ({e})")
+        })?;
         if body["status"] != "success" {
             tracing::warn!(%txn_id, %status, body = %body["data"], "Plisio operations: error");
             return Ok(None);
@@ -100,7 +109,7 @@ impl Worker for PaymentsPoll {
     }
 
     async fn work(&self, ctx: JobContext, _args: PaymentsPollArgs) -> Result<(), JobError> {
-        let due: Vec<String> = sqlx::query_scalar(DUE)
+        let due: Vec<String> = crate::db::query_scalar(DUE)
             .bind(self.config.poll_after.as_secs_f64())
             .bind(BATCH)
             .fetch_all(&ctx.pool)
@@ -119,7 +128,7 @@ impl Worker for PaymentsPoll {
             if crate::payments::map_status(&status) == "pending" {
                 continue;
             }
-            let mut tx = ctx.pool.begin().await?;
+            let mut tx = crate::db::begin(&ctx.pool).await?;
             let result = crate::payments::record(&mut tx, txn_id, &status, &data).await?;
             tx.commit().await?;
             tracing::info!(%txn_id, %status, result, "Plisio payment status applied from a poll");

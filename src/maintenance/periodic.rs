@@ -89,7 +89,7 @@ pub async fn enqueue_slot(
     slot: DateTime<Utc>,
 ) -> Result<Option<i64>, sqlx::Error> {
     let unique_key = format!("periodic:{}:{}", p.name, slot.to_rfc3339());
-    sqlx::query_scalar(ENQUEUE_SLOT)
+    crate::db::query_scalar(ENQUEUE_SLOT)
         .bind(&p.name)
         .bind(slot)
         .bind(&p.kind)

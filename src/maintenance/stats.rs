@@ -118,11 +118,11 @@ async fn export_retention(shared: &Shared) -> Result<(), sqlx::Error> {
 }
 
 async fn sample_and_export(pool: &PgPool, min_interval_secs: f64) -> Result<(), sqlx::Error> {
-    let _won: bool = sqlx::query_scalar(SAMPLE)
+    let _won: bool = crate::db::query_scalar(SAMPLE)
         .bind(min_interval_secs)
         .fetch_one(pool)
         .await?;
-    let queues: Vec<QueueRow> = sqlx::query_as(READ_QUEUES).fetch_all(pool).await?;
+    let queues: Vec<QueueRow> = crate::db::query_as(READ_QUEUES).fetch_all(pool).await?;
     for (
         name,
         paused,
@@ -159,8 +159,9 @@ async fn sample_and_export(pool: &PgPool, min_interval_secs: f64) -> Result<(), 
         metrics::gauge!(m::QUEUE_MAX_RUNNING, "queue" => name)
             .set(max_running.map_or(-1.0, f64::from));
     }
-    let totals: Vec<(String, String, i64)> = sqlx::query_as(READ_ENQUEUED).fetch_all(pool).await?;
-    let held: i64 = sqlx::query_scalar(READ_HELD).fetch_one(pool).await?;
+    let totals: Vec<(String, String, i64)> =
+        crate::db::query_as(READ_ENQUEUED).fetch_all(pool).await?;
+    let held: i64 = crate::db::query_scalar(READ_HELD).fetch_one(pool).await?;
     metrics::gauge!(m::CREDITS_HELD).set(held as f64);
     for (queue, kind, total) in totals {
         metrics::counter!(m::JOBS_ENQUEUED, "queue" => queue, "kind" => kind)

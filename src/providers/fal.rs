@@ -1,6 +1,9 @@
 //! fal.ai queue API: `POST {base}/{model}` to enqueue, then the `status_url`,
 //! `response_url` and `cancel_url` that the submit answer names (they use owner/app only,
 //! without the model's subpath, so they are kept in `provider_meta` instead of rebuilt).
+//! Those URLs are called with the fal key, so only URLs on the configured fal host (scheme,
+//! host, port of `base_url`) are kept or used; any other is replaced by the URL rebuilt
+//! from owner/app on the fal host.
 //!
 //! `COMPLETED` is not success: the result is fetched, and it carries the model's own status
 //! code. A 2xx result with an output URL is success; 404/410 means the result is gone
@@ -74,7 +77,24 @@ impl Fal {
         self.key.authorize(req, "Key")
     }
 
-    /// A URL from the meta stored at submit, else rebuilt from owner/app.
+    /// Whether `url` is on the configured fal host (same scheme, host and port as the base
+    /// URL). The submit answer's URLs are called with the fal key, so one naming another
+    /// host would send the key there; such a URL is never used.
+    fn on_fal_host(&self, url: &str) -> bool {
+        match (url::Url::parse(&self.base), url::Url::parse(url)) {
+            (Ok(base), Ok(url)) => {
+                base.scheme() == url.scheme()
+                    && base.host() == url.host()
+                    && base.port_or_known_default() == url.port_or_known_default()
+                    && url.username().is_empty()
+                    && url.password().is_none()
+            }
+            _ => false,
+        }
+    }
+
+    /// A URL from the meta stored at submit, if it is on the fal host, else rebuilt from
+    /// owner/app.
     fn url(
         &self,
         meta: &Value,
@@ -83,7 +103,14 @@ impl Fal {
         suffix: &str,
     ) -> Result<String, ProviderError> {
         if let Some(url) = meta.get(field).and_then(Value::as_str) {
-            return Ok(url.to_string());
+            if self.on_fal_host(url) {
+                return Ok(url.to_string());
+            }
+            tracing::warn!(
+                request_id,
+                field,
+                "fal: stored URL is not on the fal host; rebuilt from the app"
+            );
         }
         let app = meta.get("app").and_then(Value::as_str).ok_or_else(|| {
             ProviderError::permanent(format!(
@@ -102,7 +129,7 @@ impl Fal {
         let reply = http::send(self.authorize(self.client.get(url)), KIND, Op::Result).await?;
         if reply.status.is_success() {
             let body: Value = reply.parse(KIND, Op::Result)?;
-            let outputs = outputs::collect(&body);
+            let outputs = outputs::fal(&body);
             if outputs.is_empty() {
                 return Ok(RemoteStatus::Failed {
                     reason: "fal: completed without an output URL".into(),
@@ -165,11 +192,19 @@ impl Provider for Fal {
             ("status_url", body.status_url),
             ("response_url", body.response_url),
             ("cancel_url", body.cancel_url),
-            ("gateway_request_id", body.gateway_request_id),
         ] {
-            if let Some(v) = value {
-                meta[field] = Value::String(v);
+            match value {
+                Some(v) if self.on_fal_host(&v) => meta[field] = Value::String(v),
+                Some(_) => tracing::warn!(
+                    request_id = %body.request_id,
+                    field,
+                    "fal submit: answer names a URL off the fal host; ignored (rebuilt from the app)"
+                ),
+                None => {}
             }
+        }
+        if let Some(v) = body.gateway_request_id {
+            meta["gateway_request_id"] = Value::String(v);
         }
         Ok(Submitted {
             request_id: body.request_id,
@@ -282,4 +317,36 @@ fn describe(reply: &Reply) -> String {
         }
     }
     http::truncate(&parts.join(": "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fal() -> Fal {
+        let client = http::client(std::time::Duration::from_secs(5)).unwrap();
+        Fal::new(client, "https://queue.fal.run", ApiKey::new("k")).unwrap()
+    }
+
+    #[test]
+    fn urls_off_the_fal_host_are_never_called_with_the_key() {
+        let fal = fal();
+        for foreign in [
+            "http://169.254.169.254/latest/meta-data/",
+            "https://queue.fal.run.evil.example/fal-ai/x/requests/r1/status",
+            "http://queue.fal.run/fal-ai/x/requests/r1/status",
+            "https://queue.fal.run:8443/fal-ai/x/requests/r1/status",
+            "https://user@queue.fal.run/fal-ai/x/requests/r1/status",
+        ] {
+            let meta = json!({"app": "fal-ai/x", "status_url": foreign});
+            let url = fal.url(&meta, "status_url", "r1", "/status").unwrap();
+            assert_eq!(
+                url, "https://queue.fal.run/fal-ai/x/requests/r1/status",
+                "{foreign}"
+            );
+        }
+        let own = "https://queue.fal.run/fal-ai/x/requests/r1/status";
+        let meta = json!({"app": "fal-ai/x", "status_url": own});
+        assert_eq!(fal.url(&meta, "status_url", "r1", "/status").unwrap(), own);
+    }
 }

@@ -79,7 +79,7 @@ pub async fn acquire(
     lease: Duration,
 ) -> Result<Admission, sqlx::Error> {
     let (granted, slot, wait_secs, reason): (bool, Option<i64>, f64, Option<String>) =
-        sqlx::query_as(ACQUIRE)
+        crate::db::query_as(ACQUIRE)
             .bind(provider.as_str())
             .bind(i32::try_from(limits.max_in_flight).unwrap_or(i32::MAX))
             .bind(limits.rate_per_sec)
@@ -108,7 +108,7 @@ pub async fn release(
     outcome: CallOutcome,
     limits: &ProviderLimits,
 ) -> Result<bool, sqlx::Error> {
-    let open: bool = sqlx::query_scalar(RELEASE)
+    let open: bool = crate::db::query_scalar(RELEASE)
         .bind(slot.provider.as_str())
         .bind(slot.id)
         .bind(outcome.as_str())

@@ -10,13 +10,15 @@
 use std::fmt;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::config::Endpoint;
 use super::{ProviderError, ProviderKind};
+use crate::outbound::body::PROVIDER_BODY_LIMIT;
+use crate::outbound::errors::chain;
+use crate::outbound::read_capped;
 
 /// Longest provider message kept in an error. Provider messages can quote the input back
 /// (validation errors); errors end up in job histories, which are kept longer than inputs.
@@ -25,12 +27,7 @@ const MAX_DETAIL_CHARS: usize = 300;
 /// Builds the client every adapter shares: `timeout` bounds a whole call; redirects are not
 /// followed (no provider API redirects, and following one would resend a POST).
 pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("genq/", env!("CARGO_PKG_VERSION")))
-        .build()?)
+    Ok(crate::outbound::client::api(Some(timeout))?)
 }
 
 /// A provider API key. Its `Debug` shows only where it came from, never the key, and the
@@ -181,10 +178,7 @@ impl Reply {
 
     /// `Retry-After`, as a wait from now.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.headers
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, Utc::now()))
+        crate::outbound::retry_after::from_headers(&self.headers)
     }
 
     /// Decodes a successful body. A body that is not the expected JSON is retryable for
@@ -209,13 +203,14 @@ impl Reply {
     }
 }
 
-/// Sends a request and reads the whole answer. Transport failures are classified here;
-/// HTTP error statuses are returned as a [`Reply`] for the adapter to classify.
+/// Sends a request and reads the answer, at most [`PROVIDER_BODY_LIMIT`] bytes of it.
+/// Transport failures are classified here; HTTP error statuses are returned as a [`Reply`]
+/// for the adapter to classify.
 pub async fn send(req: RequestBuilder, kind: ProviderKind, op: Op) -> Result<Reply, ProviderError> {
     let response = req.send().await.map_err(|e| transport_error(e, kind, op))?;
     let status = response.status();
     let headers = response.headers().clone();
-    match response.bytes().await {
+    match read_capped(response, PROVIDER_BODY_LIMIT).await {
         Ok(body) => Ok(Reply {
             status,
             headers,
@@ -229,10 +224,9 @@ pub async fn send(req: RequestBuilder, kind: ProviderKind, op: Op) -> Result<Rep
         }),
         Err(e) => {
             let message = format!(
-                "{kind} {}: HTTP {} but the body could not be read: {}",
+                "{kind} {}: HTTP {} but the body could not be read: {e}",
                 op.as_str(),
                 status.as_u16(),
-                chain(&e.without_url())
             );
             Err(if op == Op::Submit {
                 ProviderError::ambiguous(format!("{message}; the request may have been accepted"))
@@ -296,27 +290,6 @@ pub fn status_error(
     }
 }
 
-/// Parses `Retry-After`: delay seconds, or an HTTP-date in the IMF-fixdate form
-/// (`Wed, 21 Oct 2015 07:28:00 GMT`; the obsolete RFC 850 and asctime forms are not
-/// accepted). A date in the past means no wait; anything unreadable means no hint.
-pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    // Some servers send fractions; accept them rather than ignore the hint.
-    if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    // IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") is a valid RFC 2822 date.
-    let at = DateTime::parse_from_rfc2822(value).ok()?;
-    Some(
-        (at.with_timezone(&Utc) - now)
-            .to_std()
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
 /// Cuts a provider message to a bounded length, on a character boundary.
 pub fn truncate(text: &str) -> String {
     let text = text.trim();
@@ -324,22 +297,6 @@ pub fn truncate(text: &str) -> String {
         Some((i, _)) => format!("{}…", &text[..i]),
         None => text.to_string(),
     }
-}
-
-/// An error with its sources, which is where reqwest keeps the useful part ("connection
-/// refused", "operation timed out").
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Whether `path` is a safe sequence of URL path segments (`owner/app/sub/path`): letters,
@@ -370,46 +327,6 @@ pub fn base_url(kind: ProviderKind, raw: &str) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    #[test]
-    fn retry_after_in_seconds() {
-        let now = Utc::now();
-        assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
-        assert_eq!(
-            parse_retry_after(" 120 ", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(parse_retry_after("0", now), Some(Duration::ZERO));
-        assert_eq!(
-            parse_retry_after("1.5", now),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(parse_retry_after("-1", now), None);
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("", now), None);
-    }
-
-    #[test]
-    fn retry_after_as_http_date() {
-        let now = at("2015-10-21T07:27:00Z");
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
-            Some(Duration::from_secs(60))
-        );
-        // In the past: no wait, not an error.
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 32 Oct 2015 07:28:00 GMT", now),
-            None
-        );
-    }
 
     #[test]
     fn long_details_are_cut_on_a_character_boundary() {

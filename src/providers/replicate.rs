@@ -302,7 +302,7 @@ fn remote_status(p: Prediction) -> Result<RemoteStatus, ProviderError> {
             reason: "replicate: output already removed (data_removed)".into(),
         },
         "succeeded" => {
-            let outputs = outputs::collect(&p.output);
+            let outputs = outputs::replicate(&p.output);
             if outputs.is_empty() {
                 RemoteStatus::Failed {
                     reason: "replicate: succeeded without an output URL".into(),

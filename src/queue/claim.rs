@@ -48,7 +48,7 @@ pub async fn claim(
     limit: u32,
     lease: Duration,
 ) -> Result<Vec<ClaimedJob>, sqlx::Error> {
-    sqlx::query_as(CLAIM)
+    crate::db::query_as(CLAIM)
         .bind(queue)
         .bind(worker_id)
         .bind(i32::try_from(limit).unwrap_or(i32::MAX))

@@ -148,7 +148,7 @@ pub async fn complete_batch(pool: &PgPool, batch: &[Completion]) -> Result<Vec<i
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query_scalar(COMPLETE_BATCH)
+    crate::db::query_scalar(COMPLETE_BATCH)
         .bind(&ids)
         .bind(&attempts)
         .bind(&states)
@@ -183,7 +183,7 @@ pub async fn complete_in(
     id: i64,
     attempt: i32,
 ) -> Result<(), FencedCompletionError> {
-    let done = sqlx::query(COMPLETE_ONE)
+    let done = crate::db::query(COMPLETE_ONE)
         .bind(id)
         .bind(attempt)
         .execute(conn)

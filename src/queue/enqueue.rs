@@ -128,14 +128,14 @@ impl Client {
 ///
 /// ```no_run
 /// # async fn f(pool: sqlx::PgPool) -> Result<(), sqlx::Error> {
-/// let mut tx = pool.begin().await?;
+/// let mut tx = genq::db::begin(&pool).await?;
 /// // ... the caller's own writes ...
 /// let id = genq::queue::enqueue::enqueue_in(&mut tx, &genq::NewJob::new("noop", serde_json::json!({}))).await?;
 /// tx.commit().await?;
 /// # let _ = id; Ok(()) }
 /// ```
 pub async fn enqueue_in(conn: &mut PgConnection, job: &NewJob) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(ENQUEUE)
+    crate::db::query_scalar(ENQUEUE)
         .bind(&job.kind)
         .bind(&job.payload)
         .bind(&job.queue)
@@ -149,7 +149,7 @@ pub async fn enqueue_in(conn: &mut PgConnection, job: &NewJob) -> Result<i64, sq
 
 /// Enqueues many jobs on the caller's connection or transaction, in one statement.
 pub async fn enqueue_many_in(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(ENQUEUE_MANY)
+    crate::db::query_scalar(ENQUEUE_MANY)
         .bind(sqlx::types::Json(jobs))
         .fetch_one(conn)
         .await

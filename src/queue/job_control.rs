@@ -99,7 +99,7 @@ pub enum ControlError {
 
 /// Fetches one job.
 pub async fn show(pool: &PgPool, id: i64) -> Result<JobRow, ControlError> {
-    sqlx::query_as(SHOW)
+    crate::db::query_as(SHOW)
         .bind(id)
         .fetch_optional(pool)
         .await?
@@ -109,8 +109,8 @@ pub async fn show(pool: &PgPool, id: i64) -> Result<JobRow, ControlError> {
 /// Makes a job available to run now. Running jobs are refused (cancel them first).
 /// Returns the job as the retry left it (a daemon may claim it a moment later).
 pub async fn retry(pool: &PgPool, id: i64) -> Result<JobRow, ControlError> {
-    let mut tx = pool.begin().await?;
-    let row: Option<JobRow> = match sqlx::query_as(RETRY)
+    let mut tx = crate::db::begin(pool).await?;
+    let row: Option<JobRow> = match crate::db::query_as(RETRY)
         .bind(id)
         .fetch_optional(&mut *tx)
         .await
@@ -130,7 +130,7 @@ pub async fn retry(pool: &PgPool, id: i64) -> Result<JobRow, ControlError> {
             why: "a running job cannot be retried; cancel it first",
         });
     };
-    sqlx::query(NOTIFY)
+    crate::db::query(NOTIFY)
         .bind(super::JOBS_CHANNEL)
         .bind(&row.queue)
         .execute(&mut *tx)
@@ -142,8 +142,8 @@ pub async fn retry(pool: &PgPool, id: i64) -> Result<JobRow, ControlError> {
 /// Cancels a job that has not finished. A running job's worker is told to stop, and its
 /// late completion is fenced out. Returns the job and the state it was cancelled from.
 pub async fn cancel(pool: &PgPool, id: i64) -> Result<(JobRow, JobState), ControlError> {
-    let mut tx = pool.begin().await?;
-    let from: Option<JobState> = sqlx::query_scalar(CANCEL)
+    let mut tx = crate::db::begin(pool).await?;
+    let from: Option<JobState> = crate::db::query_scalar(CANCEL)
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -157,7 +157,7 @@ pub async fn cancel(pool: &PgPool, id: i64) -> Result<(JobRow, JobState), Contro
         });
     };
     if from == JobState::Running {
-        sqlx::query(NOTIFY)
+        crate::db::query(NOTIFY)
             .bind(super::CANCEL_CHANNEL)
             .bind(id.to_string())
             .execute(&mut *tx)

@@ -52,7 +52,7 @@ pub async fn heartbeat(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query_scalar(HEARTBEAT)
+    crate::db::query_scalar(HEARTBEAT)
         .bind(ids)
         .bind(attempts)
         .bind(lease.as_secs_f64())
@@ -74,13 +74,16 @@ pub struct RescuedJob {
 /// Returns up to `limit` jobs with expired leases to `retryable` (or `discarded` when that
 /// was their last attempt), recording the lost attempt in their error history.
 pub async fn rescue_expired(pool: &PgPool, limit: i64) -> Result<Vec<RescuedJob>, sqlx::Error> {
-    let rescued: Vec<RescuedJob> = sqlx::query_as(RESCUE).bind(limit).fetch_all(pool).await?;
+    let rescued: Vec<RescuedJob> = crate::db::query_as(RESCUE)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
     if !rescued.is_empty() {
         let mut queues: Vec<&str> = rescued.iter().map(|j| j.queue.as_str()).collect();
         queues.sort_unstable();
         queues.dedup();
         // Any daemon may take the rescued jobs: wake them all, not just this one.
-        sqlx::query(WAKE)
+        crate::db::query(WAKE)
             .bind(super::JOBS_CHANNEL)
             .bind(&queues)
             .execute(pool)

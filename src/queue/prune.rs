@@ -26,7 +26,7 @@ pub async fn prune(
 ) -> Result<u64, sqlx::Error> {
     let mut total = 0;
     for _ in 0..max_batches {
-        let deleted = sqlx::query(PRUNE)
+        let deleted = crate::db::query(PRUNE)
             .bind(completed_after.as_secs_f64())
             .bind(discarded_after.as_secs_f64())
             .bind(i64::from(batch))

@@ -115,17 +115,17 @@ pub async fn pause(
     target: Target<'_>,
     reason: Option<&str>,
 ) -> Result<Vec<String>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let names: Vec<String> = match target {
         Target::One(q) => {
-            sqlx::query_scalar(PAUSE_ONE)
+            crate::db::query_scalar(PAUSE_ONE)
                 .bind(q)
                 .bind(reason)
                 .fetch_all(&mut *tx)
                 .await?
         }
         Target::All => {
-            sqlx::query_scalar(PAUSE_ALL)
+            crate::db::query_scalar(PAUSE_ALL)
                 .bind(reason)
                 .fetch_all(&mut *tx)
                 .await?
@@ -134,7 +134,7 @@ pub async fn pause(
     for name in &names {
         let payload =
             serde_json::json!({"action": "pause", "queue": name, "reason": reason}).to_string();
-        sqlx::query(NOTIFY)
+        crate::db::query(NOTIFY)
             .bind(CONTROL_CHANNEL)
             .bind(payload)
             .execute(&mut *tx)
@@ -150,19 +150,19 @@ pub async fn resume(pool: &PgPool, target: Target<'_>) -> Result<Vec<String>, sq
         Target::One(q) => Some(q),
         Target::All => None,
     };
-    let mut tx = pool.begin().await?;
-    let names: Vec<String> = sqlx::query_scalar(RESUME)
+    let mut tx = crate::db::begin(pool).await?;
+    let names: Vec<String> = crate::db::query_scalar(RESUME)
         .bind(queue)
         .fetch_all(&mut *tx)
         .await?;
     for name in &names {
         let payload = serde_json::json!({"action": "resume", "queue": name}).to_string();
-        sqlx::query(NOTIFY)
+        crate::db::query(NOTIFY)
             .bind(CONTROL_CHANNEL)
             .bind(payload)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(NOTIFY)
+        crate::db::query(NOTIFY)
             .bind(super::JOBS_CHANNEL)
             .bind(name)
             .execute(&mut *tx)
@@ -178,7 +178,7 @@ pub async fn set_max_running(
     queue: &str,
     max_running: Option<i32>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(SET_MAX_RUNNING)
+    crate::db::query(SET_MAX_RUNNING)
         .bind(queue)
         .bind(max_running)
         .execute(pool)
@@ -188,13 +188,13 @@ pub async fn set_max_running(
 
 /// Makes sure a row exists for `queue` (daemons do this for their configured queues).
 pub async fn ensure(pool: &PgPool, queue: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(ENSURE).bind(queue).execute(pool).await?;
+    crate::db::query(ENSURE).bind(queue).execute(pool).await?;
     Ok(())
 }
 
 /// Jobs of `queue` running now, on any daemon.
 pub async fn running(pool: &PgPool, queue: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(RUNNING)
+    crate::db::query_scalar(RUNNING)
         .bind(queue)
         .fetch_one(pool)
         .await
@@ -202,7 +202,7 @@ pub async fn running(pool: &PgPool, queue: &str) -> Result<i64, sqlx::Error> {
 
 /// Every queue with its counts.
 pub async fn list(pool: &PgPool) -> Result<Vec<QueueInfo>, sqlx::Error> {
-    sqlx::query_as(LIST).fetch_all(pool).await
+    crate::db::query_as(LIST).fetch_all(pool).await
 }
 
 /// How a drain ended.

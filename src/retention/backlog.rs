@@ -63,7 +63,7 @@ pub struct Backlog {
 /// The backlog of every kind in [`KINDS`]; `overdue_after` is the grace before a due item
 /// counts as overdue.
 pub async fn backlog(pool: &PgPool, overdue_after: Duration) -> sqlx::Result<Vec<Backlog>> {
-    let rows: Vec<(String, i64, i64, Option<DateTime<Utc>>)> = sqlx::query_as(BACKLOG)
+    let rows: Vec<(String, i64, i64, Option<DateTime<Utc>>)> = crate::db::query_as(BACKLOG)
         .bind(overdue_after.as_secs_f64())
         .fetch_all(pool)
         .await?;

@@ -19,7 +19,7 @@ pub async fn register(
     key: &str,
     generation_id: Option<Uuid>,
 ) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT genq.register_blob($1, $2, $3, $4, $5)")
+    crate::db::query_scalar("SELECT genq.register_blob($1, $2, $3, $4, $5)")
         .bind(user_id)
         .bind(role.as_str())
         .bind(store)
@@ -73,9 +73,9 @@ pub async fn schedule_deletions(
     batch: u32,
     limit: i64,
 ) -> sqlx::Result<Scheduled> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(RELEASE_ORPHANED).execute(&mut *tx).await?;
-    let due: Vec<(i64, String)> = sqlx::query_as(DUE_UNSCHEDULED)
+    let mut tx = crate::db::begin(pool).await?;
+    crate::db::query(RELEASE_ORPHANED).execute(&mut *tx).await?;
+    let due: Vec<(i64, String)> = crate::db::query_as(DUE_UNSCHEDULED)
         .bind(user)
         .bind(limit)
         .fetch_all(&mut *tx)
@@ -97,7 +97,7 @@ pub async fn schedule_deletions(
             )
             .queue(crate::jobs::retention::QUEUE);
             let job_id = enqueue_in(&mut tx, &job).await?;
-            sqlx::query(SET_DELETE_JOB)
+            crate::db::query(SET_DELETE_JOB)
                 .bind(chunk)
                 .bind(job_id)
                 .execute(&mut *tx)
@@ -140,7 +140,7 @@ pub async fn lock_due(
     ids: &[i64],
     store: &str,
 ) -> sqlx::Result<Vec<DueBlob>> {
-    sqlx::query_as(LOCK_DUE)
+    crate::db::query_as(LOCK_DUE)
         .bind(ids)
         .bind(store)
         .fetch_all(conn)
@@ -173,7 +173,7 @@ pub async fn mark_deleted(
     ids: &[i64],
     job_id: Option<i64>,
 ) -> sqlx::Result<i64> {
-    sqlx::query_scalar(MARK_DELETED)
+    crate::db::query_scalar(MARK_DELETED)
         .bind(ids)
         .bind(job_id)
         .fetch_one(conn)
@@ -190,7 +190,7 @@ UPDATE genq.blobs b
 /// Records a failed delete attempt for each `(id, error)`; the blob stays due.
 pub async fn mark_failed(conn: &mut PgConnection, failed: &[(i64, String)]) -> sqlx::Result<()> {
     let (ids, errors): (Vec<i64>, Vec<String>) = failed.iter().cloned().unzip();
-    sqlx::query(MARK_FAILED)
+    crate::db::query(MARK_FAILED)
         .bind(ids)
         .bind(errors)
         .execute(conn)
@@ -207,7 +207,7 @@ UPDATE genq.blobs
 /// Makes every live blob of `user` due now under policy `erasure` (blobs already due keep
 /// their own policy). Returns the blobs changed.
 pub async fn expire_user(conn: &mut PgConnection, user: &str) -> sqlx::Result<u64> {
-    Ok(sqlx::query(EXPIRE_USER)
+    Ok(crate::db::query(EXPIRE_USER)
         .bind(user)
         .execute(conn)
         .await?
@@ -216,8 +216,10 @@ pub async fn expire_user(conn: &mut PgConnection, user: &str) -> sqlx::Result<u6
 
 /// Live (not yet deleted) blobs of `user`.
 pub async fn live_count(pool: &PgPool, user: &str) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT count(*) FROM genq.blobs WHERE user_id = $1 AND deleted_at IS NULL")
-        .bind(user)
-        .fetch_one(pool)
-        .await
+    crate::db::query_scalar(
+        "SELECT count(*) FROM genq.blobs WHERE user_id = $1 AND deleted_at IS NULL",
+    )
+    .bind(user)
+    .fetch_one(pool)
+    .await
 }

@@ -21,7 +21,7 @@ pub fn subject(key: &[u8], user_id: &str) -> String {
 
 /// Requests the erasure of `user_id` (`genq.request_erasure`); returns the request id.
 pub async fn request(conn: &mut PgConnection, user_id: &str) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT genq.request_erasure($1)")
+    crate::db::query_scalar("SELECT genq.request_erasure($1)")
         .bind(user_id)
         .fetch_one(conn)
         .await
@@ -48,7 +48,7 @@ pub struct ErasureRequest {
 
 /// Reads request `id`.
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<ErasureRequest>> {
-    sqlx::query_as(
+    crate::db::query_as(
         "SELECT id, user_id, subject, requested_at, due_at, completed_at, summary
            FROM genq.erasure_requests WHERE id = $1",
     )
@@ -65,17 +65,17 @@ const UNFINISHED: &str = "SELECT id FROM genq.generations
 /// not yet submitted end at once with their holds released; those at a provider get a
 /// `generation.cancel` job. Returns how many are still unfinished.
 pub async fn cancel_generations(conn: &mut PgConnection, user: &str) -> sqlx::Result<usize> {
-    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(UNFINISHED)
+    let ids: Vec<uuid::Uuid> = crate::db::query_scalar(UNFINISHED)
         .bind(user)
         .fetch_all(&mut *conn)
         .await?;
     for id in &ids {
-        sqlx::query("SELECT genq.cancel_generation($1)")
+        crate::db::query("SELECT genq.cancel_generation($1)")
             .bind(id)
             .execute(&mut *conn)
             .await?;
     }
-    let left: Vec<uuid::Uuid> = sqlx::query_scalar(UNFINISHED)
+    let left: Vec<uuid::Uuid> = crate::db::query_scalar(UNFINISHED)
         .bind(user)
         .fetch_all(&mut *conn)
         .await?;
@@ -92,13 +92,13 @@ pub async fn complete(
     subject: &str,
     mut summary: serde_json::Value,
 ) -> sqlx::Result<Option<f64>> {
-    let changed: serde_json::Value = sqlx::query_scalar("SELECT genq.deidentify_user($1, $2)")
+    let changed: serde_json::Value = crate::db::query_scalar("SELECT genq.deidentify_user($1, $2)")
         .bind(user)
         .bind(subject)
         .fetch_one(&mut *conn)
         .await?;
     summary["deidentified"] = changed;
-    sqlx::query_scalar(
+    crate::db::query_scalar(
         "UPDATE genq.erasure_requests
             SET completed_at = now(), user_id = NULL, subject = $2, summary = $3
           WHERE id = $1 AND completed_at IS NULL

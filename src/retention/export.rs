@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgPool};
 
 /// Requests an export for `user_id` (`genq.request_export`); returns the request id.
 pub async fn request(conn: &mut PgConnection, user_id: &str) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT genq.request_export($1)")
+    crate::db::query_scalar("SELECT genq.request_export($1)")
         .bind(user_id)
         .fetch_one(conn)
         .await
@@ -32,7 +32,7 @@ pub struct ExportRequest {
     pub store: Option<String>,
     /// Its key in the store.
     pub key: Option<String>,
-    /// A URL for it.
+    /// The link handed out: presigned/signed and expiring where the store can make one.
     pub url: Option<String>,
     /// When it will be deleted (`None`: kept).
     pub expires_at: Option<DateTime<Utc>>,
@@ -40,7 +40,7 @@ pub struct ExportRequest {
 
 /// Reads request `id`.
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<ExportRequest>> {
-    sqlx::query_as(
+    crate::db::query_as(
         "SELECT id, user_id, requested_at, completed_at, blob_id, store, key, url, expires_at
            FROM genq.export_requests WHERE id = $1",
     )
@@ -87,21 +87,23 @@ SELECT jsonb_build_object(
 
 /// Builds the archive of `user_id`.
 pub async fn archive(pool: &PgPool, user_id: &str) -> sqlx::Result<serde_json::Value> {
-    sqlx::query_scalar(ARCHIVE)
+    crate::db::query_scalar(ARCHIVE)
         .bind(user_id)
         .fetch_one(pool)
         .await
 }
 
-/// Records where request `id`'s archive is (blob `blob_id`, registered in the same
-/// transaction). Returns false if the request was already complete.
+/// Records where request `id`'s archive is (blob `blob_id`) and `url`, the link handed out
+/// (signed and expiring where the store can). Returns false if the request was already
+/// complete.
 pub async fn complete(
     conn: &mut PgConnection,
     id: i64,
     blob_id: i64,
     stored: &crate::storage::StoredObject,
+    url: &str,
 ) -> sqlx::Result<bool> {
-    let updated = sqlx::query(
+    let updated = crate::db::query(
         "UPDATE genq.export_requests r
             SET completed_at = now(), blob_id = $2, store = $3, key = $4, url = $5,
                 expires_at = (SELECT b.expires_at FROM genq.blobs b WHERE b.id = $2)
@@ -111,7 +113,7 @@ pub async fn complete(
     .bind(blob_id)
     .bind(&stored.store)
     .bind(&stored.key)
-    .bind(&stored.url)
+    .bind(url)
     .execute(conn)
     .await?;
     Ok(updated.rows_affected() == 1)

@@ -63,7 +63,7 @@ pub struct Violation {
 /// due, every deletion logged exactly once, no source or output left without a deletion
 /// date, nothing live after a completed erasure. Empty when healthy; reads whole tables.
 pub async fn check(pool: &PgPool) -> sqlx::Result<Vec<Violation>> {
-    sqlx::query_as("SELECT invariant, detail FROM genq.check_retention()")
+    crate::db::query_as("SELECT invariant, detail FROM genq.check_retention()")
         .fetch_all(pool)
         .await
 }
@@ -75,7 +75,7 @@ const SET_POLICY: &str = "SELECT genq.set_retention_policy($1, make_interval(sec
 pub async fn apply_policies(pool: &PgPool, config: &RetentionConfig) -> sqlx::Result<i64> {
     let mut redated = 0;
     for (name, keep) in config.policies() {
-        let n: i64 = sqlx::query_scalar(SET_POLICY)
+        let n: i64 = crate::db::query_scalar(SET_POLICY)
             .bind(name)
             .bind(keep.map(|d| d.as_secs_f64()))
             .fetch_one(pool)

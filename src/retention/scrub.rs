@@ -66,7 +66,10 @@ pub async fn scrub_due(pool: &PgPool, batch: i64, max_batches: u32) -> sqlx::Res
         (SCRUB_AGED_WEBHOOKS, false),
     ] {
         for _ in 0..max_batches {
-            let n: i64 = sqlx::query_scalar(sql).bind(batch).fetch_one(pool).await?;
+            let n: i64 = crate::db::query_scalar(sql)
+                .bind(batch)
+                .fetch_one(pool)
+                .await?;
             if into_inputs {
                 done.inputs += n;
             } else {
@@ -82,11 +85,11 @@ pub async fn scrub_due(pool: &PgPool, batch: i64, max_batches: u32) -> sqlx::Res
 
 /// Scrubs every input and webhook body of `user` now (policy `erasure`).
 pub async fn scrub_user(conn: &mut sqlx::PgConnection, user: &str) -> sqlx::Result<Scrubbed> {
-    let inputs: i64 = sqlx::query_scalar(SCRUB_USER_INPUTS)
+    let inputs: i64 = crate::db::query_scalar(SCRUB_USER_INPUTS)
         .bind(user)
         .fetch_one(&mut *conn)
         .await?;
-    let webhook_bodies: i64 = sqlx::query_scalar(SCRUB_USER_WEBHOOKS)
+    let webhook_bodies: i64 = crate::db::query_scalar(SCRUB_USER_WEBHOOKS)
         .bind(user)
         .fetch_one(&mut *conn)
         .await?;

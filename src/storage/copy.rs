@@ -2,6 +2,10 @@
 //! chunk by chunk under a size limit, so an output of any size costs a few MB of memory, and
 //! the source's failures are classified for the pipeline: an expired output (404, 410, 403)
 //! can never be fetched again, a flaky source can.
+//!
+//! The URL comes from a provider's answer, so it is fetched through the guarded client
+//! ([`crate::outbound::Guarded`]): a URL or redirect hop reaching a non-public address is
+//! refused before any connection, and that refusal is permanent.
 
 use std::sync::{Arc, Mutex};
 
@@ -11,47 +15,89 @@ use reqwest::header::CONTENT_TYPE;
 
 use super::http::{from_reqwest, from_status};
 use super::{validate_key, BlobStore, ByteStream, StorageError, StoredObject};
+use crate::outbound::errors::without_query;
+use crate::outbound::{FetchError, Guarded};
 
-/// Downloads `url` with `http` and stores it under `key`, streaming (never buffering the
-/// whole body), refusing more than `max_bytes` (`storage.max_object_bytes`).
-///
-/// Errors: the source answering 404, 410 or 403 (an expired output) is permanent, as is
-/// an object over the limit (nothing is left under `key`); 408, 429, 5xx, timeouts and
-/// dropped connections are retryable; the store's own errors pass through. Messages name
-/// the source without its query string, which may hold a signature.
+/// Which side of a copy failed: the source (the provider's output URL) or our store. The
+/// pipeline treats them differently: an output that cannot be fetched was still paid for at
+/// the provider, a store that refuses it is our fault.
+#[derive(Debug, Clone)]
+pub enum CopyFailure {
+    /// The download: refused by the address policy, expired (403/404/410), over the size
+    /// limit, or the source failing.
+    Source(StorageError),
+    /// The store, or the key we chose.
+    Store(StorageError),
+}
+
+impl CopyFailure {
+    /// The error, whichever side it came from.
+    pub fn into_inner(self) -> StorageError {
+        match self {
+            Self::Source(e) | Self::Store(e) => e,
+        }
+    }
+}
+
+/// [`copy_output`] without saying which side failed.
 pub async fn copy_from_url(
     store: &dyn BlobStore,
-    http: &reqwest::Client,
+    http: &Guarded,
     url: &str,
     key: &str,
     max_bytes: u64,
 ) -> Result<StoredObject, StorageError> {
-    validate_key(key)?;
-    let url = url::Url::parse(url)
-        .map_err(|e| StorageError::permanent(format!("source URL is not valid: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(StorageError::permanent(format!(
-            "source URL scheme {:?} is not http(s)",
-            url.scheme()
-        )));
-    }
-    let what = format!("downloading {}", without_query(&url));
-    let response = http
-        .get(url)
-        .send()
+    copy_output(store, http, url, key, max_bytes)
         .await
-        .map_err(|e| from_reqwest(e, &what))?;
+        .map_err(CopyFailure::into_inner)
+}
+
+/// Downloads `url` with the guarded `http` client and stores it under `key`, streaming (never buffering the
+/// whole body), refusing more than `max_bytes` (`storage.max_object_bytes`).
+///
+/// Errors: the source answering 404, 410 or 403 (an expired output) is permanent, as are
+/// an object over the limit (nothing is left under `key`) and a URL or redirect the
+/// address policy refuses; 408, 429, 5xx, timeouts and
+/// dropped connections are retryable; the store's own errors pass through. Messages name
+/// the source without its query string, which may hold a signature.
+pub async fn copy_output(
+    store: &dyn BlobStore,
+    http: &Guarded,
+    url: &str,
+    key: &str,
+    max_bytes: u64,
+) -> Result<StoredObject, CopyFailure> {
+    validate_key(key).map_err(CopyFailure::Store)?;
+    let url = url::Url::parse(url).map_err(|e| {
+        CopyFailure::Source(StorageError::permanent(format!(
+            "source URL is not valid: {e}"
+        )))
+    })?;
+    let what = format!("downloading {}", without_query(&url));
+    let response = http.get(&url).await.map_err(|e| {
+        CopyFailure::Source(match e {
+            FetchError::Refused(why) => StorageError::permanent(format!("{what}: {why}")),
+            FetchError::Transport { message, timeout } => {
+                let how = if timeout {
+                    "timed out"
+                } else {
+                    "request failed"
+                };
+                StorageError::retryable(format!("{what}: {how}: {message}"))
+            }
+        })
+    })?;
     let status = response.status();
     if !status.is_success() {
-        return Err(match status.as_u16() {
+        return Err(CopyFailure::Source(match status.as_u16() {
             403 | 404 | 410 => StorageError::permanent(format!(
                 "{what}: HTTP {status}: the output has expired or is not accessible"
             )),
             _ => from_status(status, response.headers(), &what, ""),
-        });
+        }));
     }
     if let Some(len) = response.content_length().filter(|&len| len > max_bytes) {
-        return Err(too_large(&what, len, max_bytes));
+        return Err(CopyFailure::Source(too_large(&what, len, max_bytes)));
     }
     let content_type = response
         .headers()
@@ -72,8 +118,8 @@ pub async fn copy_from_url(
     let source_failure = source_failure.lock().expect("not poisoned").take();
     match (stored, source_failure) {
         (Ok(stored), _) => Ok(stored),
-        (Err(_), Some(source_failure)) => Err(source_failure),
-        (Err(store_failure), None) => Err(store_failure),
+        (Err(_), Some(source_failure)) => Err(CopyFailure::Source(source_failure)),
+        (Err(store_failure), None) => Err(CopyFailure::Store(store_failure)),
     }
 }
 
@@ -109,12 +155,4 @@ fn too_large(what: &str, size: u64, max_bytes: u64) -> StorageError {
     StorageError::permanent(format!(
         "{what}: the output is larger than storage.max_object_bytes ({size} > {max_bytes} bytes)"
     ))
-}
-
-/// The URL without query and fragment (a presigned URL's query is a credential).
-fn without_query(url: &url::Url) -> String {
-    let mut url = url.clone();
-    url.set_query(None);
-    url.set_fragment(None);
-    url.to_string()
 }

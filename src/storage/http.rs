@@ -1,53 +1,24 @@
-//! What the HTTP-speaking stores share: the secret wrapper, the mapping of HTTP statuses and
-//! transport errors to [`StorageError`], `Retry-After` parsing, and byte counting of a body
-//! that is streamed out.
+//! What the HTTP-speaking stores share: the mapping of HTTP statuses and transport errors to
+//! [`StorageError`] and byte counting of a body that is streamed out. The secret wrapper,
+//! `Retry-After` parsing and URL-free error text come from [`crate::outbound`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 
 use super::{ByteStream, StorageError};
 
-/// A secret read from the environment. `Debug` never shows it.
-#[derive(Clone)]
-pub(crate) struct Secret(String);
-
-impl Secret {
-    /// Reads the variable `name`; the error names the variable, never a value.
-    pub(crate) fn from_env(name: &str, what: &str) -> anyhow::Result<Self> {
-        match std::env::var(name) {
-            Ok(v) if !v.trim().is_empty() => Ok(Self(v.trim().to_string())),
-            _ => anyhow::bail!("{what}: environment variable {name} is not set"),
-        }
-    }
-
-    /// Wraps a value given directly (tests, embedding).
-    pub(crate) fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
+pub(crate) use crate::outbound::errors::chain;
+pub(crate) use crate::outbound::retry_after::from_headers as retry_after;
+pub(crate) use crate::outbound::Secret;
 
 /// The HTTP client of the Vercel and Supabase stores. No overall timeout: an upload of
 /// hundreds of MB may take minutes, and the job's own time limit bounds it.
 pub(crate) fn client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .tcp_keepalive(Duration::from_secs(30))
-        .build()
+    crate::outbound::client::api(None)
 }
 
 /// Maps a non-success status: 408, 429 and 5xx are retryable (honouring `Retry-After`),
@@ -96,30 +67,13 @@ pub(crate) fn from_reqwest(error: reqwest::Error, what: &str) -> StorageError {
     }
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
-}
-
-/// `error` and its sources, joined with `: ` (skipping a source its parent already quotes).
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
+/// A store's answer as text, read under [`crate::outbound::body::SMALL_BODY_LIMIT`]
+/// (store answers are short JSON documents); unreadable or too long reads as empty.
+pub(crate) async fn capped_text(response: reqwest::Response) -> String {
+    crate::outbound::read_capped(response, crate::outbound::body::SMALL_BODY_LIMIT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 /// A response body shortened for an error message.
@@ -178,20 +132,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_after_takes_seconds_and_dates() {
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, "7".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(
-            RETRY_AFTER,
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::ZERO));
-        h.insert(RETRY_AFTER, "soon".parse().unwrap());
-        assert_eq!(retry_after(&h), None);
-    }
-
-    #[test]
     fn statuses_map_to_what_to_do() {
         let h = HeaderMap::new();
         for s in [408, 429, 500, 502, 503, 504] {
@@ -212,10 +152,5 @@ mod tests {
             u.as_str(),
             "https://h.example/api/object/b/a%20b/c%3Fd%23e.mp4"
         );
-    }
-
-    #[test]
-    fn secrets_do_not_show() {
-        assert_eq!(format!("{:?}", Secret::new("hunter2")), "***");
     }
 }

@@ -29,7 +29,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 pub use config::StorageConfig;
-pub use copy::copy_from_url;
+pub use copy::{copy_from_url, copy_output, CopyFailure};
 pub use registry::Stores;
 
 /// A body to store: a stream of chunks, read once. Outputs can be hundreds of MB, so no
@@ -159,6 +159,14 @@ pub trait BlobStore: Send + Sync {
     /// Deletes `keys`; a key that does not exist counts as deleted. Never fails as a whole:
     /// each key is reported in [`DeleteReport::deleted`] or [`DeleteReport::failed`].
     async fn delete(&self, keys: &[String]) -> DeleteReport;
+
+    /// A URL to hand out for `key` that stops working after `ttl` (a presigned or signed
+    /// URL), where the store can make one; `Ok(None)` where it cannot, and then
+    /// [`StoredObject::url`] is what there is (see `docs/security.md`).
+    async fn share_url(&self, key: &str, ttl: Duration) -> Result<Option<String>, StorageError> {
+        let _ = (key, ttl);
+        Ok(None)
+    }
 }
 
 /// Builds the configured store (`storage.backend`), reading its secret from the environment.

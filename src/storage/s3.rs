@@ -277,7 +277,23 @@ impl BlobStore for S3Store {
         }
         report
     }
+
+    /// A SigV4 presigned GET, valid for `ttl` capped at 7 days (SigV4's longest).
+    async fn share_url(&self, key: &str, ttl: Duration) -> Result<Option<String>, StorageError> {
+        use object_store::signer::Signer;
+        let location = location(key)?;
+        let ttl = ttl.min(MAX_PRESIGN);
+        let url = self
+            .store
+            .signed_url(reqwest::Method::GET, &location, ttl)
+            .await
+            .map_err(|e| classify(e, "presigning"))?;
+        Ok(Some(url.to_string()))
+    }
 }
+
+/// SigV4 presigned URLs last at most 7 days.
+const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
 
 fn location(key: &str) -> Result<Path, StorageError> {
     validate_key(key)?;

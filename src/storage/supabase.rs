@@ -5,13 +5,16 @@
 //! [`DELETE_BATCH`] keys as `prefixes`; the answer lists the objects it removed and leaves out
 //! those that were not there, which count as deleted, so a batch that answers 2xx is done.
 //! The URL of a stored object is its public URL, which serves only from a public bucket; for a
-//! private bucket the product signs a URL from the bucket and key.
+//! private bucket the product signs a URL from the bucket and key. [`BlobStore::share_url`]
+//! signs one (`POST /storage/v1/object/sign/{bucket}/{key}`), used for data exports.
+
+use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Body;
 
 use super::config::SupabaseConfig;
-use super::http::{base_url, counted, from_reqwest, from_status, join_key, Secret};
+use super::http::{base_url, capped_text, counted, from_reqwest, from_status, join_key, Secret};
 use super::{validate_key, BlobStore, ByteStream, DeleteReport, StorageError, StoredObject};
 
 /// Keys per delete request: the API's maximum.
@@ -85,21 +88,36 @@ impl SupabaseStore {
         }
     }
 
-    async fn delete_batch(&self, keys: &[String]) -> Result<usize, StorageError> {
-        let what = "Supabase Storage delete";
-        let url = join_key(&self.base, &["storage", "v1", "object"], &self.bucket);
+    /// Sends `body` as JSON and returns the answer's text; an error status is mapped.
+    async fn call_json(
+        &self,
+        method: reqwest::Method,
+        url: url::Url,
+        body: &serde_json::Value,
+        what: &str,
+    ) -> Result<String, StorageError> {
         let response = self
-            .request(reqwest::Method::DELETE, url)
-            .json(&serde_json::json!({ "prefixes": keys }))
+            .request(method, url)
+            .json(body)
             .send()
             .await
             .map_err(|e| from_reqwest(e, what))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let text = response.text().await.unwrap_or_default();
+        let text = capped_text(response).await;
         if !status.is_success() {
             return Err(from_status(status, &headers, what, &text));
         }
+        Ok(text)
+    }
+
+    async fn delete_batch(&self, keys: &[String]) -> Result<usize, StorageError> {
+        let what = "Supabase Storage delete";
+        let url = join_key(&self.base, &["storage", "v1", "object"], &self.bucket);
+        let body = serde_json::json!({ "prefixes": keys });
+        let text = self
+            .call_json(reqwest::Method::DELETE, url, &body, what)
+            .await?;
         // Only for the log: how many existed. Missing ones are left out of the answer.
         let removed = serde_json::from_str::<Vec<serde_json::Value>>(&text).map_or(0, |v| v.len());
         Ok(removed)
@@ -136,7 +154,7 @@ impl BlobStore for SupabaseStore {
         let status = response.status();
         if !status.is_success() {
             let headers = response.headers().clone();
-            let text = response.text().await.unwrap_or_default();
+            let text = capped_text(response).await;
             return Err(from_status(status, &headers, what, &text));
         }
         let size = size.load(std::sync::atomic::Ordering::Relaxed);
@@ -179,5 +197,32 @@ impl BlobStore for SupabaseStore {
             }
         }
         report
+    }
+
+    /// A signed URL from `POST /storage/v1/object/sign/{bucket}/{key}`, valid for `ttl`.
+    async fn share_url(&self, key: &str, ttl: Duration) -> Result<Option<String>, StorageError> {
+        validate_key(key)?;
+        let what = "Supabase Storage sign";
+        let url = join_key(
+            &self.base,
+            &["storage", "v1", "object", "sign", &self.bucket],
+            key,
+        );
+        let body = serde_json::json!({ "expiresIn": ttl.as_secs().max(1) });
+        let text = self
+            .call_json(reqwest::Method::POST, url, &body, what)
+            .await?;
+        // `signedURL` is relative to the Storage API: `/object/sign/{bucket}/{key}?token=…`.
+        let signed = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["signedURL"].as_str().map(str::to_string))
+            .ok_or_else(|| {
+                StorageError::retryable(format!("{what}: no signedURL in the answer"))
+            })?;
+        let full = self
+            .base
+            .join(&format!("storage/v1/{}", signed.trim_start_matches('/')))
+            .map_err(|e| StorageError::permanent(format!("{what}: unusable signedURL: {e}")))?;
+        Ok(Some(full.to_string()))
     }
 }

@@ -14,7 +14,8 @@ use serde::Deserialize;
 
 use super::config::VercelConfig;
 use super::http::{
-    base_url, counted, describe, from_reqwest, from_status, join_key, retry_after, Secret,
+    base_url, capped_text, counted, describe, from_reqwest, from_status, join_key, retry_after,
+    Secret,
 };
 use super::{validate_key, BlobStore, ByteStream, DeleteReport, StorageError, StoredObject};
 
@@ -138,9 +139,8 @@ impl BlobStore for VercelStore {
         if !response.status().is_success() {
             return Err(api_error(response, what).await.1);
         }
-        let put: PutResponse = response.json().await.map_err(|e| {
-            StorageError::retryable(format!("{what}: unreadable response: {}", e.without_url()))
-        })?;
+        let put: PutResponse = serde_json::from_str(&capped_text(response).await)
+            .map_err(|e| StorageError::retryable(format!("{what}: unreadable response: {e}")))?;
         let size = size.load(std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(key, size, "stored in Vercel Blob");
         Ok(StoredObject {
@@ -185,7 +185,7 @@ impl BlobStore for VercelStore {
 async fn api_error(response: Response, what: &str) -> (String, StorageError) {
     let status = response.status();
     let headers: HeaderMap = response.headers().clone();
-    let text = response.text().await.unwrap_or_default();
+    let text = capped_text(response).await;
     let detail = serde_json::from_str::<ErrorBody>(&text)
         .map(|b| b.error)
         .unwrap_or_default();

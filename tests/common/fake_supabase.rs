@@ -66,6 +66,7 @@ impl FakeSupabase {
         let app = Router::new()
             .route("/storage/v1/object/{bucket}", delete(remove))
             .route("/storage/v1/object/{bucket}/{*key}", post(upload))
+            .route("/storage/v1/object/sign/{bucket}/{*key}", post(sign))
             .layer(DefaultBodyLimit::disable())
             .with_state(inner.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -201,4 +202,25 @@ async fn upload(
     objects.insert(key.clone(), body.to_vec());
     Json(json!({"Key": format!("{bucket}/{key}"), "Id": "00000000-0000-0000-0000-000000000000"}))
         .into_response()
+}
+
+/// `POST /storage/v1/object/sign/{bucket}/{key}` `{expiresIn}`: a signed URL, relative to
+/// the Storage API, for an object that exists.
+async fn sign(
+    State(inner): State<Arc<Inner>>,
+    Path((bucket, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    if !authorized(&inner, &headers) {
+        return error(StatusCode::FORBIDDEN, "Unauthorized", "invalid signature");
+    }
+    if !inner.objects.lock().unwrap().contains_key(&key) {
+        return error(StatusCode::NOT_FOUND, "not_found", "Object not found");
+    }
+    let expires = body["expiresIn"].as_u64().unwrap_or(0);
+    Json(json!({
+        "signedURL": format!("/object/sign/{bucket}/{key}?token=fake-jwt-{expires}")
+    }))
+    .into_response()
 }

@@ -41,6 +41,8 @@ impl GenEnv {
         let blobs = tempfile::tempdir().unwrap();
         let mut config = fast_config();
         config.providers = fake.providers_config();
+        // The fake serves its output files on loopback, which downloads refuse by default.
+        config.outbound.allow_private = vec!["127.0.0.0/8".into()];
         // Callbacks go nowhere (port 9, discard) but carry the generation id, which lets
         // BytePlus and Replicate submits be reconciled.
         config.providers.webhook_base_url = "http://127.0.0.1:9".into();
@@ -67,6 +69,15 @@ impl GenEnv {
     /// A daemon running the pipeline and the retention jobs (sharing the output store),
     /// with the erasure hash key of the retention fixture.
     pub fn daemon_with_retention(&self) -> DaemonHandle {
+        self.daemon_with_retention_as(self.db.daemon_options())
+    }
+
+    /// [`Self::daemon_with_retention`], its pool logged in with `options` (e.g. as a login
+    /// role granted only the database's worker role).
+    pub fn daemon_with_retention_as(
+        &self,
+        options: sqlx::postgres::PgConnectOptions,
+    ) -> DaemonHandle {
         let mut registry = Registry::new();
         let pipeline = Arc::new(Pipeline::from_config(&self.config).expect("pipeline"));
         let retention = Arc::new(genq::jobs::retention::Retention {
@@ -76,7 +87,7 @@ impl GenEnv {
         });
         pipeline.register(&mut registry);
         retention.register(&mut registry);
-        self.db.daemon(self.config.clone(), registry)
+        genq::Daemon::with_connect_options(self.config.clone(), registry, options).start()
     }
 
     pub fn daemon(&self) -> DaemonHandle {
@@ -96,6 +107,18 @@ impl GenEnv {
     }
 
     pub async fn request(&self, user: &str, provider: &str, cost: i64) -> Uuid {
+        let input = serde_json::json!({"prompt": "a red fox running through snow", "image_url": "https://example.com/fox.png"});
+        self.request_with_input(user, provider, cost, input).await
+    }
+
+    /// A generation with the model input `input`.
+    pub async fn request_with_input(
+        &self,
+        user: &str,
+        provider: &str,
+        cost: i64,
+        input: serde_json::Value,
+    ) -> Uuid {
         let mut conn = self.db.pool.acquire().await.unwrap();
         credits::enqueue_generation(
             &mut conn,
@@ -103,7 +126,7 @@ impl GenEnv {
                 user_id: user.into(),
                 provider: provider.into(),
                 model: model_for(provider).into(),
-                input: serde_json::json!({"prompt": "a red fox running through snow", "image_url": "https://example.com/fox.png"}),
+                input,
                 cost,
                 idempotency_key: Uuid::new_v4().to_string(),
             },

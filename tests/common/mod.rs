@@ -23,18 +23,36 @@ pub struct TestDb {
 impl TestDb {
     /// Migrates the test database and opens a small pool for the test's own queries.
     pub async fn new(pool_options: PgPoolOptions, options: PgConnectOptions) -> Self {
-        genq::db::migrate(&options).await.expect("migrate");
+        let prefix = role_prefix_for(options.get_database().expect("a test database"));
+        genq::db::migrate(&options, &prefix).await.expect("migrate");
         let pool = pool_options
             .max_connections(5)
             .connect_with(options.clone())
             .await
             .expect("connect");
-        Self { pool, options }
+        let db = Self { pool, options };
+        if daemons_as_worker() {
+            privileges::worker_login(&db).await;
+        }
+        db
     }
 
-    /// Starts a daemon on this database.
+    /// Starts a daemon on this database: as the superuser the test connects as, or, with
+    /// `GENQ_TEST_DAEMON_AS_WORKER=1`, as a login granted only the database's worker role
+    /// (to show its grants suffice for every scenario).
     pub fn daemon(&self, config: Config, registry: Registry) -> DaemonHandle {
-        Daemon::with_connect_options(config, registry, self.options.clone()).start()
+        Daemon::with_connect_options(config, registry, self.daemon_options()).start()
+    }
+
+    /// The connect options daemons use (see [`TestDb::daemon`]).
+    pub fn daemon_options(&self) -> PgConnectOptions {
+        if daemons_as_worker() {
+            self.options
+                .clone()
+                .username(&privileges::worker_login_name(self))
+        } else {
+            self.options.clone()
+        }
     }
 
     /// Enqueues one job outside any transaction.
@@ -109,6 +127,26 @@ impl TestDb {
     }
 }
 
+/// Whether daemons log in as a worker member (`GENQ_TEST_DAEMON_AS_WORKER=1`).
+pub fn daemons_as_worker() -> bool {
+    std::env::var("GENQ_TEST_DAEMON_AS_WORKER").is_ok_and(|v| v == "1")
+}
+
+/// The role prefix of a test database: roles are cluster-wide and serve one database each,
+/// so every test database gets its own (derived from its name, which sqlx derives from the
+/// test's path, so a test reuses its roles from run to run).
+pub fn role_prefix_for(database: &str) -> String {
+    let name = database
+        .trim_start_matches("_sqlx_test_")
+        .to_ascii_lowercase();
+    let tail: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(24)
+        .collect();
+    format!("gq_{tail}")
+}
+
 /// A config that ticks fast: short leases, heartbeats, polls and backoff.
 pub fn fast_config() -> Config {
     let mut c = Config::default();
@@ -164,7 +202,12 @@ impl Runs {
 /// The real `genq` binary with this database.
 pub fn genq_command(url: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_genq"));
+    let database = url::Url::parse(url).expect("database URL parses");
     cmd.env("DATABASE_URL", url)
+        .env(
+            "GENQ_DATABASE_ROLE_PREFIX",
+            role_prefix_for(database.path().trim_start_matches('/')),
+        )
         .env("GENQ_CONFIG", "/dev/null")
         .env("GENQ_LOG", "info")
         .env_remove("GENQ_LOG_FORMAT");
@@ -195,6 +238,8 @@ pub fn spawn_daemon(url: &str, env: &[(&str, &str)]) -> Child {
 
 pub mod fake_supabase;
 pub mod fake_vercel;
+pub mod pgbouncer;
+pub mod privileges;
 pub mod prom;
 pub mod proxy;
 

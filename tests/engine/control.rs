@@ -220,10 +220,15 @@ async fn a_handler_completes_its_job_in_its_own_transaction(
     co: PgConnectOptions,
 ) {
     let db = TestDb::new(po, co).await;
-    sqlx::query("CREATE TABLE debits (job_id bigint PRIMARY KEY, amount int)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    // The product's own table: its handlers' role (the daemon's) gets rights on it.
+    let worker = crate::common::privileges::Roles::of(&db).worker();
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE debits (job_id bigint PRIMARY KEY, amount int);
+         GRANT SELECT, INSERT ON debits TO {worker}"
+    ))
+    .execute(&db.pool)
+    .await
+    .unwrap();
     let ok = db
         .enqueue(NewJob::new(
             "debit",

@@ -392,3 +392,71 @@ async fn readiness_follows_the_database_and_drain_and_work_survives_an_outage(
     );
     assert!(daemon.stop().await, "exit 0 after SIGTERM");
 }
+
+#[sqlx::test(migrations = false)]
+async fn the_public_listener_serves_only_webhooks_and_the_internal_one_the_rest(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    let db = TestDb::new(po, co).await;
+    let url = db.url().await;
+    let public = format!("127.0.0.1:{}", crate::common::free_port());
+    let daemon = RunningBinary::start(
+        &url,
+        &[
+            ("GENQ_ADMIN_TOKEN", TOKEN),
+            ("GENQ_HTTP_PUBLIC_BIND", public.as_str()),
+        ],
+    )
+    .await;
+    let http = &daemon.http;
+    let get = |base: String, path: &'static str| async move {
+        http.get(format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let post = |base: String, path: &'static str| async move {
+        http.post(format!("{base}{path}"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let public = format!("http://{public}");
+
+    // The internet-facing port: webhooks (and a health check that says nothing) only.
+    for path in ["/metrics", "/readyz", "/admin/queues"] {
+        assert_eq!(
+            get(public.clone(), path).await,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    assert_eq!(get(public.clone(), "/healthz").await, StatusCode::OK);
+    for path in ["/webhooks/replicate", "/webhooks/fal", "/webhooks/plisio"] {
+        let status = post(public.clone(), path).await;
+        assert_ne!(status, StatusCode::NOT_FOUND, "{path} is served publicly");
+        assert!(
+            !status.is_success(),
+            "{path}: an unsigned callback is refused"
+        );
+    }
+
+    // The internal port: everything but the webhooks, which moved to the public one.
+    for path in ["/metrics", "/readyz", "/healthz", "/admin/queues"] {
+        assert_eq!(
+            get(daemon.base.clone(), path).await,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        post(daemon.base.clone(), "/webhooks/replicate").await,
+        StatusCode::NOT_FOUND
+    );
+    assert!(daemon.stop().await);
+}

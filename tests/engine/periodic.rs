@@ -61,10 +61,12 @@ async fn two_daemons_enqueue_one_job_per_slot(po: PgPoolOptions, co: PgConnectOp
         slots.iter().all(|(_, n)| *n == 1),
         "one job per slot: {slots:?}"
     );
-    assert_eq!(
-        db.count("tick", JobState::Completed).await,
-        slots.len() as i64
-    );
+    // The last slot's job may be enqueued just before shutdown and wait for the next
+    // daemon: it is still available then, never lost and never run twice.
+    let completed = db.count("tick", JobState::Completed).await;
+    let waiting = db.count("tick", JobState::Available).await;
+    assert_eq!(completed + waiting, slots.len() as i64, "{slots:?}");
+    assert!(waiting <= 1, "only the last slot may still wait: {waiting}");
     assert!(runs.snapshot().values().all(|&n| n == 1));
 }
 

@@ -579,3 +579,97 @@ mod gate {
         );
     }
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_prompt_naming_an_internal_url_is_never_fetched_as_an_output(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    // An "internal service" on loopback, inside the range the test daemon may reach (the
+    // fake's files are there too): only the documented result fields keep it out.
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    let internal = axum::Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            "internal secret"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, internal).await.unwrap() });
+
+    let env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    env.grant("u1", 10).await;
+    let daemon = env.daemon();
+    let prompt = format!("http://{addr}/admin/secrets.mp4");
+    let id = env
+        .request_with_input("u1", "fal", 10, serde_json::json!({ "prompt": prompt }))
+        .await;
+    let g = env.wait_final(id, Duration::from_secs(30)).await;
+    daemon.shutdown().await;
+    env.assert_output_stored(&g);
+    let outputs = g.output.as_ref().and_then(|o| o.as_array()).unwrap();
+    assert_eq!(outputs.len(), 1, "only the video is an output: {outputs:?}");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the URL in the prompt was fetched"
+    );
+    env.assert_ledger_clean().await;
+}
+
+/// Checks `id` ended failed because its output could not be downloaded, with its hold
+/// captured (the provider billed the render), and the ledger consistent.
+async fn assert_unfetchable_and_captured(env: &GenEnv, id: uuid::Uuid, contains: &str) {
+    let g = env.generation(id).await;
+    assert_eq!(g.state, GenerationState::Failed, "{g:?}");
+    let error = g.error.as_deref().unwrap_or("");
+    assert!(error.starts_with("output_unfetchable:"), "{error}");
+    assert!(error.contains(contains), "{error}");
+    assert_eq!(env.entries(id).await, vec!["hold", "capture"]);
+    env.assert_ledger_clean().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_output_that_expired_before_the_copy_captures_the_hold(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    let env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    env.grant("u1", 30).await;
+    let mut gone = FaultSpec::new(ProviderKind::Fal, FakeOp::File, FaultKind::ExpiredResult);
+    gone.status = Some(410);
+    env.fake.add_fault(gone);
+    let daemon = env.daemon();
+    let id = env.request("u1", "fal", 30).await;
+    env.wait_final(id, Duration::from_secs(30)).await;
+    daemon.shutdown().await;
+    assert_unfetchable_and_captured(&env, id, "410").await;
+    // Not a free render: the credits are spent.
+    assert_eq!(env.balance("u1").await.available, 0);
+    assert_eq!(env.balance("u1").await.held, 0);
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_default_outbound_policy_refuses_loopback_outputs_end_to_end(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    let env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    env.grant("u1", 10).await;
+    // The shipped default: no private range allowed. The fake's files are on loopback.
+    let mut config = env.config.clone();
+    config.outbound = Default::default();
+    let daemon = env.daemon_with(config);
+    let id = env.request("u1", "replicate", 10).await;
+    env.wait_final(id, Duration::from_secs(30)).await;
+    daemon.shutdown().await;
+    assert_unfetchable_and_captured(&env, id, "non-public address").await;
+    assert_eq!(
+        env.fake.stats().ops(ProviderKind::Replicate, FakeOp::File),
+        0,
+        "the loopback file server was contacted"
+    );
+}

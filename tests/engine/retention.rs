@@ -46,13 +46,13 @@ async fn each_policy_deletes_exactly_what_is_due(po: PgPoolOptions, co: PgConnec
     env.cancel(ended_recently).await;
     let running = env.generation("u1").await;
     let src_due = env
-        .upload("u1", BlobRole::Source, "up/a.png", Some(ended_long_ago))
+        .upload("u1", BlobRole::Source, "up/u1/a.png", Some(ended_long_ago))
         .await;
     let src_kept = env
-        .upload("u1", BlobRole::Source, "up/b.png", Some(ended_recently))
+        .upload("u1", BlobRole::Source, "up/u1/b.png", Some(ended_recently))
         .await;
     let src_running = env
-        .upload("u1", BlobRole::Source, "up/c.png", Some(running))
+        .upload("u1", BlobRole::Source, "up/u1/c.png", Some(running))
         .await;
     env.backdate_generation(ended_long_ago, h(25)).await;
     env.backdate_generation(ended_recently, h(23)).await;
@@ -69,16 +69,16 @@ async fn each_policy_deletes_exactly_what_is_due(po: PgPoolOptions, co: PgConnec
 
     // References 7 days, outputs 30 days, exports 7 days after registration.
     let ref_due = env
-        .upload("u1", BlobRole::Reference, "ref/due.png", None)
+        .upload("u1", BlobRole::Reference, "ref/u1/due.png", None)
         .await;
     let ref_kept = env
-        .upload("u1", BlobRole::Reference, "ref/kept.png", None)
+        .upload("u1", BlobRole::Reference, "ref/u1/kept.png", None)
         .await;
     let out_due = env
-        .upload("u1", BlobRole::Output, "out/due.mp4", None)
+        .upload("u1", BlobRole::Output, "out/u1/due.mp4", None)
         .await;
     let out_kept = env
-        .upload("u1", BlobRole::Output, "out/kept.mp4", None)
+        .upload("u1", BlobRole::Output, "out/u1/kept.mp4", None)
         .await;
     let exp_due = env
         .upload("u1", BlobRole::Export, "exports/due.json", None)
@@ -114,9 +114,9 @@ async fn each_policy_deletes_exactly_what_is_due(po: PgPoolOptions, co: PgConnec
     env.sweep().await;
 
     for (id, key, policy) in [
-        (src_due, "up/a.png", "source"),
-        (ref_due, "ref/due.png", "reference"),
-        (out_due, "out/due.mp4", "output"),
+        (src_due, "up/u1/a.png", "source"),
+        (ref_due, "ref/u1/due.png", "reference"),
+        (out_due, "out/u1/due.mp4", "output"),
         (exp_due, "exports/due.json", "export"),
     ] {
         let b = env.blob(id).await;
@@ -131,10 +131,10 @@ async fn each_policy_deletes_exactly_what_is_due(po: PgPoolOptions, co: PgConnec
         );
     }
     for (id, key) in [
-        (src_kept, "up/b.png"),
-        (src_running, "up/c.png"),
-        (ref_kept, "ref/kept.png"),
-        (out_kept, "out/kept.mp4"),
+        (src_kept, "up/u1/b.png"),
+        (src_running, "up/u1/c.png"),
+        (ref_kept, "ref/u1/kept.png"),
+        (out_kept, "out/u1/kept.mp4"),
         (exp_kept, "exports/kept.json"),
     ] {
         let b = env.blob(id).await;
@@ -189,7 +189,9 @@ async fn outputs_kept_forever_and_changed_policies_redate_what_is_stored(
     co: PgConnectOptions,
 ) {
     let mut env = env(po, co).await;
-    let out = env.upload("u1", BlobRole::Output, "out/1.mp4", None).await;
+    let out = env
+        .upload("u1", BlobRole::Output, "out/u1/1.mp4", None)
+        .await;
     env.backdate_blob(out, d(40)).await;
 
     // output_after = "never": a daemon starting with it unschedules stored outputs.
@@ -202,7 +204,7 @@ async fn outputs_kept_forever_and_changed_policies_redate_what_is_stored(
     let _daemon = env.daemon();
     env.sweep().await;
     assert!(env.blob(out).await.deleted_at.is_none());
-    assert!(env.local_exists("out/1.mp4"));
+    assert!(env.local_exists("out/u1/1.mp4"));
 
     // Back to 30 days: the output registered 40 days ago is due again, and deleted.
     env.config.retention.output_after = Some(d(30));
@@ -212,7 +214,7 @@ async fn outputs_kept_forever_and_changed_policies_redate_what_is_stored(
     assert_eq!(redated, 1);
     env.sweep().await;
     assert!(env.blob(out).await.deleted_at.is_some());
-    assert!(!env.local_exists("out/1.mp4"));
+    assert!(!env.local_exists("out/u1/1.mp4"));
     env.assert_retention_clean().await;
 }
 
@@ -264,21 +266,27 @@ async fn register_blob_refuses_bad_input_clearly(po: PgPoolOptions, co: PgConnec
         .unwrap_err();
     assert_eq!(code, "P0002");
 
-    // Idempotent for the same registration; a live key of someone else is refused.
-    let id = call("owner", "source", "local", "up/x.png", Some(g))
+    // Idempotent for the same registration; a live key held by another registration (here
+    // another role) is refused, and another user's key is outside that user's space.
+    let id = call("owner", "source", "local", "up/owner/x.png", Some(g))
         .await
         .unwrap();
     assert_eq!(
-        call("owner", "source", "local", "up/x.png", Some(g))
+        call("owner", "source", "local", "up/owner/x.png", Some(g))
             .await
             .unwrap(),
         id
     );
-    let (code, msg) = call("other", "reference", "local", "up/x.png", None)
+    let (code, msg) = call("owner", "reference", "local", "up/owner/x.png", None)
         .await
         .unwrap_err();
     assert_eq!(code, "23505");
     assert!(msg.contains("already registered"), "{msg}");
+    let (code, msg) = call("other", "reference", "local", "up/owner/x.png", None)
+        .await
+        .unwrap_err();
+    assert_eq!(code, "22023");
+    assert!(msg.contains("outside the user's space"), "{msg}");
     assert_eq!(scalar_i64(&env, "SELECT count(*) FROM genq.blobs").await, 1);
 }
 
@@ -293,7 +301,7 @@ async fn sweep_racing_new_uploads_deletes_nothing_it_should_not(
     // 60 expired references; their keys get uploaded again while sweeps run.
     let mut old = Vec::new();
     for i in 0..60 {
-        let key = format!("ref/{i}.png");
+        let key = format!("ref/u1/{i}.png");
         let id = env.upload("u1", BlobRole::Reference, &key, None).await;
         env.backdate_blob(id, d(8)).await;
         old.push((id, key));
@@ -307,13 +315,13 @@ async fn sweep_racing_new_uploads_deletes_nothing_it_should_not(
     let uploads = async {
         let mut new = Vec::new();
         for i in (0..60).step_by(2) {
-            let key = format!("ref/{i}.png");
+            let key = format!("ref/u1/{i}.png");
             let id = env
                 .register("u1", BlobRole::Reference, "local", &key, None)
                 .await;
             env.put_local(&key, b"new upload");
             new.push((id, key.clone()));
-            let fresh = format!("ref/fresh-{i}.png");
+            let fresh = format!("ref/u1/fresh-{i}.png");
             let id = env.upload("u1", BlobRole::Reference, &fresh, None).await;
             new.push((id, fresh));
             tokio::task::yield_now().await;
@@ -365,15 +373,15 @@ async fn delete_generation_scrubs_now_and_deletes_its_blobs(
     let _daemon = env.daemon();
     let done = env.generation("u1").await;
     let src = env
-        .upload("u1", BlobRole::Source, "up/d.png", Some(done))
+        .upload("u1", BlobRole::Source, "up/u1/d.png", Some(done))
         .await;
     env.succeed(done).await;
     let out = env
-        .upload("u1", BlobRole::Output, "out/d.mp4", Some(done))
+        .upload("u1", BlobRole::Output, "out/u1/d.mp4", Some(done))
         .await;
     let other = env.generation("u1").await;
     let other_src = env
-        .upload("u1", BlobRole::Source, "up/other.png", Some(other))
+        .upload("u1", BlobRole::Source, "up/u1/other.png", Some(other))
         .await;
 
     let state: String = sqlx::query_scalar("SELECT genq.delete_generation($1)::text")
@@ -399,13 +407,13 @@ async fn delete_generation_scrubs_now_and_deletes_its_blobs(
         },
     )
     .await;
-    assert!(!env.local_exists("up/d.png") && !env.local_exists("out/d.mp4"));
+    assert!(!env.local_exists("up/u1/d.png") && !env.local_exists("out/u1/d.mp4"));
     assert_eq!(
         env.log_for_blob(out).await,
         vec![("deleted".to_string(), "user_deletion".to_string())]
     );
     assert!(env.blob(other_src).await.deleted_at.is_none());
-    assert!(env.local_exists("up/other.png"));
+    assert!(env.local_exists("up/u1/other.png"));
     // Money untouched: the capture stays.
     env.assert_ledger_clean().await;
 
@@ -441,10 +449,10 @@ async fn backlog_counts_due_and_overdue_until_the_sweep_runs(
 ) {
     let env = env(po, co).await;
     let due = env
-        .upload("u1", BlobRole::Reference, "ref/1.png", None)
+        .upload("u1", BlobRole::Reference, "ref/u1/1.png", None)
         .await;
     let overdue = env
-        .upload("u1", BlobRole::Reference, "ref/2.png", None)
+        .upload("u1", BlobRole::Reference, "ref/u1/2.png", None)
         .await;
     env.backdate_blob(due, d(7) + Duration::from_secs(60)).await;
     env.backdate_blob(overdue, d(7) + h(2)).await;
@@ -535,7 +543,12 @@ async fn erasure_deletes_data_and_deidentifies_money_records(
     // Someone else's data must not be touched.
     let bystander = env.generation("bystander").await;
     let kept = env
-        .upload("bystander", BlobRole::Reference, "ref/bystander.png", None)
+        .upload(
+            "bystander",
+            BlobRole::Reference,
+            "ref/bystander/bystander.png",
+            None,
+        )
         .await;
 
     let ledger_before = scalar_i64(&env, "SELECT count(*) FROM genq.ledger").await;
@@ -578,7 +591,7 @@ async fn erasure_deletes_data_and_deidentifies_money_records(
         0
     );
     assert!(env.blob(kept).await.deleted_at.is_none());
-    assert!(env.local_exists("ref/bystander.png"));
+    assert!(env.local_exists("ref/bystander/bystander.png"));
     let by: String = sqlx::query_scalar("SELECT state::text FROM genq.generations WHERE id = $1")
         .bind(bystander)
         .fetch_one(&env.db.pool)
@@ -637,7 +650,7 @@ async fn export_archives_the_users_data_as_an_expiring_blob(
     let g2 = env.generation(user).await;
     env.cancel(g2).await;
     let src = env
-        .upload(user, BlobRole::Source, "up/e.png", Some(g1))
+        .upload(user, BlobRole::Source, "up/user-export-1/e.png", Some(g1))
         .await;
     sqlx::query("SELECT genq.record_invoice('txn-e', 'order-e', $1, 200)")
         .bind(user)
@@ -650,7 +663,18 @@ async fn export_archives_the_users_data_as_an_expiring_blob(
     let id = request_export(&env.db.pool, user).await;
     let request = wait_exported(&env.db.pool, id, Duration::from_secs(20)).await;
     let key = request.key.clone().unwrap();
-    assert_eq!(key, format!("exports/{id}.json"));
+    // The key cannot be guessed from the request id: 128 random bits.
+    let token = key
+        .strip_prefix("exports/")
+        .and_then(|k| k.strip_suffix(".json"))
+        .unwrap_or_else(|| panic!("export key {key}"));
+    assert_eq!(token.len(), 32, "{key}");
+    assert!(token.chars().all(|c| c.is_ascii_hexdigit()), "{key}");
+    assert!(!key.contains(&format!("/{id}.")), "{key}");
+    assert!(
+        request.url.as_deref().unwrap().ends_with(&key),
+        "{request:?}"
+    );
     let archive: serde_json::Value =
         serde_json::from_slice(&std::fs::read(env.dir.path().join(&key)).unwrap()).unwrap();
     assert_eq!(archive["format"], "genq-export/1");
@@ -874,11 +898,11 @@ async fn privacy_cli_and_metrics_against_the_real_daemon(po: PgPoolOptions, co: 
 async fn check_retention_reports_each_broken_invariant(po: PgPoolOptions, co: PgConnectOptions) {
     let env = env(po, co).await;
     let early = env
-        .upload("u1", BlobRole::Reference, "ref/early.png", None)
+        .upload("u1", BlobRole::Reference, "ref/u1/early.png", None)
         .await;
     let ended = env.generation("u1").await;
     let source = env
-        .upload("u1", BlobRole::Source, "up/s.png", Some(ended))
+        .upload("u1", BlobRole::Source, "up/u1/s.png", Some(ended))
         .await;
     let succeeded = env.generation("u1").await;
     env.succeed(succeeded).await;

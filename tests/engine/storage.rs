@@ -81,6 +81,12 @@ async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
+/// The guarded client of output downloads, opened to loopback where these hosts listen.
+fn guarded() -> genq::outbound::Guarded {
+    let policy = genq::outbound::AddressPolicy::new(&["127.0.0.0/8".into()]).unwrap();
+    genq::outbound::Guarded::new(policy, Duration::from_secs(30)).unwrap()
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -89,7 +95,7 @@ fn http() -> reqwest::Client {
 }
 
 #[track_caller]
-fn assert_permanent<T: std::fmt::Debug>(r: Result<T, StorageError>, contains: &str) {
+pub(crate) fn assert_permanent<T: std::fmt::Debug>(r: Result<T, StorageError>, contains: &str) {
     match r {
         Err(StorageError::Permanent { message }) => {
             assert!(message.contains(contains), "{message:?} lacks {contains:?}")
@@ -284,7 +290,7 @@ async fn copy_from_url_streams_the_output_into_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::new(dir.path()).unwrap();
     let url = format!("{host}/out/video.mp4?token=secret-signature");
-    let stored = copy_from_url(&store, &http(), &url, "outputs/u/g/0.mp4", 1 << 20)
+    let stored = copy_from_url(&store, &guarded(), &url, "outputs/u/g/0.mp4", 1 << 20)
         .await
         .unwrap();
     assert_eq!(stored.size, VIDEO.len() as u64);
@@ -302,7 +308,7 @@ async fn copy_from_url_expired_source_is_permanent() {
     let store = LocalStore::new(dir.path()).unwrap();
     for path in ["gone", "expired", "signed"] {
         let url = format!("{host}/out/{path}?sig=do-not-log-me");
-        let result = copy_from_url(&store, &http(), &url, "k", 1 << 20).await;
+        let result = copy_from_url(&store, &guarded(), &url, "k", 1 << 20).await;
         let message = result.as_ref().unwrap_err().message().to_string();
         assert!(!message.contains("do-not-log-me"), "{message}");
         assert_permanent(result, "expired");
@@ -315,14 +321,21 @@ async fn copy_from_url_overloaded_or_unreachable_source_is_retryable() {
     let host = output_host().await;
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::new(dir.path()).unwrap();
-    let busy = copy_from_url(&store, &http(), &format!("{host}/out/busy"), "k", 1 << 20).await;
+    let busy = copy_from_url(
+        &store,
+        &guarded(),
+        &format!("{host}/out/busy"),
+        "k",
+        1 << 20,
+    )
+    .await;
     assert_retryable(busy, Some(Duration::from_secs(4)));
     // A port nothing listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/x", closed.local_addr().unwrap());
     drop(closed);
     assert_retryable(
-        copy_from_url(&store, &http(), &url, "k", 1 << 20).await,
+        copy_from_url(&store, &guarded(), &url, "k", 1 << 20).await,
         None,
     );
 }
@@ -333,12 +346,19 @@ async fn copy_from_url_over_the_limit_is_permanent_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::new(dir.path()).unwrap();
     // Declared too large (Content-Length): refused before anything is written.
-    let r = copy_from_url(&store, &http(), &format!("{host}/out/big"), "a/big", 1000).await;
+    let r = copy_from_url(
+        &store,
+        &guarded(),
+        &format!("{host}/out/big"),
+        "a/big",
+        1000,
+    )
+    .await;
     assert_permanent(r, "max_object_bytes");
     // Streamed without a length: cut off while writing, the partial file removed.
     let r = copy_from_url(
         &store,
-        &http(),
+        &guarded(),
         &format!("{host}/out/big-chunked"),
         "a/big",
         1000,
@@ -353,7 +373,7 @@ async fn copy_from_url_over_the_limit_is_permanent_and_leaves_nothing() {
     // At the limit exactly is fine.
     let ok = copy_from_url(
         &store,
-        &http(),
+        &guarded(),
         &format!("{host}/out/big-chunked"),
         "a/big",
         4096,
@@ -543,6 +563,32 @@ async fn supabase_put_upserts_and_bad_key_is_permanent() {
     assert!(!wrong.delete(&["g/1.mp4".into()]).await.failed[0]
         .1
         .is_retryable());
+}
+
+#[tokio::test]
+async fn supabase_share_urls_are_signed_and_expire() {
+    let fake = FakeSupabase::start(SUPABASE_KEY).await;
+    let url = fake.url.clone();
+    let store = SupabaseStore::new(&url, "outputs", SUPABASE_KEY, http()).unwrap();
+    store
+        .put("exports/abc.json", chunks(&[b"{}"]), None)
+        .await
+        .unwrap();
+    let shared = store
+        .share_url("exports/abc.json", Duration::from_secs(3600))
+        .await
+        .unwrap()
+        .expect("Supabase signs URLs");
+    assert_eq!(
+        shared,
+        format!("{url}/storage/v1/object/sign/outputs/exports/abc.json?token=fake-jwt-3600")
+    );
+    assert_permanent(
+        store
+            .share_url("exports/missing.json", Duration::from_secs(60))
+            .await,
+        "404",
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -759,6 +805,30 @@ async fn s3_put_single_and_multipart_then_delete() {
         store.delete(&keys).await.is_complete(),
         "deleting again is fine"
     );
+}
+
+#[tokio::test]
+async fn s3_share_urls_are_presigned_and_expire() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    moto.create_bucket("genq-test").await;
+    let store = moto.store("genq-test", "");
+    store
+        .put("exports/abc.json", chunks(&[b"{\"a\":1}"]), None)
+        .await
+        .unwrap();
+    let shared = store
+        .share_url("exports/abc.json", Duration::from_secs(30 * 24 * 3600))
+        .await
+        .unwrap()
+        .expect("S3 presigns URLs");
+    assert!(shared.contains("X-Amz-Signature="), "{shared}");
+    // Capped at SigV4's 7 days.
+    assert!(shared.contains("X-Amz-Expires=604800"), "{shared}");
+    let body = http().get(&shared).send().await.unwrap();
+    assert!(body.status().is_success(), "{}", body.status());
+    assert_eq!(body.bytes().await.unwrap().as_ref(), b"{\"a\":1}");
 }
 
 #[tokio::test]

@@ -945,7 +945,7 @@ async fn plisio_payments_without_callbacks_are_completed_by_the_poll(
 
     // The pipeline registers payments.poll only with Plisio's key (PLISIO_SECRET_KEY).
     let mut pipeline = Pipeline::from_config(&env.config).unwrap();
-    pipeline.plisio_api_key = Some(PLISIO_SECRET.into());
+    pipeline.plisio_api_key = Some(genq::outbound::Secret::new(PLISIO_SECRET));
     let mut registry = Registry::new();
     Arc::new(pipeline).register(&mut registry);
     let daemon = env.db.daemon(env.config.clone(), registry);

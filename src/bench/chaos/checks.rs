@@ -17,7 +17,7 @@ const LOAD_KINDS: &str = "('noop', 'sleep', 'generation.submit', 'generation.pol
 
 /// Generations and load jobs not yet final.
 pub async fn open_work(pool: &PgPool) -> sqlx::Result<(i64, i64)> {
-    sqlx::query_as(&format!(
+    crate::db::query_as(&format!(
         "SELECT (SELECT count(*) FROM genq.generations
                   WHERE state NOT IN ('succeeded', 'failed', 'cancelled')),
                 (SELECT count(*) FROM genq.jobs WHERE kind IN {LOAD_KINDS}
@@ -49,7 +49,7 @@ pub async fn check(
     callback_urls: &[String],
 ) -> anyhow::Result<Findings> {
     let mut f = Findings::default();
-    let generations: Vec<(String, String, i64)> = sqlx::query_as(
+    let generations: Vec<(String, String, i64)> = crate::db::query_as(
         "SELECT provider, state::text, count(*) FROM genq.generations GROUP BY 1, 2 ORDER BY 1, 2",
     )
     .fetch_all(pool)
@@ -59,14 +59,14 @@ pub async fn check(
         *f.generations.entry(state).or_default() += n;
         *per_provider.entry(provider).or_default() += n;
     }
-    (f.adopted, f.ambiguous_failed) = sqlx::query_as(
+    (f.adopted, f.ambiguous_failed) = crate::db::query_as(
         "SELECT count(*) FILTER (WHERE provider_meta ->> 'adopted_from_webhook' = 'true'),
                 count(*) FILTER (WHERE state = 'failed' AND error LIKE 'submit outcome unknown%')
            FROM genq.generations",
     )
     .fetch_one(pool)
     .await?;
-    let jobs: Vec<(String, String, i64)> = sqlx::query_as(&format!(
+    let jobs: Vec<(String, String, i64)> = crate::db::query_as(&format!(
         "SELECT kind, state::text, count(*) FROM genq.jobs WHERE kind IN {LOAD_KINDS}
           GROUP BY 1, 2 ORDER BY 1, 2"
     ))
@@ -98,7 +98,7 @@ pub async fn check(
             ));
         }
     }
-    let unsettled: i64 = sqlx::query_scalar(
+    let unsettled: i64 = crate::db::query_scalar(
         "SELECT count(*) FROM genq.ledger h WHERE h.kind = 'hold' AND NOT EXISTS (
             SELECT 1 FROM genq.ledger s WHERE s.generation_id = h.generation_id
                AND s.kind IN ('capture', 'release'))",
@@ -137,7 +137,7 @@ struct Straggler {
 /// Up to 10 load jobs that are not final, one line each: kind, state, attempt, when due,
 /// last error, the generation and whether its provider ever received it.
 async fn stragglers(pool: &PgPool, callback_urls: &[String]) -> sqlx::Result<Vec<String>> {
-    let rows: Vec<Straggler> = sqlx::query_as(&format!(
+    let rows: Vec<Straggler> = crate::db::query_as(&format!(
         "SELECT j.kind, j.state::text AS state, j.attempt,
                 extract(epoch FROM j.run_at - now())::float8 AS due_in,
                 j.errors -> -1 ->> 'error' AS error,

@@ -36,7 +36,7 @@ const PLAIN: &str = "SELECT count(genq.enqueue('noop')) FROM generate_series(1, 
 /// Grants every user enough credits for all `generations`.
 pub async fn grant(pool: &PgPool, generations: usize) -> anyhow::Result<()> {
     let per_user = (generations as i64 / USERS + 1) * COST;
-    sqlx::query(GRANT)
+    crate::db::query(GRANT)
         .bind(per_user)
         .bind(USERS)
         .execute(pool)
@@ -58,7 +58,7 @@ pub async fn wave(
     let mut plain_done = noop + sleep == 0;
     loop {
         if !generations_done {
-            generations_done = sqlx::query(GENERATIONS)
+            generations_done = crate::db::query(GENERATIONS)
                 .bind(from as i64)
                 .bind(to as i64)
                 .bind(USERS)
@@ -68,7 +68,7 @@ pub async fn wave(
                 .is_ok();
         }
         if !plain_done {
-            plain_done = sqlx::query(PLAIN)
+            plain_done = crate::db::query(PLAIN)
                 .bind(noop as i64)
                 .bind(sleep as i64)
                 .execute(pool)

@@ -148,7 +148,7 @@ pub async fn run(args: &ChaosArgs, exe: &Path) -> anyhow::Result<ChaosReport> {
     let started = Instant::now();
     let cluster = Arc::new(tokio::task::spawn_blocking(PgCluster::start_new).await??);
     let options = db::connect_options(&cluster.url(), &Default::default())?;
-    db::migrate(&options)
+    db::migrate(&options, "")
         .await
         .context("cannot migrate the private cluster")?;
     let pool = PgPoolOptions::new()
@@ -245,6 +245,10 @@ sample_interval = "2s"
 [providers]
 request_timeout = "5s"
 ambiguous_submit_grace = "{grace}"
+
+[outbound]
+# The fake serves its output files on loopback, which downloads refuse by default.
+allow_private = ["127.0.0.0/8"]
 
 [storage]
 backend = "local"

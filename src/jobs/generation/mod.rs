@@ -49,8 +49,8 @@ pub struct Pipeline {
     pub providers: Providers,
     /// Where outputs go.
     pub store: Arc<dyn BlobStore>,
-    /// For downloading outputs.
-    pub http: reqwest::Client,
+    /// For downloading outputs: the guarded client (`[outbound]`).
+    pub http: crate::outbound::Guarded,
     /// `[providers]`.
     pub config: ProvidersConfig,
     /// Largest output copied.
@@ -63,7 +63,7 @@ pub struct Pipeline {
     /// `[payments]`: the Plisio polling fallback.
     pub payments: crate::config::PaymentsConfig,
     /// Plisio's secret key (its API key); `None` registers no `payments.poll`.
-    pub plisio_api_key: Option<String>,
+    pub plisio_api_key: Option<crate::outbound::Secret>,
 }
 
 impl Pipeline {
@@ -72,16 +72,19 @@ impl Pipeline {
         Ok(Self {
             providers: Providers::from_config(&config.providers)?,
             store: crate::storage::from_config(&config.storage)?,
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .timeout(Duration::from_secs(600))
-                .build()?,
+            http: crate::outbound::Guarded::from_config(
+                &config.outbound,
+                Duration::from_secs(600),
+            )?,
             config: config.providers.clone(),
             max_object_bytes: config.storage.max_object_bytes,
             callback_secret: config.webhooks.byteplus_secret().map(String::into_bytes),
             sweep: config.sweep.clone(),
             payments: config.payments.clone(),
-            plisio_api_key: config.webhooks.plisio_secret(),
+            plisio_api_key: config
+                .webhooks
+                .plisio_secret()
+                .map(crate::outbound::Secret::new),
         })
     }
 

@@ -9,11 +9,12 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::record::{self, GenerationRow};
+use super::settle::Unfetchable;
 use super::{retry_later, settle, GenerationArgs, Pipeline};
 use crate::credits::GenerationState;
 use crate::daemon::{JobContext, JobError, Worker};
 use crate::providers::{ProviderError, ProviderKind, RemoteOutput, RemoteStatus};
-use crate::storage::{copy_from_url, StorageError};
+use crate::storage::{copy_output, CopyFailure, StorageError};
 
 /// The kind.
 pub const KIND: &str = "generation.poll";
@@ -78,31 +79,45 @@ pub async fn follow(
         Ok(RemoteStatus::Succeeded { outputs }) => {
             let stored = match copy_outputs(pipeline, generation, &outputs).await {
                 Ok(stored) => stored,
-                Err(StorageError::Permanent { message }) => {
+                // The provider produced and billed it: failed, hold captured.
+                Err(CopyFailure::Source(StorageError::Permanent { message })) => {
+                    return settle::unfetchable(ctx, generation, Unfetchable::Permanent, &message)
+                        .await;
+                }
+                Err(CopyFailure::Source(StorageError::Retryable { message, .. }))
+                    if ctx.is_last_attempt() =>
+                {
+                    return settle::unfetchable(ctx, generation, Unfetchable::GaveUp, &message)
+                        .await;
+                }
+                // Our store failed: our fault, the user is not charged.
+                Err(CopyFailure::Store(StorageError::Permanent { message })) => {
                     return settle::end(
                         ctx,
                         generation,
                         GenerationState::Failed,
-                        &format!("output could not be copied: {message}"),
+                        &format!("output could not be stored: {message}"),
                     )
                     .await;
                 }
-                Err(StorageError::Retryable { message, .. }) if ctx.is_last_attempt() => {
+                Err(CopyFailure::Store(StorageError::Retryable { message, .. }))
+                    if ctx.is_last_attempt() =>
+                {
                     return settle::end(
                         ctx,
                         generation,
                         GenerationState::Failed,
-                        &format!("output could not be copied after every attempt: {message}"),
+                        &format!("output could not be stored after every attempt: {message}"),
                     )
                     .await;
                 }
-                Err(StorageError::Retryable {
-                    message,
-                    retry_after,
-                }) => {
-                    return Err(match retry_after {
-                        Some(d) => JobError::retry_after(format!("copying output: {message}"), d),
-                        None => JobError::retry(format!("copying output: {message}")),
+                Err(failure) => {
+                    return Err(match failure.into_inner() {
+                        StorageError::Retryable {
+                            message,
+                            retry_after: Some(d),
+                        } => JobError::retry_after(format!("copying output: {message}"), d),
+                        other => JobError::retry(format!("copying output: {}", other.message())),
                     });
                 }
             };
@@ -167,14 +182,14 @@ async fn copy_outputs(
     pipeline: &Pipeline,
     generation: &GenerationRow,
     outputs: &[RemoteOutput],
-) -> Result<Vec<crate::storage::StoredObject>, StorageError> {
+) -> Result<Vec<crate::storage::StoredObject>, CopyFailure> {
     let mut stored = Vec::with_capacity(outputs.len());
     for (i, output) in outputs.iter().enumerate() {
         let ext = extension(&output.url);
         // Same key on every rerun: a copy repeated after a crash overwrites, never duplicates.
         let key = format!("outputs/{}/{}/{i}{ext}", generation.user_id, generation.id);
         stored.push(
-            copy_from_url(
+            copy_output(
                 pipeline.store.as_ref(),
                 &pipeline.http,
                 &output.url,

@@ -93,7 +93,7 @@ impl Worker for Reconcile {
 
 /// The request id of the newest verified callback for `id` that names one.
 async fn latest_request_id(pool: &sqlx::PgPool, id: Uuid) -> Result<Option<String>, JobError> {
-    Ok(sqlx::query_scalar(
+    Ok(crate::db::query_scalar(
         "SELECT request_id FROM genq.webhook_events
           WHERE generation_id = $1 AND request_id IS NOT NULL AND NOT orphan
           ORDER BY id DESC LIMIT 1",
@@ -110,7 +110,7 @@ async fn mark_processed(pool: &sqlx::PgPool, id: Uuid) -> Result<(), JobError> {
 }
 
 async fn mark_processed_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<(), JobError> {
-    let lags: Vec<(String, f64)> = sqlx::query_as(
+    let lags: Vec<(String, f64)> = crate::db::query_as(
         "UPDATE genq.webhook_events SET processed_at = now()
           WHERE generation_id = $1 AND processed_at IS NULL
           RETURNING provider, extract(epoch FROM now() - received_at)::float8",
@@ -140,7 +140,7 @@ async fn adopt(
         .collect::<Vec<_>>()
         .join("/");
     let meta = serde_json::json!({ "app": app, "adopted_from_webhook": true });
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::db::begin(&ctx.pool).await?;
     let saved = record::mark_submitted(&mut tx, generation.id, request_id, &meta).await?;
     if let Some(cancel_requested) = saved {
         record::enqueue_follow_up(&mut tx, poll::KIND, generation.id, FIRST_POLL_SECS).await?;

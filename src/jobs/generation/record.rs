@@ -71,7 +71,7 @@ pub async fn load(
 /// Records the intent to submit. False if the generation is no longer submittable (ended,
 /// submitted, or its cancellation was requested since it was loaded).
 pub async fn mark_submitting(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
-    Ok(sqlx::query(MARK_SUBMITTING)
+    Ok(crate::db::query(MARK_SUBMITTING)
         .bind(id)
         .execute(conn)
         .await?
@@ -81,7 +81,10 @@ pub async fn mark_submitting(conn: &mut PgConnection, id: Uuid) -> Result<bool, 
 
 /// The provider refused definitively: nothing exists there; submit afresh next time.
 pub async fn back_to_queued(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(BACK_TO_QUEUED).bind(id).execute(conn).await?;
+    crate::db::query(BACK_TO_QUEUED)
+        .bind(id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -94,7 +97,7 @@ pub async fn mark_submitted(
     request_id: &str,
     meta: &serde_json::Value,
 ) -> Result<Option<bool>, sqlx::Error> {
-    sqlx::query_scalar(MARK_SUBMITTED)
+    crate::db::query_scalar(MARK_SUBMITTED)
         .bind(id)
         .bind(request_id)
         .bind(meta)
@@ -109,7 +112,7 @@ pub async fn mark_succeeded(
     id: Uuid,
     output: &serde_json::Value,
 ) -> Result<Option<f64>, sqlx::Error> {
-    sqlx::query_scalar(MARK_SUCCEEDED)
+    crate::db::query_scalar(MARK_SUCCEEDED)
         .bind(id)
         .bind(output)
         .fetch_optional(conn)
@@ -124,7 +127,7 @@ pub async fn mark_ended(
     state: GenerationState,
     reason: &str,
 ) -> Result<Option<f64>, sqlx::Error> {
-    sqlx::query_scalar(MARK_ENDED)
+    crate::db::query_scalar(MARK_ENDED)
         .bind(id)
         .bind(state)
         .bind(reason)
@@ -140,7 +143,7 @@ pub async fn enqueue_follow_up(
     id: Uuid,
     delay_secs: f64,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(ENQUEUE_FOLLOW_UP)
+    crate::db::query_scalar(ENQUEUE_FOLLOW_UP)
         .bind(kind)
         .bind(serde_json::json!({ "generation_id": id }))
         .bind(delay_secs)

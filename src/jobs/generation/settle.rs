@@ -1,6 +1,7 @@
 //! Settlement: the one transaction that ends a generation. Success marks the generation
 //! succeeded, captures its hold and completes the job; failure or cancellation marks it,
-//! releases the hold and completes the job. Both are idempotent: a second settlement (a
+//! releases the hold and completes the job. One failure captures instead: an output the
+//! provider produced (and billed) that cannot be downloaded ([`unfetchable`]). Both are idempotent: a second settlement (a
 //! rescued job rerunning, a webhook racing the poll) finds the generation ended and the
 //! ledger's unique keys refuse a second capture or release.
 
@@ -21,7 +22,7 @@ pub async fn succeed(
     stored: &[StoredObject],
 ) -> Result<(), JobError> {
     let output = serde_json::to_value(stored)?;
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::db::begin(&ctx.pool).await?;
     if let Some(secs) = record::mark_succeeded(&mut tx, generation.id, &output).await? {
         let captured = credits::capture(&mut tx, generation.id).await?;
         for object in stored {
@@ -61,6 +62,59 @@ pub async fn end(
     release_and_end(ctx, generation.id, state, reason, Some(generation)).await
 }
 
+/// How every error of a generation whose output could not be downloaded begins;
+/// `genq.check_ledger()` accepts a capture on a failed generation only with it.
+pub const UNFETCHABLE: &str = "output_unfetchable:";
+
+/// Why an output was unfetchable, for the metric.
+#[derive(Debug, Clone, Copy)]
+pub enum Unfetchable {
+    /// The download failed for good (expired, refused by the address policy, too large).
+    Permanent,
+    /// The download kept failing until the job's last attempt.
+    GaveUp,
+}
+
+/// Ends `generation` as failed because the provider's output cannot be downloaded, and
+/// CAPTURES its hold: the provider produced and billed the render, so releasing would give
+/// it away to anyone able to make an output unfetchable. The error starts with
+/// [`UNFETCHABLE`]; `genq_generation_outputs_unfetchable_total` counts it for review.
+pub async fn unfetchable(
+    ctx: &JobContext,
+    generation: &GenerationRow,
+    why: Unfetchable,
+    detail: &str,
+) -> Result<(), JobError> {
+    let reason = format!("{UNFETCHABLE} {detail}");
+    let mut tx = crate::db::begin(&ctx.pool).await?;
+    let ended =
+        record::mark_ended(&mut tx, generation.id, GenerationState::Failed, &reason).await?;
+    let captured = if ended.is_some() {
+        credits::capture(&mut tx, generation.id).await?
+    } else {
+        false
+    };
+    ctx.complete_in(&mut tx).await?;
+    tx.commit().await?;
+    if let Some(secs) = ended {
+        let why = match why {
+            Unfetchable::Permanent => "permanent",
+            Unfetchable::GaveUp => "gave_up",
+        };
+        tracing::warn!(generation_id = %generation.id, provider = %generation.provider, %reason,
+            "output could not be downloaded; generation failed, hold captured (the provider billed it)");
+        metrics::counter!(crate::metrics::OUTPUTS_UNFETCHABLE, "provider" => generation.provider.clone(), "reason" => why)
+            .increment(1);
+        count(
+            generation,
+            "failed",
+            secs,
+            captured.then_some(("captured", generation.cost)),
+        );
+    }
+    Ok(())
+}
+
 async fn release_and_end(
     ctx: &JobContext,
     id: Uuid,
@@ -68,7 +122,7 @@ async fn release_and_end(
     reason: &str,
     generation: Option<&GenerationRow>,
 ) -> Result<(), JobError> {
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::db::begin(&ctx.pool).await?;
     let ended = record::mark_ended(&mut tx, id, state, reason).await?;
     let released = if ended.is_some() {
         credits::release(&mut tx, id, reason).await?

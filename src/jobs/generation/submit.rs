@@ -228,7 +228,7 @@ async fn save_submitted(
     generation: &GenerationRow,
     submitted: &Submitted,
 ) -> Result<(), JobError> {
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::db::begin(&ctx.pool).await?;
     let saved = record::mark_submitted(
         &mut tx,
         generation.id,

@@ -68,7 +68,7 @@ impl Worker for Sweep {
 
     async fn work(&self, ctx: JobContext, _args: SweepArgs) -> Result<(), JobError> {
         let config = &self.0.sweep;
-        let expired: Vec<Uuid> = sqlx::query_scalar(EXPIRED)
+        let expired: Vec<Uuid> = crate::db::query_scalar(EXPIRED)
             .bind(config.retention.as_secs_f64())
             .bind(BATCH)
             .fetch_all(&ctx.pool)
@@ -78,7 +78,7 @@ impl Worker for Sweep {
             humantime::format_duration(config.retention)
         );
         for id in &expired {
-            let mut tx = ctx.pool.begin().await?;
+            let mut tx = crate::db::begin(&ctx.pool).await?;
             if record::mark_ended(&mut tx, *id, GenerationState::Failed, &reason)
                 .await?
                 .is_some()
@@ -90,7 +90,7 @@ impl Worker for Sweep {
             }
             tx.commit().await?;
         }
-        let unsubmitted: Vec<Uuid> = sqlx::query_scalar(UNSUBMITTED)
+        let unsubmitted: Vec<Uuid> = crate::db::query_scalar(UNSUBMITTED)
             .bind(config.stale_after.as_secs_f64())
             .bind(BATCH)
             .fetch_all(&ctx.pool)
@@ -98,7 +98,7 @@ impl Worker for Sweep {
         let reason =
             "the submit job ended without submitting (out of attempts or cancelled); hold released";
         for id in &unsubmitted {
-            let mut tx = ctx.pool.begin().await?;
+            let mut tx = crate::db::begin(&ctx.pool).await?;
             if record::mark_ended(&mut tx, *id, GenerationState::Failed, reason)
                 .await?
                 .is_some()
@@ -110,7 +110,7 @@ impl Worker for Sweep {
             }
             tx.commit().await?;
         }
-        let stranded: Vec<Uuid> = sqlx::query_scalar(STRANDED)
+        let stranded: Vec<Uuid> = crate::db::query_scalar(STRANDED)
             .bind(config.stale_after.as_secs_f64())
             .bind(BATCH)
             .fetch_all(&ctx.pool)

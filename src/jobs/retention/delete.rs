@@ -50,8 +50,8 @@ impl Worker for Delete {
     }
 
     async fn work(&self, ctx: JobContext, args: DeleteArgs) -> Result<(), JobError> {
-        let mut tx = ctx.pool.begin().await?;
-        sqlx::query(&format!(
+        let mut tx = crate::db::begin(&ctx.pool).await?;
+        crate::db::query(&format!(
             "SET LOCAL idle_in_transaction_session_timeout = '{}s'",
             STORE_CALLS.as_secs() + 30
         ))

@@ -59,7 +59,7 @@ impl Worker for Erase {
         };
 
         // Steps 1 and 2.
-        let mut tx = ctx.pool.begin().await?;
+        let mut tx = crate::db::begin(&ctx.pool).await?;
         let unfinished = erasure::cancel_generations(&mut tx, &user).await?;
         let expired = blobs::expire_user(&mut tx, &user).await?;
         let scrubbed = scrub::scrub_user(&mut tx, &user).await?;
@@ -98,7 +98,7 @@ impl Worker for Erase {
             )));
         };
         let subject = erasure::subject(key, &user);
-        let mut tx = ctx.pool.begin().await?;
+        let mut tx = crate::db::begin(&ctx.pool).await?;
         let summary = serde_json::json!({ "job_id": ctx.id });
         let took = erasure::complete(&mut tx, request.id, &user, &subject, summary).await?;
         ctx.complete_in(&mut tx).await?;

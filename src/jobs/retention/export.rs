@@ -1,7 +1,16 @@
-//! `privacy.export`: writes a user's data as a JSON archive to the output store, then in
-//! one transaction registers it as an `export` blob (deleted `export_after` later, like
-//! any copy of user data) and records where it is. A rerun after a crash writes the same
-//! key again (overwriting) before recording it.
+//! `privacy.export`: writes a user's data as a JSON archive to the output store and
+//! records where it is.
+//!
+//! The key is `exports/<32 hex digits>.json`, 128 random bits: stores may serve objects
+//! publicly (Vercel Blob always does), so a key that could be guessed (the request id, as it
+//! used to be) would let anyone walk the ids and read other users' prompts, ledger and
+//! payments. The URL recorded in `genq.export_requests.url` (what the product hands out) is a
+//! presigned or signed URL expiring with the archive where the store can make one (S3,
+//! Supabase), else the store's URL (Vercel: public, unguessable by its key; local: a path).
+//!
+//! The blob is registered (as an `export` blob, deleted `export_after` later) before the
+//! archive is written, in its own transaction: an attempt that dies after writing leaves a
+//! registered blob that retention deletes, never an orphan. A rerun picks a new key.
 
 use std::sync::Arc;
 
@@ -13,6 +22,15 @@ use crate::retention::{blobs, export, BlobRole};
 
 /// The kind.
 pub const KIND: &str = "privacy.export";
+
+/// How long a handed-out link lasts when exports are kept forever (`export_after = "keep"`).
+const DEFAULT_LINK_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// A fresh archive key: `exports/` and 128 random bits in hex. It names neither the user
+/// nor the request: keys outlive an erasure in the logs, and must not be guessable.
+pub fn export_key() -> String {
+    format!("exports/{}.json", hex::encode(rand::random::<[u8; 16]>()))
+}
 
 /// The export worker.
 pub struct Export(pub Arc<Retention>);
@@ -46,8 +64,18 @@ impl Worker for Export {
         let body = serde_json::to_vec_pretty(&archive)?;
         let size = body.len();
         let store = self.0.stores.output();
-        // The key names the request, not the user: keys outlive an erasure in the logs.
-        let key = format!("exports/{}.json", request.id);
+        let key = export_key();
+        let mut tx = crate::db::begin(&ctx.pool).await?;
+        let blob_id = blobs::register(
+            &mut tx,
+            &request.user_id,
+            BlobRole::Export,
+            store.name(),
+            &key,
+            None,
+        )
+        .await?;
+        tx.commit().await?;
         let stored = store
             .put(
                 &key,
@@ -56,17 +84,14 @@ impl Worker for Export {
             )
             .await
             .map_err(|e| e.into_job_error())?;
-        let mut tx = ctx.pool.begin().await?;
-        let blob_id = blobs::register(
-            &mut tx,
-            &request.user_id,
-            BlobRole::Export,
-            &stored.store,
-            &stored.key,
-            None,
-        )
-        .await?;
-        export::complete(&mut tx, request.id, blob_id, &stored).await?;
+        let ttl = self.0.config.export_after.unwrap_or(DEFAULT_LINK_TTL);
+        let url = store
+            .share_url(&key, ttl)
+            .await
+            .map_err(|e| e.into_job_error())?
+            .unwrap_or_else(|| stored.url.clone());
+        let mut tx = crate::db::begin(&ctx.pool).await?;
+        export::complete(&mut tx, request.id, blob_id, &stored, &url).await?;
         ctx.complete_in(&mut tx).await?;
         tx.commit().await?;
         metrics::counter!(crate::metrics::EXPORTS).increment(1);

@@ -222,6 +222,8 @@ fn result_of(state: &Shared, job: &Job) -> (StatusCode, HeaderMap, Value) {
                     "file_size": files::SIZE,
                 },
                 "seed": 42,
+                // fal models echo the prompt in their result; genq must not take it for a file.
+                "prompt": job.input.get("prompt").cloned().unwrap_or(Value::Null),
             }),
         ),
         Phase::Failed { moderation: true } => moderation_error(),
