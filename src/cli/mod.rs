@@ -293,7 +293,7 @@ async fn run(config: Config, migrate: bool) -> anyhow::Result<ExitCode> {
     let bind = config.http.bind.clone();
     let public_bind = config.http.public_bind.clone();
     let mut registry = Registry::new();
-    crate::jobs::register_product(&mut registry, &config)?;
+    crate::app::register_product(&mut registry, &config)?;
     if config.retention.hash_key().is_none() {
         tracing::warn!(variable = %config.retention.hash_key_env,
             "no erasure hash key: account erasures will delete data but cannot complete");
