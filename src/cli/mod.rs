@@ -355,7 +355,7 @@ async fn serve_listeners(
 /// A periodic job whose kind no handler serves would be discarded at every slot.
 fn warn_unhandled_periodic(config: &Config, registry: &Registry) {
     for p in &config.periodic {
-        if !registry.contains(&p.kind) && !crate::jobs::is_builtin(&p.kind) {
+        if !registry.contains(&p.kind) && !crate::daemon::builtin::is_builtin(&p.kind) {
             tracing::warn!(name = %p.name, kind = %p.kind,
                 "periodic job has no handler in this binary: its jobs will be discarded as unknown");
         }

@@ -144,7 +144,7 @@ pub fn periodic(config: &PaymentsConfig) -> PeriodicConfig {
         kind: KIND.into(),
         cron: None,
         every: Some(config.poll_interval),
-        queue: crate::jobs::MAINTENANCE_QUEUE.into(),
+        queue: crate::daemon::config::MAINTENANCE_QUEUE.into(),
         payload: serde_json::json!({}),
     }
 }

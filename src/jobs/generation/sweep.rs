@@ -132,7 +132,7 @@ pub fn periodic(config: &SweepConfig) -> PeriodicConfig {
         kind: KIND.into(),
         cron: None,
         every: Some(config.interval),
-        queue: crate::jobs::MAINTENANCE_QUEUE.into(),
+        queue: crate::daemon::config::MAINTENANCE_QUEUE.into(),
         payload: serde_json::json!({}),
     }
 }
