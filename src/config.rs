@@ -141,7 +141,16 @@ impl From<Config> for EngineConfig {
 
 impl From<&Config> for EngineConfig {
     fn from(c: &Config) -> Self {
-        c.clone().into()
+        Self {
+            database: c.database.clone(),
+            worker: c.worker.clone(),
+            backoff: c.backoff.clone(),
+            prune: c.prune.clone(),
+            metrics: c.metrics.clone(),
+            timeouts: c.timeouts.clone(),
+            queues: c.queues.clone(),
+            periodic: c.periodic.clone(),
+        }
     }
 }
 
@@ -356,7 +365,7 @@ mod tests {
 
     #[test]
     fn shipped_file_equals_built_in_defaults() {
-        let text = include_str!("../../config/genq.toml");
+        let text = include_str!("../config/genq.toml");
         let parsed = Config::from_toml_and_env(text, "config/genq.toml", &[]).unwrap();
         assert_eq!(parsed, Config::default());
     }
