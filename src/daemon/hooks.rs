@@ -59,7 +59,8 @@ impl Registry {
     }
 
     /// Runs `f` once when the daemon starts, after its queues are registered; a database
-    /// error retries it with backoff until it succeeds or the daemon stops.
+    /// error retries the queue registration and every start hook with backoff until all
+    /// succeed or the daemon stops, so a hook must be idempotent.
     pub fn on_start<F, Fut>(&mut self, name: impl Into<String>, f: F) -> &mut Self
     where
         F: Fn(PgPool) -> Fut + Send + Sync + 'static,
