@@ -118,7 +118,7 @@ pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     // The daemon starts only now, so the refusal above cannot race a hold released early.
     let mut registry = Registry::new();
-    crate::jobs::register_product(&mut registry, &daemon_config)?;
+    crate::app::register_product(&mut registry, &daemon_config)?;
     let daemon = Daemon::with_connect_options(daemon_config, registry, options.clone()).start();
     println!(
         "daemon {} started; outputs go to {}",

@@ -8,6 +8,8 @@
 //!   duplicate` (as `cancelled`) and `error` are recorded; a completed payment is never
 //!   moved back.
 
+pub mod config;
+
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
 use sha1::Sha1;

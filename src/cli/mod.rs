@@ -293,7 +293,7 @@ async fn run(config: Config, migrate: bool) -> anyhow::Result<ExitCode> {
     let bind = config.http.bind.clone();
     let public_bind = config.http.public_bind.clone();
     let mut registry = Registry::new();
-    crate::jobs::register_product(&mut registry, &config)?;
+    crate::app::register_product(&mut registry, &config)?;
     if config.retention.hash_key().is_none() {
         tracing::warn!(variable = %config.retention.hash_key_env,
             "no erasure hash key: account erasures will delete data but cannot complete");
@@ -355,7 +355,7 @@ async fn serve_listeners(
 /// A periodic job whose kind no handler serves would be discarded at every slot.
 fn warn_unhandled_periodic(config: &Config, registry: &Registry) {
     for p in &config.periodic {
-        if !registry.contains(&p.kind) && !crate::jobs::is_builtin(&p.kind) {
+        if !registry.contains(&p.kind) && !crate::daemon::builtin::is_builtin(&p.kind) {
             tracing::warn!(name = %p.name, kind = %p.kind,
                 "periodic job has no handler in this binary: its jobs will be discarded as unknown");
         }

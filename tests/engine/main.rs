@@ -14,6 +14,7 @@ mod credits;
 mod enqueue;
 mod exactly_once;
 mod failures;
+mod hooks;
 mod http;
 mod leases;
 mod outbound;

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::config::{Config, PeriodicConfig, PruneConfig};
+use crate::daemon::config::{PeriodicConfig, PruneConfig, MAINTENANCE_QUEUE};
 use crate::daemon::{JobContext, JobError, Worker};
 use crate::queue::prune::prune;
 
@@ -56,13 +56,13 @@ impl Worker for Prune {
 }
 
 /// The periodic definition of the prune job.
-pub fn periodic(config: &Config) -> PeriodicConfig {
+pub fn periodic(config: &PruneConfig) -> PeriodicConfig {
     PeriodicConfig {
         name: KIND.into(),
         kind: KIND.into(),
         cron: None,
-        every: Some(config.prune.interval),
-        queue: super::MAINTENANCE_QUEUE.into(),
+        every: Some(config.interval),
+        queue: MAINTENANCE_QUEUE.into(),
         payload: serde_json::json!({}),
     }
 }
