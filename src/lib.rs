@@ -8,13 +8,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod credits;
 pub mod daemon;
 pub mod db;
-pub mod demo;
+pub mod dev;
 pub mod http;
 pub mod jobs;
 pub mod maintenance;

@@ -16,8 +16,8 @@ use crate::config::{Config, QueueConfig};
 use crate::credits::{self, CreditError, GenerationState, NewGeneration};
 use crate::daemon::{Daemon, Registry};
 use crate::db;
-use crate::providers::fake::faults::{FakeOp, FaultKind, FaultSpec};
-use crate::providers::fake::{self, FakeConfig};
+use crate::dev::fake_provider::faults::{FakeOp, FaultKind, FaultSpec};
+use crate::dev::fake_provider::{self as fake, FakeConfig};
 use crate::providers::ProviderKind;
 
 /// `genq demo` options.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use genq::config::{Config, QueueConfig};
 use genq::credits::{self, Balance, Generation, GenerationState, NewGeneration};
+use genq::dev::fake_provider::{self as fake, FakeConfig, FakeServer};
 use genq::jobs::generation::Pipeline;
-use genq::providers::fake::{self, FakeConfig, FakeServer};
 use genq::{DaemonHandle, Registry};
 use uuid::Uuid;
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use genq::credits::GenerationState;
-use genq::providers::fake::faults::{FakeOp, FaultKind, FaultSpec};
+use genq::dev::fake_provider::faults::{FakeOp, FaultKind, FaultSpec};
 use genq::providers::ProviderKind;
 use genq::JobState;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

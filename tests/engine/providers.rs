@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use genq::providers::fake::{self, FakeConfig, FakeOp, FakeServer, FakeStats};
+use genq::dev::fake_provider::{self as fake, FakeConfig, FakeOp, FakeServer, FakeStats};
 use genq::providers::{
     CancelOutcome, Provider, ProviderError, ProviderKind, Providers, ProvidersConfig, RemoteStatus,
     SubmitRequest, Submitted,

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use genq::credits::GenerationState;
-use genq::providers::fake::faults::{FakeOp, FaultKind, FaultSpec};
-use genq::providers::fake::FakeConfig;
+use genq::dev::fake_provider::faults::{FakeOp, FaultKind, FaultSpec};
+use genq::dev::fake_provider::FakeConfig;
 use genq::providers::ProviderKind;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

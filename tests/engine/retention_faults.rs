@@ -15,10 +15,10 @@ use genq::storage::stream_from_bytes;
 use genq::JobState;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::common::fake_vercel::{FakeVercel, Fault};
 use crate::common::retention::{RetentionEnv, HASH_KEY};
 use crate::common::retention_faults::{vercel_store, VERCEL_TOKEN};
 use crate::common::{wait_until, TestDb};
+use genq::dev::fake_stores::vercel::{FakeVercel, Fault};
 
 const DAY: u64 = 24 * 3600;
 /// Past the reference policy (7 days).

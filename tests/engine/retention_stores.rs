@@ -18,10 +18,10 @@ use genq::storage::BlobStore;
 use genq::JobState;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::common::fake_supabase::{self, FakeSupabase};
-use crate::common::fake_vercel::{self, FakeVercel};
 use crate::common::retention::RetentionEnv;
 use crate::common::{wait_until, TestDb};
+use genq::dev::fake_stores::supabase::{self as fake_supabase, FakeSupabase};
+use genq::dev::fake_stores::vercel::{self as fake_vercel, FakeVercel};
 
 const VERCEL_TOKEN: &str = "vercel_blob_rw_STORE123_notarealsecret";
 const SUPABASE_KEY: &str = "service-role-key-for-tests";

@@ -23,8 +23,8 @@ use genq::storage::{
     copy_from_url, from_config, BlobStore, ByteStream, StorageConfig, StorageError,
 };
 
-use crate::common::fake_supabase::{self, FakeSupabase};
-use crate::common::fake_vercel::{FakeVercel, Fault};
+use genq::dev::fake_stores::supabase::{self as fake_supabase, FakeSupabase};
+use genq::dev::fake_stores::vercel::{FakeVercel, Fault};
 
 // ---------------------------------------------------------------------------------------
 // Helpers

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use genq::credits::{self, GenerationState};
+use genq::dev::fake_provider::faults::{FakeOp, FaultKind, FaultSpec};
 use genq::http::webhooks::Webhooks;
 use genq::http::{HttpServer, HttpState};
 use genq::jobs::generation::Pipeline;
-use genq::providers::fake::faults::{FakeOp, FaultKind, FaultSpec};
 use genq::providers::signing;
 use genq::providers::ProviderKind;
 use genq::{DaemonHandle, JobState, Registry};

@@ -14,8 +14,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use super::{peak_rss_mib, percentile, BenchArgs};
 use crate::config::{Config, QueueConfig};
 use crate::daemon::{Daemon, Registry};
+use crate::dev::fake_provider::{self as fake, FakeConfig};
 use crate::jobs::generation::Pipeline;
-use crate::providers::fake::{self, FakeConfig};
 use crate::providers::ProviderKind;
 
 /// Enqueues `$1` generations of cost 1 for users `bench-user-0..99`, the three dialects in turn.

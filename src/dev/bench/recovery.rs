@@ -24,8 +24,8 @@ use super::{percentile, BenchArgs};
 use crate::config::{Config, QueueConfig};
 use crate::daemon::{Daemon, Registry};
 use crate::db;
+use crate::dev::fake_provider::{FakeOp, FaultKind, FaultSpec};
 use crate::jobs::generation::Pipeline;
-use crate::providers::fake::{FakeOp, FaultKind, FaultSpec};
 use crate::providers::ProviderKind;
 
 /// Status reads the provider answers with 502 when Postgres restarts.

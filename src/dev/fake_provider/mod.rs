@@ -42,7 +42,7 @@ pub use replicate::PAGE_SIZE as REPLICATE_PAGE_SIZE;
 pub use state::FakeStats;
 pub use webhooks::{DEFAULT_FAL_USER_ID, DEFAULT_REPLICATE_WEBHOOK_SECRET};
 
-use super::{ProviderKind, ProvidersConfig};
+use crate::providers::{ProviderKind, ProvidersConfig};
 use faults::Dialect;
 use state::State;
 
@@ -254,7 +254,8 @@ pub async fn serve(addr: SocketAddr, cfg: FakeConfig) -> anyhow::Result<FakeServ
     );
     anyhow::ensure!(
         cfg.replicate_webhook_secret.starts_with("whsec_")
-            && super::signing::standard_webhooks_key(&cfg.replicate_webhook_secret).is_ok(),
+            && crate::providers::signing::standard_webhooks_key(&cfg.replicate_webhook_secret)
+                .is_ok(),
         "replicate_webhook_secret must be whsec_ followed by base64"
     );
     let listener = tokio::net::TcpListener::bind(addr)

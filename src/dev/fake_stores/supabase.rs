@@ -7,7 +7,6 @@
 //! removed and leaving out those that were not there), and answers chosen delete calls with
 //! faults: a 503 (with or without `retry-after`), a 500 after removing part of the batch,
 //! or a hold until the test releases the call.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -25,10 +24,16 @@ use tokio::sync::Semaphore;
 #[derive(Debug, Clone)]
 pub enum Fault {
     /// 503, with `retry-after: <secs>` if given; nothing is removed.
-    Unavailable { retry_after_secs: Option<u64> },
+    Unavailable {
+        /// Seconds in the `retry-after` header, if any.
+        retry_after_secs: Option<u64>,
+    },
     /// Removes the first `removed` objects the call names, then answers 500, as a
     /// server that fails midway would: the caller cannot tell which were removed.
-    PartialThen500 { removed: usize },
+    PartialThen500 {
+        /// How many of the named objects are removed before the 500.
+        removed: usize,
+    },
     /// Waits until the test calls [`FakeSupabase::release`], then serves the call.
     Hold,
 }

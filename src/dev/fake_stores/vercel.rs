@@ -5,7 +5,6 @@
 //! in memory, implements `PUT /{pathname}` and `POST /delete`, and answers the next requests
 //! with faults queued by the test (`rate_limited` with `retry-after`, `service_unavailable`,
 //! or a hold until the test releases the request).
-#![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -27,7 +26,10 @@ pub const API_VERSION: &str = "9";
 #[derive(Debug, Clone)]
 pub enum Fault {
     /// 429 `rate_limited` with `retry-after: <secs>`.
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        /// Seconds in the `retry-after` header.
+        retry_after_secs: u64,
+    },
     /// 503 `service_unavailable`.
     Unavailable,
     /// Waits until the test calls [`FakeVercel::release`], then serves the request.
@@ -37,7 +39,9 @@ pub enum Fault {
 /// A stored blob.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Blob {
+    /// The stored body.
     pub bytes: Vec<u8>,
+    /// The `content-type` it was uploaded with.
     pub content_type: String,
 }
 

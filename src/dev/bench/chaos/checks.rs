@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use sqlx::PgPool;
 
-use crate::providers::fake::FakeStats;
+use crate::dev::fake_provider::FakeStats;
 use crate::providers::ProviderKind;
 
 /// The job kinds the load creates (directly or through generations). Periodic

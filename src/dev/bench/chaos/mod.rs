@@ -29,7 +29,7 @@ pub use report::render;
 
 use super::pg_cluster::PgCluster;
 use crate::db;
-use crate::providers::fake::{self, FakeConfig, FakeServer, FakeStats};
+use crate::dev::fake_provider::{self as fake, FakeConfig, FakeServer, FakeStats};
 use crate::providers::ProviderKind;
 use fleet::Fleet;
 
