@@ -9,6 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -17,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 /// The API version the fake accepts.
 pub const API_VERSION: &str = "9";
@@ -53,6 +54,9 @@ struct Inner {
     requests: Mutex<Vec<String>>,
     /// The `urls` of every `POST /delete` that passed the auth check, in order.
     deletes: Mutex<Vec<Vec<String>>>,
+    /// How many entries `deletes` has: the signal [`FakeVercel::wait_for_delete_requests`]
+    /// waits on instead of polling.
+    delete_count: watch::Sender<usize>,
     gate: Semaphore,
 }
 
@@ -77,6 +81,7 @@ impl FakeVercel {
             faults: Mutex::default(),
             requests: Mutex::default(),
             deletes: Mutex::default(),
+            delete_count: watch::Sender::new(0),
             gate: Semaphore::new(0),
         });
         let app = Router::new()
@@ -134,6 +139,18 @@ impl FakeVercel {
     /// The `urls` of every `POST /delete` that passed the auth check, in order.
     pub fn deletes(&self) -> Vec<Vec<String>> {
         self.inner.deletes.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` delete requests have reached the fake (as counted by
+    /// [`FakeVercel::deletes`], held ones included), woken by the fake itself rather than
+    /// by polling; panics after `within`.
+    pub async fn wait_for_delete_requests(&self, n: usize, within: Duration) {
+        let mut count = self.inner.delete_count.subscribe();
+        let reached = tokio::time::timeout(within, count.wait_for(|c| *c >= n)).await;
+        assert!(
+            matches!(reached, Ok(Ok(_))),
+            "timed out after {within:?} waiting for {n} delete request(s) to reach the fake Vercel store"
+        );
     }
 
     /// The public URL the fake gives a pathname.
@@ -259,6 +276,7 @@ async fn delete(
 ) -> Response {
     if check(&inner, &headers).is_none() {
         inner.deletes.lock().unwrap().push(body.urls.clone());
+        inner.delete_count.send_modify(|c| *c += 1);
     }
     if let Some(r) = refuse(&inner, &headers, "POST /delete".into()).await {
         return r;

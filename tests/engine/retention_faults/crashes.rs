@@ -21,12 +21,8 @@ async fn a_daemon_killed_mid_delete_is_rescued_and_each_blob_is_deleted_once(
     for id in &due {
         assert_eq!(env.delete_job_of(*id).await, Some(job_id), "one batch");
     }
-    wait_until(
-        Duration::from_secs(10),
-        "the delete request to reach the store",
-        || async { fake.deletes().len() == 1 },
-    )
-    .await;
+    fake.wait_for_delete_requests(1, Duration::from_secs(10))
+        .await;
     assert_eq!(fake.deletes()[0], due_keys);
     let job = env.db.job(job_id).await;
     assert_eq!((job.state, job.attempt), (JobState::Running, 1));
@@ -99,12 +95,8 @@ async fn lost_database_connections_during_a_delete_still_delete_each_blob_once(
     let daemon = env.daemon_via(via_proxy, vec![vercel_store(&fake)]);
     env.sweep_once().await;
     let job_id = env.delete_job_of(due[0]).await.expect("scheduled");
-    wait_until(
-        Duration::from_secs(10),
-        "the delete request to reach the store",
-        || async { fake.deletes().len() == 1 },
-    )
-    .await;
+    fake.wait_for_delete_requests(1, Duration::from_secs(10))
+        .await;
     assert!(!env.blobs_unlocked(&due).await);
 
     // Postgres goes away while the store call is in flight: the delete's transaction dies
@@ -213,12 +205,8 @@ async fn lost_database_connections_during_an_erasure_still_complete_it(
     fake.fail_next(Fault::Hold);
     let daemon = env.daemon_via(via_proxy, vec![vercel_store(&fake)]);
     let request = crate::common::retention::request_erasure(&env.db.pool, user).await;
-    wait_until(
-        Duration::from_secs(10),
-        "the erasure's Vercel delete to reach the store",
-        || async { fake.deletes().len() == 1 },
-    )
-    .await;
+    fake.wait_for_delete_requests(1, Duration::from_secs(10))
+        .await;
     let vercel_job = env.delete_job_of(output).await.expect("scheduled");
     assert_eq!(env.delete_job_of(reference).await, Some(vercel_job));
 

@@ -21,12 +21,8 @@ async fn a_registration_racing_a_held_delete_of_its_key_waits_and_the_new_upload
     let daemon = env.daemon_with(vec![vercel_store(&fake)]);
     env.sweep_once().await;
     let job_id = env.delete_job_of(old).await.expect("scheduled");
-    wait_until(
-        Duration::from_secs(10),
-        "the delete request to reach the store",
-        || async { fake.deletes().len() == 1 },
-    )
-    .await;
+    fake.wait_for_delete_requests(1, Duration::from_secs(10))
+        .await;
 
     // The backend registers the key again (before uploading, as it must): the call waits
     // for the delete of the old object.
@@ -120,12 +116,8 @@ async fn a_registration_during_lost_connections_of_a_held_delete_waits_and_the_n
     let daemon = env.daemon_via(via_proxy, vec![vercel_store(&fake)]);
     env.sweep_once().await;
     let job_id = env.delete_job_of(old).await.expect("scheduled");
-    wait_until(
-        Duration::from_secs(10),
-        "the delete request to reach the store",
-        || async { fake.deletes().len() == 1 },
-    )
-    .await;
+    fake.wait_for_delete_requests(1, Duration::from_secs(10))
+        .await;
 
     // The daemon loses Postgres while its store call is in flight: the old row's lock goes
     // with the connection, but the request is still on its way to the store.

@@ -46,12 +46,8 @@ async fn vercel_rate_limit_delays_the_retry_by_retry_after_and_only_due_blobs_go
         None,
         "not due: not scheduled"
     );
-    wait_until(
-        Duration::from_secs(10),
-        "the retried delete to reach the store",
-        || async { fake.deletes().len() == 2 },
-    )
-    .await;
+    fake.wait_for_delete_requests(2, Duration::from_secs(10))
+        .await;
 
     // Between the attempts: nothing deleted, the rate limit recorded on each due blob.
     for b in env.blobs(&due).await {
