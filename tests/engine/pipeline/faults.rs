@@ -8,7 +8,7 @@ async fn a_throttle_and_5xx_storm_backs_off_honouring_retry_after_then_captures_
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    let env = GenEnv::setup(po, co).await;
     env.grant("u1", 10).await;
     let mut throttle = FaultSpec::new(
         ProviderKind::Replicate,
@@ -60,7 +60,7 @@ async fn a_worker_killed_between_provider_success_and_capture_captures_once_afte
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    let env = GenEnv::setup(po, co).await;
     env.grant("u1", 10).await;
     // The output download hangs: the first daemon dies in the middle of settling.
     let mut hang = FaultSpec::new(ProviderKind::Fal, FakeOp::File, FaultKind::Hang);
@@ -103,7 +103,7 @@ async fn a_worker_killed_between_provider_success_and_capture_captures_once_afte
 
 #[sqlx::test(migrations = false)]
 async fn an_ambiguous_submit_is_reconciled_not_repeated(po: PgPoolOptions, co: PgConnectOptions) {
-    let env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    let env = GenEnv::setup(po, co).await;
     env.grant("u1", 100).await;
     for kind in [
         ProviderKind::BytePlus,
@@ -154,7 +154,7 @@ async fn an_ambiguous_fal_submit_without_webhooks_fails_and_releases(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let mut env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    let mut env = GenEnv::setup(po, co).await;
     env.config.providers.webhook_base_url = String::new();
     env.grant("u1", 10).await;
     let mut drop = FaultSpec::new(ProviderKind::Fal, FakeOp::Submit, FaultKind::AcceptThenHang);
@@ -184,7 +184,7 @@ async fn an_open_circuit_snoozes_jobs_without_burning_attempts(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let mut env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    let mut env = GenEnv::setup(po, co).await;
     let limits = env
         .config
         .providers

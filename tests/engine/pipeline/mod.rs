@@ -16,8 +16,6 @@ mod faults;
 mod gate;
 mod outcomes;
 
-const FAST: Duration = Duration::from_millis(400);
-
 /// Checks `id` ended failed because its output could not be downloaded, with its hold
 /// captured (the provider billed the render), and the ledger consistent.
 async fn assert_unfetchable_and_captured(env: &GenEnv, id: uuid::Uuid, contains: &str) {

@@ -9,7 +9,7 @@ async fn each_dialect_succeeds_with_one_capture_and_a_stored_output(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    let env = GenEnv::setup(po, co).await;
     env.grant("u1", 100).await;
     let daemon = env.daemon();
     let ids = [
@@ -38,7 +38,7 @@ async fn a_moderation_refusal_fails_the_generation_and_releases_the_hold(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    let env = GenEnv::setup(po, co).await;
     env.grant("u1", 50).await;
     env.fake.add_fault(FaultSpec::new(
         ProviderKind::BytePlus,
@@ -64,7 +64,7 @@ async fn a_moderation_refusal_fails_the_generation_and_releases_the_hold(
 
 #[sqlx::test(migrations = false)]
 async fn fal_completed_with_an_error_result_is_a_failure(po: PgPoolOptions, co: PgConnectOptions) {
-    let env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    let env = GenEnv::setup(po, co).await;
     env.grant("u1", 10).await;
     env.fake.add_fault(FaultSpec::new(
         ProviderKind::Fal,
@@ -82,7 +82,7 @@ async fn fal_completed_with_an_error_result_is_a_failure(po: PgPoolOptions, co: 
 
 #[sqlx::test(migrations = false)]
 async fn a_duplicate_request_runs_once(po: PgPoolOptions, co: PgConnectOptions) {
-    let env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    let env = GenEnv::setup(po, co).await;
     env.grant("u1", 100).await;
     let daemon = env.daemon();
     let request = genq::credits::NewGeneration {
@@ -132,7 +132,7 @@ async fn a_prompt_naming_an_internal_url_is_never_fetched_as_an_output(
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, internal).await.unwrap() });
 
-    let env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    let env = GenEnv::setup(po, co).await;
     env.grant("u1", 10).await;
     let daemon = env.daemon();
     let prompt = format!("http://{addr}/admin/secrets.mp4");
@@ -157,7 +157,7 @@ async fn an_output_that_expired_before_the_copy_captures_the_hold(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    let env = GenEnv::setup(po, co).await;
     env.grant("u1", 30).await;
     let mut gone = FaultSpec::new(ProviderKind::Fal, FakeOp::File, FaultKind::ExpiredResult);
     gone.status = Some(410);
@@ -177,7 +177,7 @@ async fn the_default_outbound_policy_refuses_loopback_outputs_end_to_end(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    let env = GenEnv::setup(po, co).await;
     env.grant("u1", 10).await;
     // The shipped default: no private range allowed. The fake's files are on loopback.
     let mut config = env.config.clone();

@@ -27,12 +27,11 @@ mod callbacks;
 mod payments;
 mod sweeper;
 
-const FAST: Duration = Duration::from_millis(400);
 const BYTEPLUS_SECRET: &str = "test-byteplus-callback-secret";
 
 /// A generation fixture whose webhook URLs point at the daemon's own HTTP server.
 async fn hook_env(po: PgPoolOptions, co: PgConnectOptions) -> (GenEnv, u16) {
-    hook_env_with(GenEnv::new(TestDb::new(po, co).await, FAST).await).await
+    hook_env_with(GenEnv::setup(po, co).await).await
 }
 
 /// `env` with its webhook URLs pointing at a daemon HTTP server on a free port.

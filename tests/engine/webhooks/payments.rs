@@ -161,7 +161,7 @@ async fn plisio_payments_without_callbacks_are_completed_by_the_poll(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let mut env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    let mut env = GenEnv::setup(po, co).await;
     env.config.payments.plisio_base_url = env.fake.plisio_base_url();
     env.config.payments.poll_interval = Duration::from_secs(1);
     env.config.payments.poll_after = Duration::ZERO;

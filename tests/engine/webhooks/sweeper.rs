@@ -7,7 +7,7 @@ async fn the_sweeper_finishes_generations_whose_callback_never_comes(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let mut env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    let mut env = GenEnv::setup(po, co).await;
     env.config.sweep.interval = Duration::from_secs(1);
     env.config.sweep.stale_after = Duration::from_secs(1);
     env.grant("u1", 100).await;
@@ -54,7 +54,7 @@ async fn the_sweeper_fails_generations_whose_submit_job_is_final(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let mut env = GenEnv::new(TestDb::new(po, co).await, FAST).await;
+    let mut env = GenEnv::setup(po, co).await;
     env.config.sweep.interval = Duration::from_secs(1);
     env.config.sweep.stale_after = Duration::from_secs(1);
     env.grant("u1", 100).await;
