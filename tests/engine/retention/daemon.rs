@@ -69,7 +69,7 @@ async fn the_pipeline_registers_outputs_and_dates_sources_when_a_generation_ends
 #[sqlx::test(migrations = false)]
 async fn privacy_cli_and_metrics_against_the_real_daemon(po: PgPoolOptions, co: PgConnectOptions) {
     use crate::common::{genq_run_async, prom, RunningBinary};
-    let env = env(po, co).await;
+    let env = RetentionEnv::setup(po, co).await;
     let url = env.db.url().await;
     let user = "cli-user";
     let g = env.generation(user).await;
@@ -186,7 +186,7 @@ async fn privacy_cli_and_metrics_against_the_real_daemon(po: PgPoolOptions, co: 
 
 #[sqlx::test(migrations = false)]
 async fn check_retention_reports_each_broken_invariant(po: PgPoolOptions, co: PgConnectOptions) {
-    let env = env(po, co).await;
+    let env = RetentionEnv::setup(po, co).await;
     let early = env
         .upload("u1", BlobRole::Reference, "ref/u1/early.png", None)
         .await;

@@ -27,10 +27,6 @@ fn d(n: u64) -> Duration {
     Duration::from_secs(n * DAY)
 }
 
-async fn env(po: PgPoolOptions, co: PgConnectOptions) -> RetentionEnv {
-    RetentionEnv::new(TestDb::new(po, co).await).await
-}
-
 async fn scalar_i64(env: &RetentionEnv, sql: &str) -> i64 {
     sqlx::query_scalar(sql)
         .fetch_one(&env.db.pool)

@@ -5,7 +5,7 @@ use super::*;
 
 #[sqlx::test(migrations = false)]
 async fn each_policy_deletes_exactly_what_is_due(po: PgPoolOptions, co: PgConnectOptions) {
-    let env = env(po, co).await;
+    let env = RetentionEnv::setup(po, co).await;
     let _daemon = env.daemon();
 
     // Sources: due 24 h after their generation ended, never while it runs.
@@ -157,7 +157,7 @@ async fn outputs_kept_forever_and_changed_policies_redate_what_is_stored(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let mut env = env(po, co).await;
+    let mut env = RetentionEnv::setup(po, co).await;
     let out = env
         .upload("u1", BlobRole::Output, "out/u1/1.mp4", None)
         .await;
@@ -189,7 +189,7 @@ async fn outputs_kept_forever_and_changed_policies_redate_what_is_stored(
 
 #[sqlx::test(migrations = false)]
 async fn register_blob_refuses_bad_input_clearly(po: PgPoolOptions, co: PgConnectOptions) {
-    let env = env(po, co).await;
+    let env = RetentionEnv::setup(po, co).await;
     let g = env.generation("owner").await;
     let call = |user: &'static str,
                 role: &'static str,
@@ -264,7 +264,7 @@ async fn sweep_racing_new_uploads_deletes_nothing_it_should_not(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let mut env = env(po, co).await;
+    let mut env = RetentionEnv::setup(po, co).await;
     env.config.retention.batch = 7;
     let _daemon = env.daemon();
     // 60 expired references; their keys get uploaded again while sweeps run.
@@ -338,7 +338,7 @@ async fn backlog_counts_due_and_overdue_until_the_sweep_runs(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let env = env(po, co).await;
+    let env = RetentionEnv::setup(po, co).await;
     let due = env
         .upload("u1", BlobRole::Reference, "ref/u1/1.png", None)
         .await;

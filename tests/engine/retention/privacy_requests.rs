@@ -8,7 +8,7 @@ async fn delete_generation_scrubs_now_and_deletes_its_blobs(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let env = env(po, co).await;
+    let env = RetentionEnv::setup(po, co).await;
     let _daemon = env.daemon();
     let done = env.generation("u1").await;
     let src = env
@@ -86,7 +86,7 @@ async fn erasure_deletes_data_and_deidentifies_money_records(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let env = env(po, co).await;
+    let env = RetentionEnv::setup(po, co).await;
     let user = "user-erase-7";
     // History: a succeeded generation (captured), a cancelled one, one still queued, every
     // kind of blob, a payment and its callback, a provider callback.
@@ -237,7 +237,7 @@ async fn export_archives_the_users_data_as_an_expiring_blob(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let env = env(po, co).await;
+    let env = RetentionEnv::setup(po, co).await;
     let user = "user-export-1";
     let g1 = env.generation(user).await;
     env.succeed(g1).await;

@@ -8,7 +8,7 @@ async fn a_daemon_killed_mid_delete_is_rescued_and_each_blob_is_deleted_once(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let env = env(po, co).await;
+    let env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
     let fake = FakeVercel::start(VERCEL_TOKEN).await;
     let (due, due_keys, fresh, fresh_key) = vercel_references(&env, &fake, "u1", 3).await;
 
@@ -86,7 +86,7 @@ async fn lost_database_connections_during_a_delete_still_delete_each_blob_once(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let env = env(po, co).await;
+    let env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
     let fake = FakeVercel::start(VERCEL_TOKEN).await;
     let (due, due_keys, fresh, fresh_key) = vercel_references(&env, &fake, "u2", 3).await;
     let (proxy, via_proxy) = env.pg_proxy().await;
@@ -154,7 +154,7 @@ async fn lost_database_connections_during_an_erasure_still_complete_it(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let env = env(po, co).await;
+    let env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
     let fake = FakeVercel::start(VERCEL_TOKEN).await;
     let user = "user-cut-9";
     // History: a succeeded generation with its source (local) and output (Vercel), a

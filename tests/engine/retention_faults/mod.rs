@@ -17,7 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::common::retention::{RetentionEnv, HASH_KEY};
 use crate::common::retention_faults::{vercel_store, VERCEL_TOKEN};
-use crate::common::{wait_until, TestDb};
+use crate::common::wait_until;
 use genq::dev::fake_stores::vercel::{FakeVercel, Fault};
 
 mod crashes;
@@ -28,12 +28,6 @@ const DAY: u64 = 24 * 3600;
 const PAST_REFERENCE: Duration = Duration::from_secs(8 * DAY);
 
 /// The fixture, with the periodic sweep out of the way: only the sweeps a test runs happen.
-async fn env(po: PgPoolOptions, co: PgConnectOptions) -> RetentionEnv {
-    let mut env = RetentionEnv::new(TestDb::new(po, co).await).await;
-    env.config.retention.interval = Duration::from_secs(100 * 365 * DAY);
-    env
-}
-
 /// Due references of `user` in the fake Vercel store (stored and registered, back-dated past
 /// their policy), and one that is not due. Returns (due ids, due keys, fresh id, fresh key).
 async fn vercel_references(

@@ -8,7 +8,7 @@ async fn a_registration_racing_a_held_delete_of_its_key_waits_and_the_new_upload
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let env = env(po, co).await;
+    let env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
     let fake = FakeVercel::start(VERCEL_TOKEN).await;
     let key = "refs/u3/avatar.png";
     fake.insert(key, b"old avatar");
@@ -100,7 +100,7 @@ async fn a_registration_during_lost_connections_of_a_held_delete_waits_and_the_n
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let mut env = env(po, co).await;
+    let mut env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
     // A lease that outlives the outage below by far: the wait must not depend on timing.
     env.config.worker.lease = Duration::from_secs(8);
     let fake = FakeVercel::start(VERCEL_TOKEN).await;
@@ -220,7 +220,7 @@ async fn a_registration_does_not_wait_for_a_delete_blocked_by_its_own_transactio
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let env = env(po, co).await;
+    let env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
     let keys = ["ref/u5/1.png", "ref/u5/2.png"];
     let mut old = Vec::new();
     for key in keys {

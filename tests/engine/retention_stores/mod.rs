@@ -19,7 +19,7 @@ use genq::JobState;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::common::retention::RetentionEnv;
-use crate::common::{wait_until, TestDb};
+use crate::common::wait_until;
 use genq::dev::fake_stores::supabase::{self as fake_supabase, FakeSupabase};
 use genq::dev::fake_stores::vercel::{self as fake_vercel, FakeVercel};
 
@@ -36,12 +36,6 @@ const PAST_REFERENCE: Duration = Duration::from_secs(8 * DAY);
 const PAST_ALL: Duration = Duration::from_secs(31 * DAY);
 
 /// The fixture, with the periodic sweep out of the way: only the sweeps a test runs happen.
-async fn env(po: PgPoolOptions, co: PgConnectOptions) -> RetentionEnv {
-    let mut env = RetentionEnv::new(TestDb::new(po, co).await).await;
-    env.config.retention.interval = Duration::from_secs(100 * 365 * DAY);
-    env
-}
-
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))

@@ -8,7 +8,7 @@ async fn a_store_the_daemon_lacks_keeps_its_blobs_due_until_a_daemon_with_it_del
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let env = env(po, co).await;
+    let env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
     let fake = FakeSupabase::start(SUPABASE_KEY).await;
     // Neither [storage.s3] (no bucket) nor [storage.supabase] (no URL) is configured.
     let s3_keys = strings(&["outputs/u4/0.mp4", "outputs/u4/1.mp4"]);
@@ -110,7 +110,7 @@ async fn a_large_backlog_is_split_per_store_and_batch_and_each_blob_deleted_once
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let mut env = env(po, co).await;
+    let mut env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
     env.config.retention.batch = 100;
     let fake = FakeSupabase::start(SUPABASE_KEY).await;
     let sb_keys: Vec<String> = (0..250).map(|i| format!("refs/u5/s/{i:03}.jpg")).collect();

@@ -8,7 +8,7 @@ async fn vercel_rate_limit_delays_the_retry_by_retry_after_and_only_due_blobs_go
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let env = env(po, co).await;
+    let env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
     let fake = FakeVercel::start(VERCEL_TOKEN).await;
     let due_keys = strings(&["refs/u1/a.png", "refs/u1/b.png"]);
     let mut due = Vec::new();
@@ -114,7 +114,7 @@ async fn vercel_objects_already_gone_count_as_deleted_and_are_logged(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let env = env(po, co).await;
+    let env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
     let fake = FakeVercel::start(VERCEL_TOKEN).await;
     fake.insert("outputs/u2/g1/0.mp4", b"mp4");
     fake.insert("exports/u2/archive.json", b"{}");
