@@ -11,11 +11,7 @@ async fn cancelling_a_queued_generation_releases_it_and_cancels_its_submit_job(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let db = TestDb::new(po, co).await;
-    let mut c = db.pool.acquire().await.unwrap();
-    credits::grant(&mut c, "user-a", 100, "payment-1")
-        .await
-        .unwrap();
+    let (db, mut c) = setup(po, co).await;
     let id = credits::enqueue_generation(&mut c, &request("user-a", "req-1", 30))
         .await
         .unwrap();
@@ -56,11 +52,7 @@ async fn cancelling_while_the_submit_job_runs_leaves_the_decision_to_that_job(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let db = TestDb::new(po, co).await;
-    let mut c = db.pool.acquire().await.unwrap();
-    credits::grant(&mut c, "user-a", 100, "payment-1")
-        .await
-        .unwrap();
+    let (db, mut c) = setup(po, co).await;
     let id = credits::enqueue_generation(&mut c, &request("user-a", "req-1", 30))
         .await
         .unwrap();
@@ -103,11 +95,7 @@ async fn cancelling_a_submitted_generation_enqueues_one_cancel_job(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let db = TestDb::new(po, co).await;
-    let mut c = db.pool.acquire().await.unwrap();
-    credits::grant(&mut c, "user-a", 100, "payment-1")
-        .await
-        .unwrap();
+    let (db, mut c) = setup(po, co).await;
     let id = credits::enqueue_generation(&mut c, &request("user-a", "req-1", 30))
         .await
         .unwrap();

@@ -11,11 +11,7 @@ async fn the_ledger_is_append_only_except_for_de_identification(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let db = TestDb::new(po, co).await;
-    let mut c = db.pool.acquire().await.unwrap();
-    credits::grant(&mut c, "user-a", 100, "payment-1")
-        .await
-        .unwrap();
+    let (db, _c) = setup(po, co).await;
 
     for statement in [
         "UPDATE genq.ledger SET amount = 1000",
@@ -46,11 +42,7 @@ async fn the_ledger_is_append_only_except_for_de_identification(
 
 #[sqlx::test(migrations = false)]
 async fn check_ledger_reports_hand_made_corruption(po: PgPoolOptions, co: PgConnectOptions) {
-    let db = TestDb::new(po, co).await;
-    let mut c = db.pool.acquire().await.unwrap();
-    credits::grant(&mut c, "user-a", 100, "payment-1")
-        .await
-        .unwrap();
+    let (db, mut c) = setup(po, co).await;
     credits::grant(&mut c, "user-b", 100, "payment-2")
         .await
         .unwrap();
@@ -128,11 +120,7 @@ async fn only_granted_roles_reach_credits_and_the_backend_role_cannot_settle(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let db = TestDb::new(po, co).await;
-    let mut c = db.pool.acquire().await.unwrap();
-    credits::grant(&mut c, "user-a", 100, "payment-1")
-        .await
-        .unwrap();
+    let (db, _c) = setup(po, co).await;
     let stranger = create_login_role(&db, None).await;
     let roles = crate::common::privileges::Roles::of(&db);
     let backend = create_login_role(&db, Some(&roles.backend())).await;

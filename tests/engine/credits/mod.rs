@@ -22,6 +22,20 @@ mod settlement;
 // ---------------------------------------------------------------------------------------
 // Helpers
 
+/// The usual start of a credits scenario: a fresh database, a connection to it, and 100
+/// credits granted to `user-a` (payment `payment-1`).
+async fn setup(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) -> (TestDb, sqlx::pool::PoolConnection<sqlx::Postgres>) {
+    let db = TestDb::new(po, co).await;
+    let mut c = db.pool.acquire().await.unwrap();
+    credits::grant(&mut c, "user-a", 100, "payment-1")
+        .await
+        .unwrap();
+    (db, c)
+}
+
 /// A generation request of `cost` credits for `user`, keyed by `key`.
 fn request(user: &str, key: &str, cost: i64) -> NewGeneration {
     NewGeneration {

@@ -73,11 +73,7 @@ async fn enqueue_generation_holds_and_enqueues_in_the_callers_transaction(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let db = TestDb::new(po, co).await;
-    let mut c = db.pool.acquire().await.unwrap();
-    credits::grant(&mut c, "user-a", 100, "payment-1")
-        .await
-        .unwrap();
+    let (db, mut c) = setup(po, co).await;
 
     // The backend's transaction rolls back: no generation, no hold, no job.
     let mut tx = db.pool.begin().await.unwrap();
@@ -128,11 +124,7 @@ async fn a_repeated_idempotency_key_returns_the_same_generation_and_holds_once(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let db = TestDb::new(po, co).await;
-    let mut c = db.pool.acquire().await.unwrap();
-    credits::grant(&mut c, "user-a", 100, "payment-1")
-        .await
-        .unwrap();
+    let (db, mut c) = setup(po, co).await;
 
     let first = credits::enqueue_generation(&mut c, &request("user-a", "click-1", 30))
         .await
@@ -223,11 +215,7 @@ async fn insufficient_credits_raise_gq402_and_write_nothing(
 
 #[sqlx::test(migrations = false)]
 async fn invalid_requests_are_refused_with_clear_messages(po: PgPoolOptions, co: PgConnectOptions) {
-    let db = TestDb::new(po, co).await;
-    let mut c = db.pool.acquire().await.unwrap();
-    credits::grant(&mut c, "user-a", 100, "payment-1")
-        .await
-        .unwrap();
+    let (db, mut c) = setup(po, co).await;
 
     let cases = [
         (

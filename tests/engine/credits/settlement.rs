@@ -11,11 +11,7 @@ async fn a_capture_happens_once_and_a_captured_hold_cannot_be_released(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let db = TestDb::new(po, co).await;
-    let mut c = db.pool.acquire().await.unwrap();
-    credits::grant(&mut c, "user-a", 100, "payment-1")
-        .await
-        .unwrap();
+    let (db, mut c) = setup(po, co).await;
     let id = credits::enqueue_generation(&mut c, &request("user-a", "req-1", 30))
         .await
         .unwrap();
@@ -52,11 +48,7 @@ async fn a_release_happens_once_and_a_released_hold_cannot_be_captured(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let db = TestDb::new(po, co).await;
-    let mut c = db.pool.acquire().await.unwrap();
-    credits::grant(&mut c, "user-a", 100, "payment-1")
-        .await
-        .unwrap();
+    let (db, mut c) = setup(po, co).await;
     let id = credits::enqueue_generation(&mut c, &request("user-a", "req-1", 30))
         .await
         .unwrap();
