@@ -320,3 +320,13 @@ pub async fn wait_exported(
         .unwrap()
         .unwrap()
 }
+
+/// The job's recorded error messages, oldest first.
+pub fn error_messages(job: &genq::queue::job_control::JobRow) -> Vec<String> {
+    job.errors
+        .as_array()
+        .expect("errors is an array")
+        .iter()
+        .map(|e| e["error"].as_str().unwrap_or_default().to_string())
+        .collect()
+}

@@ -15,6 +15,7 @@ use genq::storage::stream_from_bytes;
 use genq::JobState;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use crate::common::retention::error_messages;
 use crate::common::retention::{RetentionEnv, HASH_KEY};
 use crate::common::retention_faults::{vercel_store, VERCEL_TOKEN};
 use crate::common::wait_until;
@@ -84,15 +85,6 @@ async fn assert_untouched(env: &RetentionEnv, fake: &FakeVercel, id: i64, key: &
     assert_eq!(env.delete_job_of(id).await, None);
     assert!(env.log_for_blob(id).await.is_empty());
     assert!(fake.blob(key).is_some(), "{key} still stored");
-}
-
-fn error_messages(job: &genq::queue::job_control::JobRow) -> Vec<String> {
-    job.errors
-        .as_array()
-        .expect("errors is an array")
-        .iter()
-        .map(|e| e["error"].as_str().unwrap_or_default().to_string())
-        .collect()
 }
 
 /// A later sweep schedules nothing more: one delete job in all, one log row per due blob,

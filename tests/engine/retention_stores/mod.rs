@@ -18,6 +18,7 @@ use genq::storage::BlobStore;
 use genq::JobState;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use crate::common::retention::error_messages;
 use crate::common::retention::RetentionEnv;
 use crate::common::wait_until;
 use genq::dev::fake_stores::supabase::{self as fake_supabase, FakeSupabase};
@@ -53,16 +54,6 @@ fn supabase(fake: &FakeSupabase) -> Arc<dyn BlobStore> {
 
 fn strings(keys: &[&str]) -> Vec<String> {
     keys.iter().map(|k| k.to_string()).collect()
-}
-
-/// The job's recorded error messages.
-fn error_messages(job: &genq::queue::job_control::JobRow) -> Vec<String> {
-    job.errors
-        .as_array()
-        .expect("errors is an array")
-        .iter()
-        .map(|e| e["error"].as_str().unwrap_or_default().to_string())
-        .collect()
 }
 
 /// Every blob of `ids` deleted once by job `job`, under `policy`: one 'deleted' row each.

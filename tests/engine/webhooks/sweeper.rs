@@ -2,15 +2,22 @@
 
 use super::*;
 
+/// [`GenEnv::setup`] with a sweep every second that finds generations stale after one
+/// second, and 100 credits for `u1`.
+async fn sweeping_setup(po: PgPoolOptions, co: PgConnectOptions) -> GenEnv {
+    let mut env = GenEnv::setup(po, co).await;
+    env.config.sweep.interval = Duration::from_secs(1);
+    env.config.sweep.stale_after = Duration::from_secs(1);
+    env.grant("u1", 100).await;
+    env
+}
+
 #[sqlx::test(migrations = false)]
 async fn the_sweeper_finishes_generations_whose_callback_never_comes(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let mut env = GenEnv::setup(po, co).await;
-    env.config.sweep.interval = Duration::from_secs(1);
-    env.config.sweep.stale_after = Duration::from_secs(1);
-    env.grant("u1", 100).await;
+    let env = sweeping_setup(po, co).await;
     // No callback comes (port 9), and the poll job is lost: cancelled by hand.
     let mut config = env.config.clone();
     config.queues.remove("maintenance");
@@ -54,10 +61,7 @@ async fn the_sweeper_fails_generations_whose_submit_job_is_final(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let mut env = GenEnv::setup(po, co).await;
-    env.config.sweep.interval = Duration::from_secs(1);
-    env.config.sweep.stale_after = Duration::from_secs(1);
-    env.grant("u1", 100).await;
+    let env = sweeping_setup(po, co).await;
     // Nobody works the generation queue: submit jobs stay as they are set here.
     let mut config = env.config.clone();
     config.queues.remove("generation");
