@@ -166,6 +166,21 @@ impl FakeServer {
         self.state.stats()
     }
 
+    /// Waits until `reached` holds for [`FakeServer::stats`], woken by the fake each time
+    /// they change rather than by polling; panics after `within`, naming `what`.
+    pub async fn wait_for_stats(
+        &self,
+        what: &str,
+        within: Duration,
+        reached: impl Fn(&FakeStats) -> bool,
+    ) {
+        assert!(
+            self.state.wait_for_stats(within, reached).await,
+            "timed out after {within:?} waiting for {what}; the fake's stats: {:?}",
+            self.stats()
+        );
+    }
+
     /// The callback URL of every job created with one (they name the generation), so a
     /// test can tell a submit that never arrived from one whose answer was lost.
     pub fn callback_urls(&self) -> Vec<String> {

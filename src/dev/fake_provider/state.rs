@@ -31,6 +31,9 @@ pub(super) struct State {
     /// Delivery attempts still to be refused.
     pub refusals: Refusals,
     shutdown: watch::Receiver<bool>,
+    /// Bumped after every change to the stats: the signal [`State::wait_for_stats`] waits
+    /// on, so a test need not poll.
+    stats_changed: watch::Sender<u64>,
     inner: Mutex<Inner>,
 }
 
@@ -225,6 +228,7 @@ impl State {
                 .timeout(Duration::from_secs(5))
                 .build()?,
             shutdown,
+            stats_changed: watch::Sender::new(0),
         })
     }
 
@@ -243,42 +247,72 @@ impl State {
         self.lock().plisio.insert(txn_id.to_string(), data);
     }
 
+    /// Changes the stats, then wakes whoever waits on them.
+    fn update_stats(&self, change: impl FnOnce(&mut FakeStats)) {
+        change(&mut self.lock().stats);
+        self.stats_changed.send_modify(|version| *version += 1);
+    }
+
     /// Counts a request to Plisio's operations API.
     pub fn count_plisio_poll(&self) {
-        self.lock().stats.plisio_polls += 1;
+        self.update_stats(|stats| stats.plisio_polls += 1);
     }
 
     /// Counts a request.
     pub fn count(&self, provider: &str, op: FakeOp) {
-        let mut inner = self.lock();
-        *inner
-            .stats
-            .requests
-            .entry(provider.to_string())
-            .or_default()
-            .entry(op.as_str().to_string())
-            .or_default() += 1;
+        self.update_stats(|stats| {
+            *stats
+                .requests
+                .entry(provider.to_string())
+                .or_default()
+                .entry(op.as_str().to_string())
+                .or_default() += 1;
+        });
     }
 
     pub fn count_fault(&self) {
-        self.lock().stats.faults_applied += 1;
+        self.update_stats(|stats| stats.faults_applied += 1);
     }
 
     pub fn count_webhook(&self, delivered: bool) {
-        let mut inner = self.lock();
-        if delivered {
-            inner.stats.webhooks_sent += 1;
-        } else {
-            inner.stats.webhooks_failed += 1;
-        }
+        self.update_stats(|stats| {
+            if delivered {
+                stats.webhooks_sent += 1;
+            } else {
+                stats.webhooks_failed += 1;
+            }
+        });
     }
 
     pub fn count_webhook_retry(&self) {
-        self.lock().stats.webhook_retries += 1;
+        self.update_stats(|stats| stats.webhook_retries += 1);
     }
 
     pub fn count_webhook_abandoned(&self) {
-        self.lock().stats.webhooks_abandoned += 1;
+        self.update_stats(|stats| stats.webhooks_abandoned += 1);
+    }
+
+    /// Waits until `reached` holds for the stats, woken by each change to them; false if
+    /// `within` passed first.
+    pub async fn wait_for_stats(
+        &self,
+        within: Duration,
+        reached: impl Fn(&FakeStats) -> bool,
+    ) -> bool {
+        // Subscribed before the first look, so no change between the two is missed.
+        let mut changed = self.stats_changed.subscribe();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if reached(&self.stats()) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+            {
+                return reached(&self.stats());
+            }
+        }
     }
 
     pub fn stats(&self) -> FakeStats {

@@ -68,12 +68,13 @@ async fn a_worker_killed_between_provider_success_and_capture_captures_once_afte
     env.fake.add_fault(hang);
     let doomed = env.daemon();
     let id = env.request("u1", "fal", 10).await;
-    wait_until(
-        Duration::from_secs(20),
-        "the output download to start",
-        || async { env.fake.stats().ops(ProviderKind::Fal, FakeOp::File) >= 1 },
-    )
-    .await;
+    env.fake
+        .wait_for_stats(
+            "the output download to start",
+            Duration::from_secs(20),
+            |s| s.ops(ProviderKind::Fal, FakeOp::File) >= 1,
+        )
+        .await;
     doomed.kill();
 
     let survivor = env.daemon();

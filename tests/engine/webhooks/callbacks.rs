@@ -279,10 +279,11 @@ async fn fal_keys_rotate_unknown_keys_stale_timestamps_and_other_users_are_refus
         let g = env.wait_final(id, Duration::from_secs(30)).await;
         assert_eq!(g.state, GenerationState::Succeeded);
         // The webhook went out (and was refused) before the first poll ended it.
-        wait_until(Duration::from_secs(10), "the refused delivery", || async {
-            env.fake.stats().webhooks_failed >= 1
-        })
-        .await;
+        env.fake
+            .wait_for_stats("the refused delivery", Duration::from_secs(10), |s| {
+                s.webhooks_failed >= 1
+            })
+            .await;
         assert!(events(&env, id).await.is_empty());
     }
     assert!(events(&env, unknown).await.is_empty());
@@ -297,10 +298,11 @@ async fn fal_keys_rotate_unknown_keys_stale_timestamps_and_other_users_are_refus
     let foreign = env.request("u1", "fal", 10).await;
     let g = env.wait_final(foreign, Duration::from_secs(30)).await;
     assert_eq!(g.state, GenerationState::Succeeded);
-    wait_until(Duration::from_secs(10), "the refused delivery", || async {
-        env.fake.stats().webhooks_failed == 4
-    })
-    .await;
+    env.fake
+        .wait_for_stats("the refused delivery", Duration::from_secs(10), |s| {
+            s.webhooks_failed == 4
+        })
+        .await;
     assert!(events(&env, foreign).await.is_empty());
     daemon.shutdown().await;
     server.stop().await;

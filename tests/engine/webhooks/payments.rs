@@ -213,10 +213,11 @@ async fn plisio_payments_without_callbacks_are_completed_by_the_poll(
     assert_eq!(env.balance("payer").await.available, 200);
     // Later runs poll only what is still open: the completed payment is granted once.
     let polls = env.fake.stats().plisio_polls;
-    wait_until(Duration::from_secs(20), "two more poll runs", || async {
-        env.fake.stats().plisio_polls >= polls + 4
-    })
-    .await;
+    env.fake
+        .wait_for_stats("two more poll runs", Duration::from_secs(20), |s| {
+            s.plisio_polls >= polls + 4
+        })
+        .await;
     daemon.shutdown().await;
     assert_eq!(payment(&env, "p-paid").await, ("completed".into(), 1));
     assert_eq!(payment(&env, "p-odd").await, ("review".into(), 1));
