@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -19,6 +20,8 @@ use axum::routing::{delete, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::Semaphore;
+
+use super::Arrivals;
 
 /// What the fake does with one delete call instead of (or before) serving it.
 #[derive(Debug, Clone)]
@@ -43,6 +46,9 @@ struct Inner {
     objects: Mutex<BTreeMap<String, Vec<u8>>>,
     /// The `prefixes` of every authorized delete call, in order.
     deletes: Mutex<Vec<Vec<String>>>,
+    /// How many entries `deletes` has: the signal [`FakeSupabase::wait_for_delete_calls`]
+    /// waits on instead of polling.
+    delete_count: Arrivals,
     /// Faults by delete call number (1-based).
     faults: Mutex<HashMap<usize, Fault>>,
     gate: Semaphore,
@@ -65,6 +71,7 @@ impl FakeSupabase {
             key: service_key.to_string(),
             objects: Mutex::default(),
             deletes: Mutex::default(),
+            delete_count: Arrivals::default(),
             faults: Mutex::default(),
             gate: Semaphore::new(0),
         });
@@ -116,6 +123,14 @@ impl FakeSupabase {
     pub fn delete_calls(&self) -> Vec<Vec<String>> {
         self.inner.deletes.lock().unwrap().clone()
     }
+
+    /// Waits until at least `n` authorized delete calls have reached the fake (as counted
+    /// by [`FakeSupabase::delete_calls`]), woken by the fake rather than by polling; panics
+    /// after `within`.
+    pub async fn wait_for_delete_calls(&self, n: usize, within: Duration) {
+        let what = "delete call(s) to reach the fake Supabase store";
+        self.inner.delete_count.wait_for(n, within, what).await;
+    }
 }
 
 fn authorized(inner: &Inner, headers: &HeaderMap) -> bool {
@@ -154,6 +169,7 @@ async fn remove(
         deletes.push(prefixes.clone());
         deletes.len()
     };
+    inner.delete_count.bump();
     let fault = inner.faults.lock().unwrap().remove(&call);
     let remove_all = |prefixes: &[String]| -> Vec<serde_json::Value> {
         let mut objects = inner.objects.lock().unwrap();

@@ -18,7 +18,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
+
+use super::Arrivals;
 
 /// The API version the fake accepts.
 pub const API_VERSION: &str = "9";
@@ -56,7 +58,7 @@ struct Inner {
     deletes: Mutex<Vec<Vec<String>>>,
     /// How many entries `deletes` has: the signal [`FakeVercel::wait_for_delete_requests`]
     /// waits on instead of polling.
-    delete_count: watch::Sender<usize>,
+    delete_count: Arrivals,
     gate: Semaphore,
 }
 
@@ -81,7 +83,7 @@ impl FakeVercel {
             faults: Mutex::default(),
             requests: Mutex::default(),
             deletes: Mutex::default(),
-            delete_count: watch::Sender::new(0),
+            delete_count: Arrivals::default(),
             gate: Semaphore::new(0),
         });
         let app = Router::new()
@@ -145,12 +147,8 @@ impl FakeVercel {
     /// [`FakeVercel::deletes`], held ones included), woken by the fake itself rather than
     /// by polling; panics after `within`.
     pub async fn wait_for_delete_requests(&self, n: usize, within: Duration) {
-        let mut count = self.inner.delete_count.subscribe();
-        let reached = tokio::time::timeout(within, count.wait_for(|c| *c >= n)).await;
-        assert!(
-            matches!(reached, Ok(Ok(_))),
-            "timed out after {within:?} waiting for {n} delete request(s) to reach the fake Vercel store"
-        );
+        let what = "delete request(s) to reach the fake Vercel store";
+        self.inner.delete_count.wait_for(n, within, what).await;
     }
 
     /// The public URL the fake gives a pathname.
@@ -276,7 +274,7 @@ async fn delete(
 ) -> Response {
     if check(&inner, &headers).is_none() {
         inner.deletes.lock().unwrap().push(body.urls.clone());
-        inner.delete_count.send_modify(|c| *c += 1);
+        inner.delete_count.bump();
     }
     if let Some(r) = refuse(&inner, &headers, "POST /delete".into()).await {
         return r;

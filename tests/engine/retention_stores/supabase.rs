@@ -35,12 +35,7 @@ async fn supabase_failed_second_request_leaves_its_blobs_due_until_the_retry(
     assert_eq!(jobs.len(), 1);
     let job_id = jobs[0].0.id;
     assert_eq!(jobs[0].1.blob_ids, ids);
-    wait_until(
-        Duration::from_secs(10),
-        "the retry's delete request",
-        || async { fake.delete_calls().len() == 3 },
-    )
-    .await;
+    fake.wait_for_delete_calls(3, Duration::from_secs(10)).await;
     let calls = fake.delete_calls();
     assert_eq!((calls[0].len(), calls[1].len()), (1000, 50));
     let failed: BTreeSet<String> = calls[1].iter().cloned().collect();
@@ -121,12 +116,7 @@ async fn supabase_delete_failing_midway_is_retried_whole_and_logged_once(
     let _daemon = env.daemon_with(vec![supabase(&fake)]);
     env.sweep_once().await;
     let job_id = env.delete_job_of(ids[0]).await.expect("scheduled");
-    wait_until(
-        Duration::from_secs(10),
-        "the retry's delete request",
-        || async { fake.delete_calls().len() == 2 },
-    )
-    .await;
+    fake.wait_for_delete_calls(2, Duration::from_secs(10)).await;
 
     // Between the attempts every blob is still due (a failed request proves nothing), with
     // the 500 recorded; 8 objects are already gone from the bucket.
