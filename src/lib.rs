@@ -9,13 +9,12 @@
 #![warn(missing_docs)]
 
 pub mod app;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod credits;
 pub mod daemon;
 pub mod db;
-pub mod demo;
+pub mod dev;
 pub mod http;
 pub mod jobs;
 pub mod maintenance;

@@ -14,8 +14,9 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::daemon::{Daemon, Registry};
+use crate::dev::{bench, demo};
 use crate::queue::{job_control, queue_control, Client, NewJob};
-use crate::{bench, db, demo, http};
+use crate::{db, http};
 
 /// genq: Postgres-backed worker daemon for AI generation products.
 #[derive(Debug, Parser)]
@@ -74,7 +75,7 @@ pub enum Command {
     /// three provider dialects (one refused), final states, balances and the ledger printed.
     Demo(demo::DemoArgs),
     /// Serve fal-, BytePlus- and Replicate-shaped APIs on loopback, with scripted faults.
-    FakeProvider(crate::providers::fake::FakeProviderArgs),
+    FakeProvider(crate::dev::fake_provider::FakeProviderArgs),
 }
 
 /// `genq enqueue`.
@@ -224,7 +225,7 @@ pub async fn main() -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(&config, args).await,
         Command::Demo(args) => demo::run(&config, args).await,
         Command::FakeProvider(args) => {
-            crate::providers::fake::run_cli(args.port, args.config()).await?;
+            crate::dev::fake_provider::run_cli(args.port, args.config()).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

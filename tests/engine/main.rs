@@ -11,6 +11,7 @@ mod bounds;
 mod chaos;
 mod control;
 mod credits;
+mod dev_tools;
 mod enqueue;
 mod exactly_once;
 mod failures;
