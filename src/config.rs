@@ -4,6 +4,11 @@
 //! `config/genq.toml` documents each default. Environment overrides are applied generically
 //! (`GENQ_<SECTION>_<KEY>`, matched against the keys that exist), so a new field never needs
 //! a hand-written override.
+//!
+//! This module is the composition root's: it aggregates sections that live beside the code
+//! they configure (the engine's in `daemon::config` and `db::config`, the product's in
+//! `providers`, `storage`, `retention`, `http`, `payments`, `jobs::generation`) and hands
+//! the engine only its own part ([`EngineConfig`]). The engine never imports this module.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,8 +16,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Default database URL when neither the config file nor `DATABASE_URL` sets one.
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+use crate::daemon::config::duration_map;
+pub use crate::daemon::config::{
+    BackoffConfig, EngineConfig, MetricsConfig, PeriodicConfig, PruneConfig, QueueConfig,
+    WorkerConfig,
+};
+pub use crate::db::config::{redact_url, DatabaseConfig, DEFAULT_DATABASE_URL};
+pub use crate::http::config::{AdminConfig, HttpConfig, WebhooksConfig};
+pub use crate::jobs::generation::config::SweepConfig;
+pub use crate::payments::config::PaymentsConfig;
 
 /// Errors while loading configuration. They name the file or variable at fault.
 #[derive(Debug, thiserror::Error)]
@@ -78,432 +90,13 @@ pub struct Config {
     pub periodic: Vec<PeriodicConfig>,
 }
 
-/// `[database]`. Its `Debug` shows the URL with the password replaced by `***`.
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct DatabaseConfig {
-    /// Connection URL. Defaults to `postgres://postgres@127.0.0.1:5432/postgres`;
-    /// `DATABASE_URL` overrides it.
-    pub url: String,
-    /// Pool size. Defaults to 10.
-    pub max_connections: u32,
-    /// Wait for a pooled connection. Defaults to 10 s.
-    #[serde(with = "humantime_serde")]
-    pub acquire_timeout: Duration,
-    /// `idle_in_transaction_session_timeout` of the daemon's sessions. Defaults to 60 s.
-    /// Behind a transaction-mode pooler it cannot be sent: set it on the role instead.
-    #[serde(with = "humantime_serde")]
-    pub idle_in_transaction_timeout: Duration,
-    /// Prefix of this database's roles (`<prefix>_owner`, `_backend`, `_worker`). Empty
-    /// (the default) keeps the prefix the database already uses, `genq` on a first
-    /// migration. Roles are cluster-wide and serve one database each, so a second genq
-    /// database in the same cluster needs its own prefix (docs/credits.md).
-    pub role_prefix: String,
-    /// What `url` points at: `none` (Postgres itself), `session` or `transaction` (a
-    /// PgBouncer/Supavisor pool mode). Defaults to `none`.
-    pub pooler: crate::db::Pooler,
-}
-
-impl std::fmt::Debug for DatabaseConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseConfig")
-            .field("url", &redact_url(&self.url))
-            .field("max_connections", &self.max_connections)
-            .field("acquire_timeout", &self.acquire_timeout)
-            .field(
-                "idle_in_transaction_timeout",
-                &self.idle_in_transaction_timeout,
-            )
-            .finish()
-    }
-}
-
-/// A connection URL with its password (and a `password=` query parameter) replaced by
-/// `***`; text that is not a URL is hidden whole, since it may be a key=value string
-/// holding a password.
-pub fn redact_url(raw: &str) -> String {
-    let Ok(mut url) = url::Url::parse(raw) else {
-        return "***".into();
-    };
-    if url.password().is_some() {
-        let _ = url.set_password(Some("***"));
-    }
-    if url.query_pairs().any(|(k, _)| k == "password") {
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if k == "password" {
-                    "***".into()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        url.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    url.to_string()
-}
-
-/// `[worker]`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct WorkerConfig {
-    /// Worker identity. Defaults to empty, meaning `<hostname>-<pid>-<4 random hex digits>`.
-    pub id: String,
-    /// Lease length. Defaults to 30 s.
-    #[serde(with = "humantime_serde")]
-    pub lease: Duration,
-    /// Heartbeat interval. Defaults to 5 s.
-    #[serde(with = "humantime_serde")]
-    pub heartbeat: Duration,
-    /// Expired-lease scan interval. Defaults to 5 s.
-    #[serde(with = "humantime_serde")]
-    pub rescue_interval: Duration,
-    /// Fallback poll interval. Defaults to 1 s.
-    #[serde(with = "humantime_serde")]
-    pub poll_interval: Duration,
-    /// Most jobs per claim statement. Defaults to 500.
-    pub claim_batch: u32,
-    /// Most outcomes per completion statement. Defaults to 5000.
-    pub complete_batch: u32,
-    /// Shutdown grace period. Defaults to 30 s.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_grace: Duration,
-    /// Default attempt time limit. Defaults to 10 min.
-    #[serde(with = "humantime_serde")]
-    pub job_timeout: Duration,
-    /// Use LISTEN/NOTIFY wake-ups (never behind a transaction-mode pooler). Defaults to true.
-    pub listen: bool,
-}
-
-/// `[backoff]`: delay = min(max, base · 2^(failures-1)) · (1 ± jitter), where `failures`
-/// counts the job's failed attempts (snoozes, hand-backs and interruptions excluded).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct BackoffConfig {
-    /// First retry delay. Defaults to 1 s.
-    #[serde(with = "humantime_serde")]
-    pub base: Duration,
-    /// Largest retry delay. Defaults to 1 h.
-    #[serde(with = "humantime_serde")]
-    pub max: Duration,
-    /// Relative random spread. Defaults to 0.1.
-    pub jitter: f64,
-}
-
-/// `[prune]`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct PruneConfig {
-    /// Age after which completed and cancelled jobs are deleted. Defaults to 24 h.
-    #[serde(with = "humantime_serde")]
-    pub completed_after: Duration,
-    /// Age after which discarded jobs are deleted. Defaults to 7 days.
-    #[serde(with = "humantime_serde")]
-    pub discarded_after: Duration,
-    /// How often the prune job runs. Defaults to 1 min.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-    /// Rows per delete statement. Defaults to 1000.
-    pub batch: u32,
-}
-
-/// `[http]`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Bind address of the internal listener (everything). Defaults to `127.0.0.1:9800`.
-    pub bind: String,
-    /// Bind address of the public listener, which serves only `/webhooks/*`. Defaults to
-    /// empty: no public listener (webhooks are served on `bind`).
-    pub public_bind: String,
-}
-
-/// `[webhooks]`: verification of inbound provider callbacks. Secrets never go in the file:
-/// they come from the environment variables named here.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct WebhooksConfig {
-    /// fal's JWKS. Defaults to `https://rest.alpha.fal.ai/.well-known/jwks.json`.
-    pub fal_jwks_url: String,
-    /// How long fetched fal keys are trusted. Defaults to 24 h.
-    #[serde(with = "humantime_serde")]
-    pub fal_jwks_ttl: Duration,
-    /// Least time between two fetches forced by a signature no cached key verifies.
-    /// Defaults to 30 s (a forged request cannot make us hammer fal).
-    #[serde(with = "humantime_serde")]
-    pub fal_jwks_refetch_after: Duration,
-    /// The fal user id callbacks must carry (`X-Fal-Webhook-User-Id`). Empty: fal
-    /// callbacks are refused (503).
-    pub fal_user_id: String,
-    /// Environment variable holding Replicate's Standard Webhooks secret (`whsec_...`).
-    /// Defaults to `REPLICATE_WEBHOOK_SECRET`.
-    pub replicate_secret_env: String,
-    /// Environment variable holding the key of the per-generation BytePlus callback tokens.
-    /// Defaults to `GENQ_BYTEPLUS_WEBHOOK_SECRET`.
-    pub byteplus_secret_env: String,
-    /// Environment variable holding Plisio's secret key (`verify_hash`). Defaults to
-    /// `PLISIO_SECRET_KEY`.
-    pub plisio_secret_env: String,
-    /// Largest accepted clock difference of signed timestamps. Defaults to 300 s.
-    #[serde(with = "humantime_serde")]
-    pub tolerance: Duration,
-    /// Largest accepted body; larger ones get 413. Defaults to 1 MiB.
-    pub max_body_bytes: usize,
-}
-
-impl Default for WebhooksConfig {
-    fn default() -> Self {
-        Self {
-            fal_jwks_url: "https://rest.alpha.fal.ai/.well-known/jwks.json".into(),
-            fal_jwks_ttl: Duration::from_secs(24 * 3600),
-            fal_jwks_refetch_after: Duration::from_secs(30),
-            fal_user_id: String::new(),
-            replicate_secret_env: "REPLICATE_WEBHOOK_SECRET".into(),
-            byteplus_secret_env: "GENQ_BYTEPLUS_WEBHOOK_SECRET".into(),
-            plisio_secret_env: "PLISIO_SECRET_KEY".into(),
-            tolerance: Duration::from_secs(300),
-            max_body_bytes: 1024 * 1024,
-        }
-    }
-}
-
-impl WebhooksConfig {
-    /// Replicate's secret, from its environment variable (unset or empty: none).
-    pub fn replicate_secret(&self) -> Option<String> {
-        secret(&self.replicate_secret_env)
-    }
-
-    /// Plisio's secret key, from its environment variable (unset or empty: none).
-    pub fn plisio_secret(&self) -> Option<String> {
-        secret(&self.plisio_secret_env)
-    }
-
-    /// The BytePlus token key, from its environment variable (unset or empty: none).
-    pub fn byteplus_secret(&self) -> Option<String> {
-        secret(&self.byteplus_secret_env)
-    }
-}
-
-fn secret(env: &str) -> Option<String> {
-    if env.is_empty() {
-        return None;
-    }
-    std::env::var(env).ok().filter(|s| !s.is_empty())
-}
-
-/// `[sweep]`: the periodic `generation.sweep` job.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct SweepConfig {
-    /// How often it runs (one daemon per interval). Defaults to 5 min.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-    /// A submitted generation older than this with no live poll job gets one. Defaults to 15 min.
-    #[serde(with = "humantime_serde")]
-    pub stale_after: Duration,
-    /// Past this age (the providers' retention) a submitted generation fails and its hold
-    /// is released. Defaults to 7 days.
-    #[serde(with = "humantime_serde")]
-    pub retention: Duration,
-}
-
-impl Default for SweepConfig {
-    fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(300),
-            stale_after: Duration::from_secs(900),
-            retention: Duration::from_secs(7 * 24 * 3600),
-        }
-    }
-}
-
-/// `[payments]`: the periodic `payments.poll` job, the fallback for Plisio callbacks that
-/// never come. Its API key is Plisio's secret key (`[webhooks] plisio_secret_env`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct PaymentsConfig {
-    /// Plisio's API base. Defaults to `https://api.plisio.net/api/v1`.
-    pub plisio_base_url: String,
-    /// How often pending invoices are polled (one daemon per interval). Defaults to 5 min.
-    #[serde(with = "humantime_serde")]
-    pub poll_interval: Duration,
-    /// A `new`/`pending` payment older than this (since its last change) is polled.
-    /// Defaults to 10 min.
-    #[serde(with = "humantime_serde")]
-    pub poll_after: Duration,
-}
-
-impl Default for PaymentsConfig {
-    fn default() -> Self {
-        Self {
-            plisio_base_url: "https://api.plisio.net/api/v1".into(),
-            poll_interval: Duration::from_secs(300),
-            poll_after: Duration::from_secs(600),
-        }
-    }
-}
-
-/// `[admin]`. The token itself comes from `GENQ_ADMIN_TOKEN`, or from this file.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdminConfig {
-    /// File holding the admin API bearer token (e.g. a mounted secret). Defaults to none;
-    /// with neither the file nor `GENQ_ADMIN_TOKEN`, the admin API is off.
-    pub token_file: String,
-}
-
-/// `[metrics]`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct MetricsConfig {
-    /// How often fleet-wide queue statistics are sampled (by one daemon per interval).
-    /// Defaults to 5 s.
-    #[serde(with = "humantime_serde")]
-    pub sample_interval: Duration,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        Self {
-            sample_interval: Duration::from_secs(5),
-        }
-    }
-}
-
-/// `[queues.NAME]`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct QueueConfig {
-    /// Jobs of this queue this daemon runs at once. Defaults to 50.
-    pub concurrency: u32,
-    /// Fleet-wide cap on running jobs of this queue, written to `genq.queues` at start.
-    /// Defaults to none (the cap in the database, if any, is left as it is).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_running: Option<i32>,
-}
-
-/// `[[periodic]]`: one job per time slot, fleet-wide.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PeriodicConfig {
-    /// Unique name; the slot record is keyed by it.
-    pub name: String,
-    /// Job kind to enqueue.
-    pub kind: String,
-    /// Standard 5-field cron expression (UTC). Exactly one of `cron` and `every`.
-    #[serde(default)]
-    pub cron: Option<String>,
-    /// Fixed interval, aligned to the Unix epoch. Exactly one of `cron` and `every`.
-    #[serde(default, with = "humantime_serde")]
-    pub every: Option<Duration>,
-    /// Queue. Defaults to `default`.
-    #[serde(default = "default_queue")]
-    pub queue: String,
-    /// Payload. Defaults to `{}`.
-    #[serde(default = "empty_object")]
-    pub payload: serde_json::Value,
-}
-
-fn default_queue() -> String {
-    "default".into()
-}
-
-fn empty_object() -> serde_json::Value {
-    serde_json::json!({})
-}
-
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        Self {
-            url: DEFAULT_DATABASE_URL.into(),
-            max_connections: 10,
-            acquire_timeout: Duration::from_secs(10),
-            idle_in_transaction_timeout: Duration::from_secs(60),
-            role_prefix: String::new(),
-            pooler: crate::db::Pooler::None,
-        }
-    }
-}
-
-impl Default for WorkerConfig {
-    fn default() -> Self {
-        Self {
-            id: String::new(),
-            lease: Duration::from_secs(30),
-            heartbeat: Duration::from_secs(5),
-            rescue_interval: Duration::from_secs(5),
-            poll_interval: Duration::from_secs(1),
-            claim_batch: 500,
-            complete_batch: 5000,
-            shutdown_grace: Duration::from_secs(30),
-            job_timeout: Duration::from_secs(600),
-            listen: true,
-        }
-    }
-}
-
-impl Default for BackoffConfig {
-    fn default() -> Self {
-        Self {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(3600),
-            jitter: 0.1,
-        }
-    }
-}
-
-impl Default for PruneConfig {
-    fn default() -> Self {
-        Self {
-            completed_after: Duration::from_secs(24 * 3600),
-            discarded_after: Duration::from_secs(7 * 24 * 3600),
-            interval: Duration::from_secs(60),
-            batch: 1000,
-        }
-    }
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            bind: "127.0.0.1:9800".into(),
-            public_bind: String::new(),
-        }
-    }
-}
-
-impl QueueConfig {
-    /// A queue run `concurrency` at a time, without a fleet-wide cap.
-    pub fn with_concurrency(concurrency: u32) -> Self {
-        Self {
-            concurrency,
-            max_running: None,
-        }
-    }
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        Self {
-            concurrency: 50,
-            max_running: None,
-        }
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
-        let mut queues = BTreeMap::new();
-        queues.insert("default".to_string(), QueueConfig::default());
+        // The engine's queues (`default`, `maintenance`) and the product's.
+        let mut queues = EngineConfig::default().queues;
         queues.insert(
             crate::jobs::generation::QUEUE.to_string(),
             QueueConfig::with_concurrency(16),
-        );
-        queues.insert(
-            crate::jobs::MAINTENANCE_QUEUE.to_string(),
-            QueueConfig::with_concurrency(2),
         );
         queues.insert(
             crate::jobs::retention::QUEUE.to_string(),
@@ -531,7 +124,42 @@ impl Default for Config {
     }
 }
 
+impl From<Config> for EngineConfig {
+    fn from(c: Config) -> Self {
+        Self {
+            database: c.database,
+            worker: c.worker,
+            backoff: c.backoff,
+            prune: c.prune,
+            metrics: c.metrics,
+            timeouts: c.timeouts,
+            queues: c.queues,
+            periodic: c.periodic,
+        }
+    }
+}
+
+impl From<&Config> for EngineConfig {
+    fn from(c: &Config) -> Self {
+        Self {
+            database: c.database.clone(),
+            worker: c.worker.clone(),
+            backoff: c.backoff.clone(),
+            prune: c.prune.clone(),
+            metrics: c.metrics.clone(),
+            timeouts: c.timeouts.clone(),
+            queues: c.queues.clone(),
+            periodic: c.periodic.clone(),
+        }
+    }
+}
+
 impl Config {
+    /// The engine's part of this configuration (what [`crate::Daemon`] takes).
+    pub fn engine(&self) -> EngineConfig {
+        self.into()
+    }
+
     /// Loads configuration: defaults, then the file (the given path, else `GENQ_CONFIG`,
     /// else `config/genq.toml` if it exists), then environment overrides.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
@@ -665,36 +293,6 @@ fn parse_like(existing: &toml::Value, raw: &str) -> toml::Value {
         _ => None,
     };
     parsed.unwrap_or_else(|| toml::Value::String(raw.to_string()))
-}
-
-mod duration_map {
-    use std::collections::BTreeMap;
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(
-        map: &BTreeMap<String, Duration>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        map.iter()
-            .map(|(k, v)| (k.clone(), humantime::format_duration(*v).to_string()))
-            .collect::<BTreeMap<_, _>>()
-            .serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<String, Duration>, D::Error> {
-        BTreeMap::<String, String>::deserialize(d)?
-            .into_iter()
-            .map(|(k, v)| {
-                humantime::parse_duration(&v)
-                    .map(|d| (k.clone(), d))
-                    .map_err(|e| serde::de::Error::custom(format!("timeouts.{k}: {e}")))
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! forbids sqlx's own, see `clippy.toml`), so how a statement travels to Postgres is
 //! decided here, once: see [`pooler`].
 
+pub mod config;
 pub mod pooler;
 mod query;
 
@@ -22,7 +23,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
-use crate::config::DatabaseConfig;
+pub use config::{DatabaseConfig, DEFAULT_DATABASE_URL};
 pub use pooler::Pooler;
 pub use query::{begin, query, query_as, query_scalar, Query, QueryAs, QueryScalar};
 

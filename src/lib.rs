@@ -3,18 +3,18 @@
 //! The product's backend enqueues jobs in Postgres (SQL `genq.enqueue(...)` or [`Client`]),
 //! inside its own transaction; genq daemons claim them in batches, run the handler
 //! registered for each kind, and record outcomes with fencing so no stale worker can
-//! overwrite a newer attempt. See `docs/` and `../shared/DESIGN.md` for the why.
+//! overwrite a newer attempt. `ARCHITECTURE.md` maps the tree and its layers; `docs/decisions.md` says why.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod bench;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod credits;
 pub mod daemon;
 pub mod db;
-pub mod demo;
+pub mod dev;
 pub mod generation;
 pub mod http;
 pub mod jobs;

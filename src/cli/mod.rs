@@ -14,8 +14,9 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::daemon::{Daemon, Registry};
+use crate::dev::{bench, demo};
 use crate::queue::{job_control, queue_control, Client, NewJob};
-use crate::{bench, db, demo, http};
+use crate::{db, http};
 
 /// genq: Postgres-backed worker daemon for AI generation products.
 #[derive(Debug, Parser)]
@@ -74,7 +75,7 @@ pub enum Command {
     /// three provider dialects (one refused), final states, balances and the ledger printed.
     Demo(demo::DemoArgs),
     /// Serve fal-, BytePlus- and Replicate-shaped APIs on loopback, with scripted faults.
-    FakeProvider(crate::providers::fake::FakeProviderArgs),
+    FakeProvider(crate::dev::fake_provider::FakeProviderArgs),
 }
 
 /// `genq enqueue`.
@@ -224,7 +225,7 @@ pub async fn main() -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(&config, args).await,
         Command::Demo(args) => demo::run(&config, args).await,
         Command::FakeProvider(args) => {
-            crate::providers::fake::run_cli(args.port, args.config()).await?;
+            crate::dev::fake_provider::run_cli(args.port, args.config()).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -293,7 +294,7 @@ async fn run(config: Config, migrate: bool) -> anyhow::Result<ExitCode> {
     let bind = config.http.bind.clone();
     let public_bind = config.http.public_bind.clone();
     let mut registry = Registry::new();
-    crate::jobs::register_product(&mut registry, &config)?;
+    crate::app::register_product(&mut registry, &config)?;
     if config.retention.hash_key().is_none() {
         tracing::warn!(variable = %config.retention.hash_key_env,
             "no erasure hash key: account erasures will delete data but cannot complete");
@@ -355,7 +356,7 @@ async fn serve_listeners(
 /// A periodic job whose kind no handler serves would be discarded at every slot.
 fn warn_unhandled_periodic(config: &Config, registry: &Registry) {
     for p in &config.periodic {
-        if !registry.contains(&p.kind) && !crate::jobs::is_builtin(&p.kind) {
+        if !registry.contains(&p.kind) && !crate::daemon::builtin::is_builtin(&p.kind) {
             tracing::warn!(name = %p.name, kind = %p.kind,
                 "periodic job has no handler in this binary: its jobs will be discarded as unknown");
         }

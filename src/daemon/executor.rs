@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::FutureExt;
 
 use super::handler::{ErasedWorker, JobContext, JobError};
-use crate::config::BackoffConfig;
+use crate::daemon::config::BackoffConfig;
 use crate::queue::backoff;
 use crate::queue::claim::ClaimedJob;
 use crate::queue::Outcome;

@@ -293,6 +293,8 @@ where
 #[derive(Default, Clone)]
 pub struct Registry {
     workers: HashMap<String, Arc<dyn ErasedWorker>>,
+    /// Periodic jobs and hooks the product registers with its kinds (`daemon::hooks`).
+    pub(crate) hooks: super::hooks::Hooks,
 }
 
 impl Registry {

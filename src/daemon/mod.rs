@@ -7,10 +7,13 @@
 //! running jobs get `worker.shutdown_grace` to finish; what is still running is aborted and
 //! handed back (available again, attempt refunded); the completer flushes; the process exits.
 
+pub mod builtin;
 pub mod completer;
+pub mod config;
 pub mod executor;
 pub mod handler;
 pub mod heartbeat;
+pub mod hooks;
 pub mod listener;
 pub mod producer;
 
@@ -24,9 +27,10 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
 
-use crate::config::{Config, QueueConfig};
+use crate::db;
+use crate::maintenance;
 use crate::queue::complete::{Completion, Outcome};
-use crate::{db, jobs, maintenance};
+pub use config::{EngineConfig, QueueConfig};
 pub use handler::{JobContext, JobError, Registry, Worker};
 
 /// A job this daemon is running. Whoever removes it from [`Shared::running`] owns its
@@ -40,7 +44,7 @@ pub(crate) struct RunningJob {
 
 /// State shared by the daemon's tasks.
 pub(crate) struct Shared {
-    pub config: Arc<Config>,
+    pub config: Arc<EngineConfig>,
     pub pool: PgPool,
     pub listen_pool: PgPool,
     pub worker_id: String,
@@ -89,30 +93,34 @@ impl Shared {
 
 /// A configured daemon, not yet started.
 pub struct Daemon {
-    config: Arc<Config>,
+    config: Arc<EngineConfig>,
     registry: Registry,
     connect: PgConnectOptions,
     worker_id: String,
 }
 
 impl Daemon {
-    /// A daemon for `config`, with `registry`'s handlers plus the built-in kinds.
-    pub fn new(config: Config, registry: Registry) -> Result<Self, sqlx::Error> {
+    /// A daemon for `config` (an [`EngineConfig`], or anything that converts into one, such
+    /// as the whole configuration of the composition root), with
+    /// `registry`'s handlers, periodic jobs and hooks plus the built-in kinds.
+    pub fn new(config: impl Into<EngineConfig>, registry: Registry) -> Result<Self, sqlx::Error> {
+        let config = config.into();
         let connect = db::connect_options(&config.database.url, &config.database)?;
         Ok(Self::with_connect_options(config, registry, connect))
     }
 
     /// Like [`Daemon::new`], with explicit connection options (tests, embedding).
     pub fn with_connect_options(
-        mut config: Config,
+        config: impl Into<EngineConfig>,
         mut registry: Registry,
         connect: PgConnectOptions,
     ) -> Self {
+        let mut config: EngineConfig = config.into();
         config
             .queues
-            .entry(jobs::MAINTENANCE_QUEUE.to_string())
+            .entry(config::MAINTENANCE_QUEUE.to_string())
             .or_insert(QueueConfig::with_concurrency(2));
-        jobs::register_builtins(&mut registry, &config);
+        builtin::register_builtins(&mut registry, &config.prune);
         let worker_id = if config.worker.id.is_empty() {
             let host = hostname::get()
                 .ok()
@@ -296,8 +304,8 @@ impl DaemonControl {
         &self.shared.pool
     }
 
-    /// The daemon's configuration.
-    pub fn config(&self) -> &Config {
+    /// The daemon's (engine) configuration.
+    pub fn config(&self) -> &EngineConfig {
         &self.shared.config
     }
 

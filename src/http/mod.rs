@@ -8,6 +8,7 @@
 //! drain, so Prometheus can still scrape a daemon that is finishing its last jobs.
 
 pub mod admin;
+pub mod config;
 pub mod error;
 pub mod health;
 pub mod metrics;
@@ -77,9 +78,11 @@ pub fn routes(state: HttpState, which: Routes) -> Router {
     }
     if which != Routes::Internal {
         // After the default limit, so the webhooks' own (larger) limit applies to them.
-        app = app.merge(webhooks::routes(
-            state.daemon.config().webhooks.max_body_bytes,
-        ));
+        let max_body = state.webhooks.as_ref().map_or_else(
+            || config::WebhooksConfig::default().max_body_bytes,
+            |w| w.max_body_bytes(),
+        );
+        app = app.merge(webhooks::routes(max_body));
     }
     app.with_state(state)
 }

@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 
-use crate::config::{Config, PaymentsConfig, PeriodicConfig};
+use crate::config::{PaymentsConfig, PeriodicConfig};
 use crate::daemon::{JobContext, JobError, Worker};
 use crate::outbound::Secret;
 use crate::payments::plisio::PlisioClient;
@@ -79,13 +79,13 @@ impl Worker for PaymentsPoll {
 }
 
 /// The periodic definition of the poll job.
-pub fn periodic(config: &Config) -> PeriodicConfig {
+pub fn periodic(config: &PaymentsConfig) -> PeriodicConfig {
     PeriodicConfig {
         name: KIND.into(),
         kind: KIND.into(),
         cron: None,
-        every: Some(config.payments.poll_interval),
-        queue: crate::jobs::MAINTENANCE_QUEUE.into(),
+        every: Some(config.poll_interval),
+        queue: crate::daemon::config::MAINTENANCE_QUEUE.into(),
         payload: serde_json::json!({}),
     }
 }

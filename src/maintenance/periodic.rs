@@ -13,7 +13,7 @@ use croner::Cron;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use crate::config::PeriodicConfig;
+use crate::daemon::config::PeriodicConfig;
 use crate::daemon::{sleep_or_stop, Shared};
 
 const ENQUEUE_SLOT: &str = r#"
@@ -102,26 +102,11 @@ pub async fn enqueue_slot(
 
 /// Runs until `stop` turns true.
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    // The configured jobs, the engine's prune job, and those the product registered with
+    // its kinds (the generation and retention sweeps, the payments poll).
     let mut defs: Vec<PeriodicConfig> = shared.config.periodic.clone();
-    defs.push(crate::jobs::prune::periodic(&shared.config));
-    // The generation sweeper, in daemons that run the generation pipeline.
-    if shared
-        .registry
-        .contains(crate::jobs::generation::sweep::KIND)
-    {
-        defs.push(crate::jobs::generation::sweep::periodic(&shared.config));
-    }
-    // The Plisio polling fallback, in daemons that have Plisio's key.
-    if shared.registry.contains(crate::jobs::payments_poll::KIND) {
-        defs.push(crate::jobs::payments_poll::periodic(&shared.config));
-    }
-    // The retention sweep, in daemons that run the retention jobs.
-    if shared
-        .registry
-        .contains(crate::jobs::retention::sweep::KIND)
-    {
-        defs.push(crate::jobs::retention::sweep::periodic(&shared.config));
-    }
+    defs.push(super::prune::periodic(&shared.config.prune));
+    defs.extend(shared.registry.periodic_jobs().iter().cloned());
     let mut entries: Vec<(Periodic, Option<DateTime<Utc>>)> = Vec::new();
     for def in &defs {
         match Periodic::parse(def) {

@@ -25,9 +25,6 @@ SELECT q.name, q.paused, extract(epoch FROM now() - q.paused_at)::float8, q.max_
 
 const READ_ENQUEUED: &str = "SELECT queue, kind, total FROM genq.enqueued_totals";
 
-// One aggregate over the accounts table (a row per user), not per generation.
-const READ_HELD: &str = "SELECT coalesce(sum(held), 0)::int8 FROM genq.accounts";
-
 type QueueRow = (
     String,
     bool,
@@ -42,7 +39,8 @@ type QueueRow = (
 );
 
 /// Writes this daemon's configured queues into `genq.queues` (and their `max_running`,
-/// where configured), retrying until the database answers.
+/// where configured), then runs the registry's start hooks, retrying until the database
+/// answers.
 pub(crate) async fn register_queues(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut delays = crate::daemon::error_backoff();
     loop {
@@ -66,12 +64,8 @@ async fn try_register(shared: &Shared) -> Result<(), sqlx::Error> {
             queue_control::set_max_running(&shared.pool, name, Some(max)).await?;
         }
     }
-    let redated = crate::retention::apply_policies(&shared.pool, &shared.config.retention).await?;
-    if redated > 0 {
-        tracing::info!(
-            blobs = redated,
-            "retention policies changed: live blobs re-dated"
-        );
+    for hook in &shared.registry.hooks.on_start {
+        (hook.run)(shared.pool.clone()).await?;
     }
     Ok(())
 }
@@ -84,8 +78,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if let Err(err) = sample_and_export(&shared.pool, interval.as_secs_f64() * 0.9).await {
             tracing::debug!(error = %err, "queue statistics not sampled this time");
         }
-        if let Err(err) = export_retention(&shared).await {
-            tracing::debug!(error = %err, "retention backlog not sampled this time");
+        for hook in &shared.registry.hooks.on_sample {
+            if let Err(err) = (hook.run)(shared.pool.clone()).await {
+                tracing::debug!(hook = %hook.name, error = %err, "not sampled this time");
+            }
         }
         if !sleep_or_stop(interval, &mut stop).await {
             return;
@@ -103,18 +99,6 @@ fn export_local(shared: &Shared) {
     let idle = shared.pool.num_idle() as f64;
     metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "in_use").set(size - idle);
     metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "idle").set(idle);
-}
-
-/// Due and overdue items by kind: small counts over partial indexes, read by every daemon.
-async fn export_retention(shared: &Shared) -> Result<(), sqlx::Error> {
-    let backlog =
-        crate::retention::backlog::backlog(&shared.pool, shared.config.retention.overdue_after)
-            .await?;
-    for b in backlog {
-        metrics::gauge!(m::RETENTION_DUE, "kind" => b.kind.clone()).set(b.due as f64);
-        metrics::gauge!(m::RETENTION_OVERDUE, "kind" => b.kind).set(b.overdue as f64);
-    }
-    Ok(())
 }
 
 async fn sample_and_export(pool: &PgPool, min_interval_secs: f64) -> Result<(), sqlx::Error> {
@@ -161,8 +145,6 @@ async fn sample_and_export(pool: &PgPool, min_interval_secs: f64) -> Result<(), 
     }
     let totals: Vec<(String, String, i64)> =
         crate::db::query_as(READ_ENQUEUED).fetch_all(pool).await?;
-    let held: i64 = crate::db::query_scalar(READ_HELD).fetch_one(pool).await?;
-    metrics::gauge!(m::CREDITS_HELD).set(held as f64);
     for (queue, kind, total) in totals {
         metrics::counter!(m::JOBS_ENQUEUED, "queue" => queue, "kind" => kind)
             .absolute(total.max(0) as u64);

@@ -9,6 +9,7 @@
 //!   duplicate` (as `cancelled`) and `error` are recorded; a completed payment is never
 //!   moved back.
 
+pub mod config;
 pub mod plisio;
 
 pub use plisio::{plisio_hash, plisio_signed_bytes, plisio_verify};

@@ -1,5 +1,5 @@
-//! AI providers (fal.ai, BytePlus ModelArk, Replicate) behind one trait, and the fake
-//! provider that serves their dialects on loopback.
+//! AI providers (fal.ai, BytePlus ModelArk, Replicate) behind one trait (the fake provider
+//! that serves their dialects on loopback is a dev tool: `crate::dev::fake_provider`).
 //!
 //! The trait is shaped by what the generation pipeline must decide, not by any one vendor:
 //! every failure says whether to retry ([`ProviderError`]), a submit whose outcome is unknown
@@ -15,7 +15,6 @@
 
 pub mod byteplus;
 pub mod config;
-pub mod fake;
 pub mod fal;
 pub mod gate;
 pub mod http;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::config::BackoffConfig;
+use crate::daemon::config::BackoffConfig;
 
 /// `min(max, base · 2^(failures-1)) · (1 ± jitter)`, where `failures` counts the failure
 /// that just happened (1 for a job's first failure).

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use genq::config::{Config, QueueConfig};
 use genq::credits::{self, Balance, Generation, GenerationState, NewGeneration};
+use genq::dev::fake_provider::{self as fake, FakeConfig, FakeServer};
 use genq::jobs::generation::Pipeline;
-use genq::providers::fake::{self, FakeConfig, FakeServer};
 use genq::{DaemonHandle, Registry};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
 use super::{fast_config, wait_until, TestDb};
@@ -20,7 +21,17 @@ pub struct GenEnv {
     pub config: Config,
 }
 
+/// How long the fake renders in most generation scenarios.
+pub const FAST_RENDER: Duration = Duration::from_millis(400);
+
 impl GenEnv {
+    /// The usual bundle for a generation scenario: a fresh database, a fake provider
+    /// rendering for [`FAST_RENDER`], an output store and a config pointing at both (start
+    /// the daemon with [`GenEnv::daemon`] once the scenario has set its faults and config).
+    pub async fn setup(po: PgPoolOptions, co: PgConnectOptions) -> Self {
+        Self::new(TestDb::new(po, co).await, FAST_RENDER).await
+    }
+
     /// A fake provider rendering for `render_time`, and a config pointing at it.
     pub async fn new(db: TestDb, render_time: Duration) -> Self {
         Self::with_fake(

@@ -236,8 +236,6 @@ pub fn spawn_daemon(url: &str, env: &[(&str, &str)]) -> Child {
     cmd.spawn().expect("spawn genq run")
 }
 
-pub mod fake_supabase;
-pub mod fake_vercel;
 pub mod pgbouncer;
 pub mod privileges;
 pub mod prom;

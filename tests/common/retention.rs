@@ -12,6 +12,7 @@ use genq::retention::{blobs, BlobRole};
 use genq::storage::local::LocalStore;
 use genq::storage::{BlobStore, Stores};
 use genq::{DaemonHandle, Registry};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
 use super::{fast_config, wait_until, TestDb};
@@ -42,6 +43,19 @@ pub struct BlobRow {
 }
 
 impl RetentionEnv {
+    /// The usual bundle for a retention scenario: a fresh database and [`RetentionEnv::new`].
+    pub async fn setup(po: PgPoolOptions, co: PgConnectOptions) -> Self {
+        Self::new(TestDb::new(po, co).await).await
+    }
+
+    /// [`RetentionEnv::setup`] with the periodic sweep off for good (an interval of a
+    /// century), for fault scenarios that must control every sweep themselves.
+    pub async fn setup_without_periodic_sweep(po: PgPoolOptions, co: PgConnectOptions) -> Self {
+        let mut env = Self::setup(po, co).await;
+        env.config.retention.interval = Duration::from_secs(100 * 365 * 24 * 3600);
+        env
+    }
+
     /// A local store in a temp dir; the periodic sweep effectively off (tests run it with
     /// [`RetentionEnv::sweep`]) unless a test shortens `config.retention.interval`.
     pub async fn new(db: TestDb) -> Self {
@@ -305,4 +319,14 @@ pub async fn wait_exported(
         .await
         .unwrap()
         .unwrap()
+}
+
+/// The job's recorded error messages, oldest first.
+pub fn error_messages(job: &genq::queue::job_control::JobRow) -> Vec<String> {
+    job.errors
+        .as_array()
+        .expect("errors is an array")
+        .iter()
+        .map(|e| e["error"].as_str().unwrap_or_default().to_string())
+        .collect()
 }

@@ -14,10 +14,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use sqlx::postgres::PgConnectOptions;
 
-use super::fake_vercel::FakeVercel;
 use super::proxy::PgProxy;
 use super::retention::RetentionEnv;
 use super::{wait_until, RunningBinary};
+use genq::dev::fake_stores::vercel::FakeVercel;
 
 /// The token the fake Vercel Blob of the fault scenarios accepts.
 pub const VERCEL_TOKEN: &str = "vercel_blob_rw_FAULTS_notarealsecret";

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use genq::bench::chaos::{self, ChaosArgs};
+use genq::dev::bench::chaos::{self, ChaosArgs};
 use genq::providers::ProviderKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,7 +14,7 @@ async fn killed_daemons_and_a_crashed_database_lose_nothing_and_pay_nothing_twic
     let report = chaos::run(&args, Path::new(env!("CARGO_BIN_EXE_genq")))
         .await
         .expect("the chaos run itself");
-    let printed = genq::bench::chaos::render(&report);
+    let printed = genq::dev::bench::chaos::render(&report);
     assert!(report.kills > 0, "{printed}");
     assert_eq!(report.pg_restarts, 1, "{printed}");
     assert!(

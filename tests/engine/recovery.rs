@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use genq::bench::pg_cluster::PgCluster;
+use genq::dev::bench::pg_cluster::PgCluster;
 use genq::{JobState, NewJob, Registry};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

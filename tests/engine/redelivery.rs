@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use genq::credits::GenerationState;
-use genq::providers::fake::faults::{FakeOp, FaultKind, FaultSpec};
-use genq::providers::fake::FakeConfig;
+use genq::dev::fake_provider::faults::{FakeOp, FaultKind, FaultSpec};
+use genq::dev::fake_provider::FakeConfig;
 use genq::providers::ProviderKind;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -42,10 +42,11 @@ async fn an_ambiguous_fal_submit_is_adopted_from_a_redelivered_callback(
     // The daemon runs, but its webhook endpoint is down: the first callback is refused.
     let daemon = start_daemon(&env, env.config.clone());
     let id = env.request("u1", "fal", 10).await;
-    wait_until(Duration::from_secs(20), "a refused callback", || async {
-        env.fake.stats().webhooks_failed >= 1
-    })
-    .await;
+    env.fake
+        .wait_for_stats("a refused callback", Duration::from_secs(20), |s| {
+            s.webhooks_failed >= 1
+        })
+        .await;
     assert_eq!(env.generation(id).await.state, GenerationState::Submitting);
 
     // The endpoint comes back; fal's next retry lands and names the request.
@@ -115,10 +116,11 @@ async fn a_callback_nobody_takes_is_given_up_after_the_providers_schedule(
     let id = env.request("u1", "replicate", 10).await;
     let g = env.wait_final(id, Duration::from_secs(30)).await;
     env.assert_output_stored(&g);
-    wait_until(Duration::from_secs(20), "the webhook abandoned", || async {
-        env.fake.stats().webhooks_abandoned == 1
-    })
-    .await;
+    env.fake
+        .wait_for_stats("the webhook abandoned", Duration::from_secs(20), |s| {
+            s.webhooks_abandoned == 1
+        })
+        .await;
     let stats = env.fake.stats();
     assert_eq!(
         stats.webhooks_failed, 6,

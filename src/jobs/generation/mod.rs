@@ -13,6 +13,7 @@
 //! Every provider call passes the fleet-wide gate ([`crate::providers::gate`]).
 
 pub mod cancel;
+pub mod config;
 pub mod poll;
 pub mod reconcile;
 pub mod settle;
@@ -88,16 +89,19 @@ impl Pipeline {
         })
     }
 
-    /// Registers the generation job kinds.
+    /// Registers the generation job kinds and their periodic jobs (the sweep; the payments
+    /// poll when Plisio's key is set).
     pub fn register(self: Arc<Self>, registry: &mut Registry) {
         registry.register(submit::Submit(self.clone()));
         registry.register(poll::Poll(self.clone()));
         registry.register(reconcile::Reconcile(self.clone()));
         registry.register(sweep::Sweep(self.clone()));
+        registry.periodic(sweep::periodic(&self.sweep));
         if let Some(key) = &self.plisio_api_key {
             match crate::jobs::payments_poll::PaymentsPoll::new(&self.payments, key.clone()) {
                 Ok(poll) => {
                     registry.register(poll);
+                    registry.periodic(crate::jobs::payments_poll::periodic(&self.payments));
                 }
                 Err(err) => tracing::error!(error = %err, "payments.poll not set up"),
             }

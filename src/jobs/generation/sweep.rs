@@ -18,7 +18,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{poll, Pipeline};
-use crate::config::{Config, PeriodicConfig};
+use crate::config::{PeriodicConfig, SweepConfig};
 use crate::credits;
 use crate::daemon::{JobContext, JobError, Worker};
 use crate::generation::{record, GenerationState};
@@ -106,13 +106,13 @@ impl Worker for Sweep {
 }
 
 /// The periodic definition of the sweep job.
-pub fn periodic(config: &Config) -> PeriodicConfig {
+pub fn periodic(config: &SweepConfig) -> PeriodicConfig {
     PeriodicConfig {
         name: KIND.into(),
         kind: KIND.into(),
         cron: None,
-        every: Some(config.sweep.interval),
-        queue: crate::jobs::MAINTENANCE_QUEUE.into(),
+        every: Some(config.interval),
+        queue: crate::daemon::config::MAINTENANCE_QUEUE.into(),
         payload: serde_json::json!({}),
     }
 }

@@ -46,13 +46,48 @@ impl Retention {
         }
     }
 
-    /// Registers the retention job kinds.
+    /// Registers the retention job kinds, the periodic sweep, the application of the
+    /// configured policies at start and the backlog gauges at every statistics sample.
     pub fn register(self: Arc<Self>, registry: &mut Registry) {
+        registry.periodic(sweep::periodic(&self.config));
+        let policies = self.config.clone();
+        registry.on_start("retention.policies", move |pool| {
+            let policies = policies.clone();
+            async move { apply_policies(&pool, &policies).await }
+        });
+        let overdue_after = self.config.overdue_after;
+        registry.on_sample("retention.backlog", move |pool| async move {
+            export_backlog(&pool, overdue_after).await
+        });
         registry.register(sweep::Sweep(self.clone()));
         registry.register(delete::Delete(self.clone()));
         registry.register(erase::Erase(self.clone()));
         registry.register(export::Export(self));
     }
+}
+
+/// Writes the configured policies at start, re-dating live blobs of a changed policy.
+async fn apply_policies(pool: &sqlx::PgPool, config: &RetentionConfig) -> sqlx::Result<()> {
+    let redated = crate::retention::apply_policies(pool, config).await?;
+    if redated > 0 {
+        tracing::info!(
+            blobs = redated,
+            "retention policies changed: live blobs re-dated"
+        );
+    }
+    Ok(())
+}
+
+/// Due and overdue items by kind: small counts over partial indexes, read by every daemon.
+async fn export_backlog(
+    pool: &sqlx::PgPool,
+    overdue_after: std::time::Duration,
+) -> sqlx::Result<()> {
+    for b in crate::retention::backlog::backlog(pool, overdue_after).await? {
+        metrics::gauge!(crate::metrics::RETENTION_DUE, "kind" => b.kind.clone()).set(b.due as f64);
+        metrics::gauge!(crate::metrics::RETENTION_OVERDUE, "kind" => b.kind).set(b.overdue as f64);
+    }
+    Ok(())
 }
 
 fn count_deletions(store: &str, role: &str, outcome: &'static str, n: u64) {

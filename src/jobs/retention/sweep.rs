@@ -9,8 +9,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::Retention;
-use crate::config::{Config, PeriodicConfig};
+use crate::config::PeriodicConfig;
 use crate::daemon::{JobContext, JobError, Worker};
+use crate::retention::RetentionConfig;
 use crate::retention::{blobs, scrub};
 
 /// The kind.
@@ -76,12 +77,12 @@ impl Worker for Sweep {
 }
 
 /// The periodic definition of the sweep.
-pub fn periodic(config: &Config) -> PeriodicConfig {
+pub fn periodic(config: &RetentionConfig) -> PeriodicConfig {
     PeriodicConfig {
         name: KIND.into(),
         kind: KIND.into(),
         cron: None,
-        every: Some(config.retention.interval),
+        every: Some(config.interval),
         queue: super::QUEUE.into(),
         payload: serde_json::json!({}),
     }
