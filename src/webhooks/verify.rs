@@ -26,6 +26,11 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
+    /// Largest accepted callback body (`webhooks.max_body_bytes`).
+    pub fn max_body_bytes(&self) -> usize {
+        self.config.max_body_bytes
+    }
+
     /// From `[webhooks]`, secrets read from the environment variables it names.
     pub fn from_config(config: &WebhooksConfig) -> anyhow::Result<Self> {
         Self::with_secrets(
