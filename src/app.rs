@@ -11,7 +11,7 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::daemon::Registry;
-use crate::jobs::{generation, retention};
+use crate::jobs::{generation, privacy};
 
 // One aggregate over the accounts table (a row per user), not per generation.
 const READ_HELD: &str = "SELECT coalesce(sum(held), 0)::int8 FROM genq.accounts";
@@ -24,7 +24,7 @@ pub fn register_product(registry: &mut Registry, config: &Config) -> anyhow::Res
         generation::Pipeline::from_config(config)
             .context("cannot set up the generation pipeline")?,
     );
-    let retention = Arc::new(retention::Retention::from_config(
+    let retention = Arc::new(privacy::Retention::from_config(
         config,
         pipeline.store.clone(),
     ));

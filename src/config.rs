@@ -99,7 +99,7 @@ impl Default for Config {
             QueueConfig::with_concurrency(16),
         );
         queues.insert(
-            crate::jobs::retention::QUEUE.to_string(),
+            crate::jobs::privacy::QUEUE.to_string(),
             QueueConfig::with_concurrency(4),
         );
         Self {

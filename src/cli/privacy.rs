@@ -12,7 +12,7 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::retention::backlog::{self, Backlog};
-use crate::retention::{erasure, export};
+use crate::retention::{erasure, export_archive};
 
 /// `genq privacy ...`.
 #[derive(Debug, Subcommand)]
@@ -115,14 +115,14 @@ pub async fn run(
         }
         PrivacyCommand::Export { user, wait } => {
             let mut conn = pool.acquire().await?;
-            let id = export::request(&mut conn, &user)
+            let id = export_archive::request(&mut conn, &user)
                 .await
                 .context("genq.request_export failed")?;
             drop(conn);
             println!("export request {id} for {user}");
             if let Some(timeout) = wait {
                 let r = poll(timeout, "the export", || async {
-                    Ok(export::get(&pool, id)
+                    Ok(export_archive::get(&pool, id)
                         .await?
                         .filter(|r| r.completed_at.is_some()))
                 })

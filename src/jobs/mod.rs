@@ -4,4 +4,4 @@
 pub mod generation;
 mod job_errors;
 pub mod payments_poll;
-pub mod retention;
+pub mod privacy;

@@ -87,15 +87,15 @@ pub async fn schedule_deletions(
     let mut done = Scheduled::default();
     for (store, ids) in by_store {
         for chunk in ids.chunks(batch.max(1) as usize) {
-            let args = crate::jobs::retention::delete::DeleteArgs {
+            let args = crate::jobs::privacy::delete::DeleteArgs {
                 store: store.clone(),
                 blob_ids: chunk.to_vec(),
             };
             let job = NewJob::new(
-                crate::jobs::retention::delete::KIND,
+                crate::jobs::privacy::delete::KIND,
                 serde_json::to_value(&args).expect("delete args serialize"),
             )
-            .queue(crate::jobs::retention::QUEUE);
+            .queue(crate::jobs::privacy::QUEUE);
             let job_id = enqueue_in(&mut tx, &job).await?;
             crate::db::query(SET_DELETE_JOB)
                 .bind(chunk)

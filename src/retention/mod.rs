@@ -4,7 +4,7 @@
 //! must delete is a row of `genq.blobs` with the date it becomes due (`expires_at`) and the
 //! policy that set it; the policies themselves (`genq.retention_policies`) are written from
 //! `[retention]` when a daemon starts, so SQL and daemon agree. The retention jobs
-//! (`src/jobs/retention/`) only act on what is due, re-checked under the row's lock, and
+//! (`src/jobs/privacy/`) only act on what is due, re-checked under the row's lock, and
 //! every deletion or scrub writes `genq.deletion_log`. Erasure keeps money records
 //! (ledger, payments) but replaces the user's id by a keyed hash. See `docs/privacy.md`.
 //!
@@ -15,7 +15,7 @@ pub mod backlog;
 pub mod blobs;
 pub mod config;
 pub mod erasure;
-pub mod export;
+pub mod export_archive;
 pub mod scrub;
 
 use serde::{Deserialize, Serialize};

@@ -91,7 +91,7 @@ impl GenEnv {
     ) -> DaemonHandle {
         let mut registry = Registry::new();
         let pipeline = Arc::new(Pipeline::from_config(&self.config).expect("pipeline"));
-        let retention = Arc::new(genq::jobs::retention::Retention {
+        let retention = Arc::new(genq::jobs::privacy::Retention {
             stores: genq::storage::Stores::new(&self.config.storage, pipeline.store.clone()),
             config: self.config.retention.clone(),
             hash_key: Some(super::retention::HASH_KEY.to_vec()),

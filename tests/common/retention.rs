@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use genq::config::Config;
 use genq::credits::{self, NewGeneration};
-use genq::jobs::retention::Retention;
+use genq::jobs::privacy::Retention;
 use genq::retention::{blobs, BlobRole};
 use genq::storage::local::LocalStore;
 use genq::storage::{BlobStore, Stores};
@@ -309,13 +309,15 @@ pub async fn wait_exported(
     pool: &sqlx::PgPool,
     id: i64,
     within: Duration,
-) -> genq::retention::export::ExportRequest {
+) -> genq::retention::export_archive::ExportRequest {
     wait_until(within, "the export to be written", || async {
-        let r = genq::retention::export::get(pool, id).await.unwrap();
+        let r = genq::retention::export_archive::get(pool, id)
+            .await
+            .unwrap();
         r.is_some_and(|r| r.completed_at.is_some())
     })
     .await;
-    genq::retention::export::get(pool, id)
+    genq::retention::export_archive::get(pool, id)
         .await
         .unwrap()
         .unwrap()

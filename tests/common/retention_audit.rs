@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use genq::jobs::retention::delete::DeleteArgs;
+use genq::jobs::privacy::delete::DeleteArgs;
 use genq::queue::job_control::JobRow;
 use genq::retention::BlobRole;
 use genq::{JobState, NewJob};

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use super::{percentile, BenchArgs};
 use crate::config::{Config, QueueConfig};
 use crate::daemon::{Daemon, Registry};
-use crate::jobs::retention::Retention;
+use crate::jobs::privacy::Retention;
 use crate::storage::local::LocalStore;
 use crate::storage::Stores;
 
@@ -92,7 +92,7 @@ pub async fn measure(
     let mut daemon_config = config.clone();
     daemon_config.queues.clear();
     daemon_config.queues.insert(
-        crate::jobs::retention::QUEUE.into(),
+        crate::jobs::privacy::QUEUE.into(),
         QueueConfig::with_concurrency(args.retention_concurrency),
     );
     daemon_config.periodic.clear();
@@ -140,7 +140,7 @@ pub async fn measure(
             .fetch_one(&pool)
             .await?;
     let left = files_left(dir.path())?;
-    let durations = job_durations(&pool, crate::jobs::retention::delete::KIND).await?;
+    let durations = job_durations(&pool, crate::jobs::privacy::delete::KIND).await?;
     println!(
         "deleted {n} blobs in {secs:.2} s: {:.0} blobs/s; deletion_log rows {logged}; files left {left}",
         n as f64 / secs

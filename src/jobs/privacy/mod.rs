@@ -1,4 +1,6 @@
-//! The retention jobs, all in queue `retention` (so an operator can pause deletions
+//! The privacy jobs (named `privacy` so they are not confused with the [`crate::retention`]
+//! domain whose SQL they run): retention deletions, erasures and exports, all in queue
+//! `retention` (so an operator can pause deletions
 //! fleet-wide without pausing anything else):
 //!
 //! - `retention.sweep` (periodic, `[retention] interval`): scrubs due inputs and webhook
@@ -13,7 +15,7 @@
 pub mod delete;
 pub mod erase;
 pub mod export;
-pub mod sweep;
+pub mod retention_sweep;
 
 use std::sync::Arc;
 
@@ -49,7 +51,7 @@ impl Retention {
     /// Registers the retention job kinds, the periodic sweep, the application of the
     /// configured policies at start and the backlog gauges at every statistics sample.
     pub fn register(self: Arc<Self>, registry: &mut Registry) {
-        registry.periodic(sweep::periodic(&self.config));
+        registry.periodic(retention_sweep::periodic(&self.config));
         let policies = self.config.clone();
         registry.on_start("retention.policies", move |pool| {
             let policies = policies.clone();
@@ -59,7 +61,7 @@ impl Retention {
         registry.on_sample("retention.backlog", move |pool| async move {
             export_backlog(&pool, overdue_after).await
         });
-        registry.register(sweep::Sweep(self.clone()));
+        registry.register(retention_sweep::Sweep(self.clone()));
         registry.register(delete::Delete(self.clone()));
         registry.register(erase::Erase(self.clone()));
         registry.register(export::Export(self));

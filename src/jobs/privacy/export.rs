@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Retention;
 use crate::daemon::{JobContext, JobError, Worker};
-use crate::retention::{blobs, export, BlobRole};
+use crate::retention::{blobs, export_archive as archive, BlobRole};
 
 /// The kind.
 pub const KIND: &str = "privacy.export";
@@ -51,7 +51,7 @@ impl Worker for Export {
     }
 
     async fn work(&self, ctx: JobContext, args: ExportArgs) -> Result<(), JobError> {
-        let Some(request) = export::get(&ctx.pool, args.request_id).await? else {
+        let Some(request) = archive::get(&ctx.pool, args.request_id).await? else {
             return Err(JobError::permanent(format!(
                 "export request {} does not exist",
                 args.request_id
@@ -60,7 +60,7 @@ impl Worker for Export {
         if request.completed_at.is_some() {
             return Ok(());
         }
-        let archive = export::archive(&ctx.pool, &request.user_id).await?;
+        let archive = archive::archive(&ctx.pool, &request.user_id).await?;
         let body = serde_json::to_vec_pretty(&archive).map_err(JobError::failure)?;
         let size = body.len();
         let store = self.0.stores.output();
@@ -91,7 +91,7 @@ impl Worker for Export {
             .map_err(JobError::from)?
             .unwrap_or_else(|| stored.url.clone());
         let mut tx = crate::db::begin(&ctx.pool).await?;
-        export::complete(&mut tx, request.id, blob_id, &stored, &url).await?;
+        archive::complete(&mut tx, request.id, blob_id, &stored, &url).await?;
         ctx.complete_in(&mut tx).await?;
         tx.commit().await?;
         metrics::counter!(crate::metrics::EXPORTS).increment(1);
