@@ -10,8 +10,8 @@
 //!
 //! Requests carry only the model input: never a user id, e-mail or anything else that
 //! identifies the person (privacy promise "data sent to providers only to produce the
-//! output"). Facts about each vendor come from `shared/reference/provider-apis.md`; the
-//! decisions taken on top of them are in `docs/providers.md`.
+//! output"). Facts about each vendor and the decisions taken on top of them are in
+//! `docs/providers.md`.
 
 pub mod byteplus;
 pub mod config;

@@ -3,12 +3,17 @@
 //! storage, and the user's credits are captured in the same transaction that records
 //! success (or released on failure).
 //!
-//! Three job kinds, all in queue `generation`:
+//! Five job kinds:
 //! - `generation.submit` records its intent, calls the provider, saves the request id and
 //!   schedules the poll, then finishes (an ambiguous submit is reconciled, never repeated);
 //! - `generation.poll` asks the provider for the authoritative status, snoozing (no attempt
 //!   spent) while it renders, and settles the generation when it ends;
-//! - `generation.cancel` cancels at the provider and releases the hold.
+//! - `generation.reconcile` does the same for a verified webhook, which is only a hint;
+//! - `generation.cancel` cancels at the provider and releases the hold;
+//! - `generation.sweep` (periodic, queue `maintenance`) re-polls generations that lost their
+//!   poll job and fails those whose submit ended or that outlived the providers' retention.
+//!
+//! The first four run in queue `generation`.
 //!
 //! Every provider call passes the fleet-wide gate ([`crate::providers::gate`]).
 
@@ -140,18 +145,56 @@ impl Pipeline {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<T, ProviderError>>,
     {
+        let admitted = self.admit(pool, kind, operation).await?;
+        Ok(self.call_admitted(pool, admitted, f).await)
+    }
+
+    /// Takes a slot from the fleet-wide gate for one call, without calling yet. The submit
+    /// takes it before it commits `submitting`, so nothing that needs the database stands
+    /// between that commit and the request (a database lost there would leave a generation
+    /// `submitting` that was never sent, and fal could only wait out the grace).
+    pub async fn admit(
+        &self,
+        pool: &sqlx::PgPool,
+        kind: ProviderKind,
+        operation: &'static str,
+    ) -> Result<Admitted, JobError> {
         let limits = self.config.limits_for(kind);
         let lease = self.config.request_timeout + Duration::from_secs(30);
-        let slot = match gate::acquire(pool, kind, &limits, lease).await? {
-            Admission::Granted(slot) => slot,
+        match gate::acquire(pool, kind, &limits, lease).await? {
+            Admission::Granted(slot) => Ok(Admitted {
+                slot,
+                kind,
+                operation,
+                limits,
+            }),
             Admission::Wait { after, reason } => {
                 metrics::counter!(crate::metrics::PROVIDER_REQUESTS, "provider" => kind.as_str(),
                     "operation" => operation, "result" => "refused")
                 .increment(1);
                 tracing::debug!(provider = kind.as_str(), operation, %reason, wait = ?after, "provider gate: waiting");
-                return Err(JobError::snooze(after));
+                Err(JobError::snooze(after))
             }
-        };
+        }
+    }
+
+    /// Makes the call a slot was granted for and releases the slot with its outcome.
+    pub async fn call_admitted<T, F, Fut>(
+        &self,
+        pool: &sqlx::PgPool,
+        admitted: Admitted,
+        f: F,
+    ) -> Result<T, ProviderError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
+        let Admitted {
+            slot,
+            kind,
+            operation,
+            limits,
+        } = admitted;
         let result = f().await;
         let outcome = CallOutcome::of(&result);
         let label = match &result {
@@ -178,8 +221,27 @@ impl Pipeline {
             Err(err) => tracing::warn!(provider = kind.as_str(), error = %err,
                 "provider gate not updated after a call; the slot expires with its lease"),
         }
-        Ok(result)
+        result
     }
+
+    /// Hands back a slot whose call was not made (the breaker is left as it is); if the
+    /// gate cannot be reached, the slot expires with its lease.
+    pub async fn give_back(&self, pool: &sqlx::PgPool, admitted: Admitted) {
+        if let Err(err) =
+            gate::release(pool, admitted.slot, CallOutcome::Neutral, &admitted.limits).await
+        {
+            tracing::warn!(provider = admitted.kind.as_str(), error = %err,
+                "unused provider slot not handed back; it expires with its lease");
+        }
+    }
+}
+
+/// A slot the fleet-wide gate granted for one provider call ([`Pipeline::admit`]).
+pub struct Admitted {
+    slot: gate::Slot,
+    kind: ProviderKind,
+    operation: &'static str,
+    limits: crate::providers::config::ProviderLimits,
 }
 
 /// Loads a generation with its provider; `None` if it no longer exists (e.g. erased).

@@ -75,10 +75,22 @@ impl Worker for Submit {
             }
         }
 
-        let mut conn = ctx.pool.acquire().await?;
-        if !record::mark_submitting(&mut conn, generation.id).await? {
+        // The gate's slot first: once `submitting` is committed, only the request follows.
+        let admitted = pipeline.admit(&ctx.pool, kind, "submit").await?;
+        let marked = match ctx.pool.acquire().await {
+            Ok(mut conn) => record::mark_submitting(&mut conn, generation.id).await,
+            Err(err) => Err(err),
+        };
+        let marked = match marked {
+            Ok(marked) => marked,
+            Err(err) => {
+                pipeline.give_back(&ctx.pool, admitted).await;
+                return Err(err.into());
+            }
+        };
+        if !marked {
+            pipeline.give_back(&ctx.pool, admitted).await;
             // A cancellation may have arrived after the load: honour it before anything is sent.
-            drop(conn);
             if let Some((now, _)) = super::load_generation(&ctx.pool, generation.id).await? {
                 if now.cancel_requested_at.is_some()
                     && matches!(
@@ -97,20 +109,10 @@ impl Worker for Submit {
             }
             return Ok(());
         }
-        drop(conn);
         let provider = pipeline.providers.get(kind);
         let result = pipeline
-            .call(&ctx.pool, kind, "submit", || provider.submit(&request))
+            .call_admitted(&ctx.pool, admitted, || provider.submit(&request))
             .await;
-        let result = match result {
-            Ok(r) => r,
-            Err(snooze) => {
-                // The gate refused before any request was sent.
-                let mut conn = ctx.pool.acquire().await?;
-                record::back_to_queued(&mut conn, generation.id).await?;
-                return Err(snooze);
-            }
-        };
         match result {
             Ok(submitted) => save_submitted(&ctx, &generation, &submitted).await,
             Err(ProviderError::Permanent { message }) => {

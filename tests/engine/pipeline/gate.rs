@@ -186,3 +186,60 @@ async fn the_circuit_opens_after_repeated_failures_and_a_success_closes_it(
         "granted"
     );
 }
+
+/// The submit takes its gate slot before it commits `submitting`: while the gate refuses,
+/// the generation stays `queued` (nothing between that commit and the request needs the
+/// database, so a lost database cannot leave a never-sent generation `submitting`, which
+/// for fal would wait out the whole ambiguous-submit grace).
+#[sqlx::test(migrations = false)]
+async fn a_refused_gate_leaves_the_generation_queued_until_a_slot_frees(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    let mut env = crate::common::generation::GenEnv::setup(po, co).await;
+    let l = limits(1, 1000.0, 1000);
+    env.config.providers.limits.insert("fal".into(), l.clone());
+    env.grant("u1", 10).await;
+    // Another daemon holds the only fal slot.
+    let Admission::Granted(held) =
+        acquire(&env.db.pool, ProviderKind::Fal, &l, Duration::from_secs(60))
+            .await
+            .unwrap()
+    else {
+        panic!("the first slot is free")
+    };
+    let daemon = env.daemon();
+    let id = env.request("u1", "fal", 10).await;
+    crate::common::wait_until(
+        Duration::from_secs(10),
+        "the submit to wait for the gate",
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM genq.jobs WHERE kind = 'generation.submit' AND attempt >= 2",
+            )
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap()
+                > 0
+        },
+    )
+    .await;
+    let g = env.generation(id).await;
+    assert_eq!(g.state, genq::credits::GenerationState::Queued, "{g:?}");
+    assert_eq!(env.fake.stats().created(ProviderKind::Fal), 0);
+    let failures: i32 =
+        sqlx::query_scalar("SELECT failures FROM genq.jobs WHERE kind = 'generation.submit'")
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(failures, 0, "waiting for the gate is no failure");
+
+    release(&env.db.pool, held, CallOutcome::Success, &l)
+        .await
+        .unwrap();
+    let g = env.wait_final(id, Duration::from_secs(30)).await;
+    daemon.shutdown().await;
+    assert_eq!(g.state, genq::credits::GenerationState::Succeeded, "{g:?}");
+    assert_eq!(env.fake.stats().created(ProviderKind::Fal), 1);
+    env.db.assert_invariants().await;
+}
