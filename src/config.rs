@@ -296,7 +296,7 @@ fn parse_like(existing: &toml::Value, raw: &str) -> toml::Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
 
     // serde_json is built with arbitrary_precision (Plisio's verify_hash): numbers in a
     // periodic payload must still round-trip through the TOML layer as numbers.
@@ -356,7 +356,8 @@ mod tests {
         );
     }
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    /// Environment pairs as `Config::from_toml_and_env` takes them.
+    pub(crate) fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))

@@ -143,14 +143,8 @@ impl Default for SupabaseConfig {
 
 #[cfg(test)]
 mod tests {
+    use crate::config::tests::env;
     use crate::config::Config;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
-    }
 
     #[test]
     fn environment_overrides_reach_nested_storage_keys() {
