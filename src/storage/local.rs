@@ -131,13 +131,13 @@ impl BlobStore for LocalStore {
         let url = url::Url::from_file_path(&path)
             .map_err(|()| StorageError::permanent(format!("{} has no file URL", path.display())))?;
         tracing::debug!(key, size, "stored in the local store");
-        Ok(StoredObject {
-            store: self.name().to_string(),
-            key: key.to_string(),
-            url: url.to_string(),
+        Ok(StoredObject::as_given(
+            self.name(),
+            key,
+            url.to_string(),
             size,
-            content_type: content_type.map(str::to_string),
-        })
+            content_type,
+        ))
     }
 
     async fn delete(&self, keys: &[String]) -> DeleteReport {

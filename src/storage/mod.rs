@@ -53,6 +53,26 @@ pub struct StoredObject {
     pub content_type: Option<String>,
 }
 
+impl StoredObject {
+    /// What `store` stored under `key`, as given to `put` with `content_type`: the record
+    /// of a backend that keeps the key and content type it was given.
+    pub fn as_given(
+        store: &str,
+        key: &str,
+        url: String,
+        size: u64,
+        content_type: Option<&str>,
+    ) -> Self {
+        Self {
+            store: store.to_string(),
+            key: key.to_string(),
+            url,
+            size,
+            content_type: content_type.map(str::to_string),
+        }
+    }
+}
+
 /// Why a store operation failed, and therefore whether to try again.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {

@@ -243,13 +243,13 @@ impl BlobStore for S3Store {
             self.multipart(&location, attributes, first, body).await?
         };
         tracing::debug!(key, size, bucket = %self.bucket, "stored in S3");
-        Ok(StoredObject {
-            store: self.name().to_string(),
-            key: key.to_string(),
-            url: self.url_of(key),
+        Ok(StoredObject::as_given(
+            self.name(),
+            key,
+            self.url_of(key),
             size,
-            content_type: content_type.map(str::to_string),
-        })
+            content_type,
+        ))
     }
 
     async fn delete(&self, keys: &[String]) -> DeleteReport {

@@ -164,13 +164,13 @@ impl BlobStore for SupabaseStore {
             key,
         );
         tracing::debug!(key, size, bucket = %self.bucket, "stored in Supabase Storage");
-        Ok(StoredObject {
-            store: self.name().to_string(),
-            key: key.to_string(),
-            url: public.to_string(),
+        Ok(StoredObject::as_given(
+            self.name(),
+            key,
+            public.to_string(),
             size,
-            content_type: content_type.map(str::to_string),
-        })
+            content_type,
+        ))
     }
 
     async fn delete(&self, keys: &[String]) -> DeleteReport {
