@@ -262,28 +262,25 @@ impl Provider for BytePlus {
             }
             let page: Page = reply.parse(KIND, Op::List)?;
             seen += page.items.len() as u64;
-            let mut matches: Vec<&Task> = page
-                .items
-                .iter()
-                .filter(|t| t.callback_url.as_deref().is_some_and(|u| u.contains(&id)))
-                .collect();
-            if let Some(task) = matches.pop() {
-                if !matches.is_empty() {
-                    tracing::warn!(generation_id = %id, "byteplus: more than one task carries this generation id");
-                }
+            let scan = http::scan_page(
+                KIND,
+                "task",
+                &page.items,
+                &id,
+                |t| t.callback_url.as_deref(),
+                |t| t.created_at,
+                since,
+            );
+            if let Some(task) = scan.matches.last() {
                 return Ok(Some(Submitted {
                     request_id: task.id.clone(),
                     meta: json!({}),
                 }));
             }
             // Newest first: a page wholly older than `since` ends the window.
-            let all_older = page
-                .items
-                .iter()
-                .all(|t| t.created_at.is_some_and(|c| c < since));
             let last =
                 page.items.len() < PAGE_SIZE as usize || (page.total > 0 && seen >= page.total);
-            if last || all_older {
+            if last || scan.all_older {
                 return Ok(None);
             }
         }

@@ -24,6 +24,43 @@ use crate::outbound::read_capped;
 /// (validation errors); errors end up in job histories, which are kept longer than inputs.
 const MAX_DETAIL_CHARS: usize = 300;
 
+/// One page of a newest-first listing, read to reconcile an ambiguous submit.
+pub struct ListedPage<'a, T> {
+    /// The items whose webhook URL carries the generation id, in listing order.
+    pub matches: Vec<&'a T>,
+    /// Whether every item was created before the window opened: the listing is newest
+    /// first, so no later page can hold the submit.
+    pub all_older: bool,
+}
+
+/// Reads one page of a newest-first listing for the submit of `generation_id`: the items
+/// whose webhook URL (`webhook`) carries it, warning when more than one `noun` does, and
+/// whether the page is wholly older than `since` (by `created`).
+pub fn scan_page<'a, T, C: PartialOrd>(
+    kind: ProviderKind,
+    noun: &str,
+    items: &'a [T],
+    generation_id: &str,
+    webhook: impl Fn(&T) -> Option<&str>,
+    created: impl Fn(&T) -> Option<C>,
+    since: C,
+) -> ListedPage<'a, T> {
+    let matches: Vec<&T> = items
+        .iter()
+        .filter(|item| webhook(item).is_some_and(|u| u.contains(generation_id)))
+        .collect();
+    if matches.len() > 1 {
+        tracing::warn!(
+            generation_id = %generation_id,
+            "{kind}: more than one {noun} carries this generation id"
+        );
+    }
+    let all_older = items
+        .iter()
+        .all(|item| created(item).is_some_and(|c| c < since));
+    ListedPage { matches, all_older }
+}
+
 /// Builds the client every adapter shares: `timeout` bounds a whole call; redirects are not
 /// followed (no provider API redirects, and following one would resend a POST).
 pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {

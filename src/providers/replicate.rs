@@ -229,26 +229,24 @@ impl Provider for Replicate {
                 return Err(self.error(Op::List, &reply));
             }
             let page: Page = reply.parse(KIND, Op::List)?;
-            let mut matches = page
-                .results
-                .iter()
-                .filter(|p| p.webhook.as_deref().is_some_and(|w| w.contains(&id)));
-            if let Some(p) = matches.next() {
-                if matches.next().is_some() {
-                    tracing::warn!(generation_id = %id, "replicate: more than one prediction carries this generation id");
-                }
+            let scan = http::scan_page(
+                KIND,
+                "prediction",
+                &page.results,
+                &id,
+                |p| p.webhook.as_deref(),
+                |p| p.created_at,
+                since,
+            );
+            if let Some(p) = scan.matches.first() {
                 return Ok(Some(Submitted {
                     request_id: p.id.clone(),
                     meta: json!({}),
                 }));
             }
             // Newest first: a page wholly older than `since` ends the window.
-            let all_older = page
-                .results
-                .iter()
-                .all(|p| p.created_at.is_some_and(|c| c < since));
             match page.next {
-                Some(next) if !all_older => {
+                Some(next) if !scan.all_older => {
                     // The cursor URL is absolute; our key goes only to our own API.
                     if !next.starts_with(&self.base) {
                         return Err(ProviderError::permanent(format!(
