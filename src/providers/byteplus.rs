@@ -35,9 +35,7 @@ const MAX_PAGES: u32 = 20;
 /// The BytePlus ModelArk adapter. Auth: `Authorization: Bearer <ARK_API_KEY>`.
 #[derive(Debug)]
 pub struct BytePlus {
-    client: reqwest::Client,
-    base: String,
-    key: ApiKey,
+    api: http::Api,
 }
 
 #[derive(Deserialize)]
@@ -89,14 +87,12 @@ impl BytePlus {
     /// or the fake's `/byteplus/api/v3`).
     pub fn new(client: reqwest::Client, base_url: &str, key: ApiKey) -> anyhow::Result<Self> {
         Ok(Self {
-            client,
-            base: http::base_url(KIND, base_url)?,
-            key,
+            api: http::Api::new(KIND, client, base_url, key)?,
         })
     }
 
     fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        self.key.authorize(req, "Bearer")
+        self.api.key.authorize(req, "Bearer")
     }
 
     fn task_url(&self, id: &str) -> Result<String, ProviderError> {
@@ -105,7 +101,7 @@ impl BytePlus {
                 "byteplus: invalid task id {id:?}"
             )));
         }
-        Ok(format!("{}/contents/generations/tasks/{id}", self.base))
+        Ok(format!("{}/contents/generations/tasks/{id}", self.api.base))
     }
 
     fn error(&self, op: Op, reply: &Reply) -> ProviderError {
@@ -134,13 +130,13 @@ impl BytePlus {
                 http::truncate(&detail)
             ));
         }
-        http::status_error(KIND, op, reply, &detail, &self.key)
+        http::status_error(KIND, op, reply, &detail, &self.api.key)
     }
 
     /// Reads a task; `None` when BytePlus does not know it (404).
     async fn read(&self, id: &str) -> Result<Option<Task>, ProviderError> {
         let reply = http::send(
-            self.authorize(self.client.get(self.task_url(id)?)),
+            self.authorize(self.api.client.get(self.task_url(id)?)),
             KIND,
             Op::Status,
         )
@@ -170,8 +166,9 @@ impl Provider for BytePlus {
             );
         }
         let builder = self
+            .api
             .client
-            .post(format!("{}/contents/generations/tasks", self.base))
+            .post(format!("{}/contents/generations/tasks", self.api.base))
             .json(&body);
         let reply = http::send(self.authorize(builder), KIND, Op::Submit).await?;
         if !reply.status.is_success() {
@@ -212,7 +209,12 @@ impl Provider for BytePlus {
             _ => return Ok(CancelOutcome::AlreadyFinished),
         }
         let url = self.task_url(request_id)?;
-        let reply = http::send(self.authorize(self.client.delete(url)), KIND, Op::Cancel).await?;
+        let reply = http::send(
+            self.authorize(self.api.client.delete(url)),
+            KIND,
+            Op::Cancel,
+        )
+        .await?;
         if reply.status.is_success() {
             return Ok(CancelOutcome::Cancelled);
         }
@@ -249,8 +251,9 @@ impl Provider for BytePlus {
         let mut seen = 0u64;
         for page in 1..=MAX_PAGES {
             let builder = self
+                .api
                 .client
-                .get(format!("{}/contents/generations/tasks", self.base))
+                .get(format!("{}/contents/generations/tasks", self.api.base))
                 .query(&[
                     ("page_num", page.to_string()),
                     ("page_size", PAGE_SIZE.to_string()),

@@ -31,9 +31,7 @@ const KIND: ProviderKind = ProviderKind::Fal;
 /// The fal.ai adapter. Auth: `Authorization: Key <FAL_KEY>`.
 #[derive(Debug)]
 pub struct Fal {
-    client: reqwest::Client,
-    base: String,
-    key: ApiKey,
+    api: http::Api,
 }
 
 #[derive(Deserialize)]
@@ -67,21 +65,19 @@ impl Fal {
     /// An adapter talking to `base_url` (`https://queue.fal.run`, or the fake's `/fal`).
     pub fn new(client: reqwest::Client, base_url: &str, key: ApiKey) -> anyhow::Result<Self> {
         Ok(Self {
-            client,
-            base: http::base_url(KIND, base_url)?,
-            key,
+            api: http::Api::new(KIND, client, base_url, key)?,
         })
     }
 
     fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        self.key.authorize(req, "Key")
+        self.api.key.authorize(req, "Key")
     }
 
     /// Whether `url` is on the configured fal host (same scheme, host and port as the base
     /// URL). The submit answer's URLs are called with the fal key, so one naming another
     /// host would send the key there; such a URL is never used.
     fn on_fal_host(&self, url: &str) -> bool {
-        match (url::Url::parse(&self.base), url::Url::parse(url)) {
+        match (url::Url::parse(&self.api.base), url::Url::parse(url)) {
             (Ok(base), Ok(url)) => {
                 base.scheme() == url.scheme()
                     && base.host() == url.host()
@@ -117,16 +113,19 @@ impl Fal {
                 "fal request {request_id}: provider_meta has neither {field} nor app"
             ))
         })?;
-        Ok(format!("{}/{app}/requests/{request_id}{suffix}", self.base))
+        Ok(format!(
+            "{}/{app}/requests/{request_id}{suffix}",
+            self.api.base
+        ))
     }
 
     fn error(&self, op: Op, reply: &Reply) -> ProviderError {
-        http::status_error(KIND, op, reply, &describe(reply), &self.key)
+        http::status_error(KIND, op, reply, &describe(reply), &self.api.key)
     }
 
     async fn result(&self, request_id: &str, meta: &Value) -> Result<RemoteStatus, ProviderError> {
         let url = self.url(meta, "response_url", request_id, "")?;
-        let reply = http::send(self.authorize(self.client.get(url)), KIND, Op::Result).await?;
+        let reply = http::send(self.authorize(self.api.client.get(url)), KIND, Op::Result).await?;
         if reply.status.is_success() {
             let body: Value = reply.parse(KIND, Op::Result)?;
             let outputs = outputs::fal(&body);
@@ -174,8 +173,9 @@ impl Provider for Fal {
             )));
         }
         let mut builder = self
+            .api
             .client
-            .post(format!("{}/{}", self.base, req.model))
+            .post(format!("{}/{}", self.api.base, req.model))
             .json(&req.input);
         if let Some(webhook) = &req.webhook_url {
             builder =
@@ -214,7 +214,7 @@ impl Provider for Fal {
 
     async fn status(&self, request_id: &str, meta: &Value) -> Result<RemoteStatus, ProviderError> {
         let url = self.url(meta, "status_url", request_id, "/status")?;
-        let reply = http::send(self.authorize(self.client.get(url)), KIND, Op::Status).await?;
+        let reply = http::send(self.authorize(self.api.client.get(url)), KIND, Op::Status).await?;
         if !reply.status.is_success() {
             return Err(self.error(Op::Status, &reply));
         }
@@ -248,7 +248,7 @@ impl Provider for Fal {
 
     async fn cancel(&self, request_id: &str, meta: &Value) -> Result<CancelOutcome, ProviderError> {
         let url = self.url(meta, "cancel_url", request_id, "/cancel")?;
-        let reply = http::send(self.authorize(self.client.put(url)), KIND, Op::Cancel).await?;
+        let reply = http::send(self.authorize(self.api.client.put(url)), KIND, Op::Cancel).await?;
         let said = serde_json::from_slice::<CancelBody>(&reply.body)
             .ok()
             .map(|b| b.status);

@@ -24,6 +24,34 @@ use crate::outbound::read_capped;
 /// (validation errors); errors end up in job histories, which are kept longer than inputs.
 const MAX_DETAIL_CHARS: usize = 300;
 
+/// What every adapter holds: the shared client, its API's base URL (checked by
+/// [`base_url`]) and its key.
+#[derive(Debug)]
+pub struct Api {
+    /// The shared client ([`client`]).
+    pub client: reqwest::Client,
+    /// The API's base URL, without a trailing slash.
+    pub base: String,
+    /// The API key.
+    pub key: ApiKey,
+}
+
+impl Api {
+    /// The API of `kind` at the base URL `raw`.
+    pub fn new(
+        kind: ProviderKind,
+        client: reqwest::Client,
+        raw: &str,
+        key: ApiKey,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            client,
+            base: base_url(kind, raw)?,
+            key,
+        })
+    }
+}
+
 /// One page of a newest-first listing, read to reconcile an ambiguous submit.
 pub struct ListedPage<'a, T> {
     /// The items whose webhook URL carries the generation id, in listing order.

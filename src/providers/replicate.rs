@@ -33,9 +33,7 @@ const MAX_PAGES: u32 = 50;
 /// The Replicate adapter. Auth: `Authorization: Bearer <REPLICATE_API_TOKEN>`.
 #[derive(Debug)]
 pub struct Replicate {
-    client: reqwest::Client,
-    base: String,
-    key: ApiKey,
+    api: http::Api,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,14 +73,12 @@ impl Replicate {
     /// `/replicate/v1`).
     pub fn new(client: reqwest::Client, base_url: &str, key: ApiKey) -> anyhow::Result<Self> {
         Ok(Self {
-            client,
-            base: http::base_url(KIND, base_url)?,
-            key,
+            api: http::Api::new(KIND, client, base_url, key)?,
         })
     }
 
     fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        self.key.authorize(req, "Bearer")
+        self.api.key.authorize(req, "Bearer")
     }
 
     fn prediction_url(&self, id: &str, suffix: &str) -> Result<String, ProviderError> {
@@ -91,7 +87,7 @@ impl Replicate {
                 "replicate: invalid prediction id {id:?}"
             )));
         }
-        Ok(format!("{}/predictions/{id}{suffix}", self.base))
+        Ok(format!("{}/predictions/{id}{suffix}", self.api.base))
     }
 
     fn error(&self, op: Op, reply: &Reply) -> ProviderError {
@@ -113,7 +109,7 @@ impl Replicate {
                 }
             })
             .unwrap_or_default();
-        let mut error = http::status_error(KIND, op, reply, &detail, &self.key);
+        let mut error = http::status_error(KIND, op, reply, &detail, &self.api.key);
         if let ProviderError::Retryable { retry_after, .. } = &mut error {
             if retry_after.is_none() {
                 *retry_after = throttle_wait(&detail);
@@ -132,7 +128,7 @@ impl Replicate {
         suffix: &str,
     ) -> Result<Option<Prediction>, ProviderError> {
         let url = self.prediction_url(id, suffix)?;
-        let builder = self.client.request(method, url);
+        let builder = self.api.client.request(method, url);
         let reply = http::send(self.authorize(builder), KIND, op).await?;
         if reply.status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
@@ -155,16 +151,16 @@ impl Provider for Replicate {
         let url = match target(&req.model)? {
             Target::Version(version) => {
                 body["version"] = Value::String(version);
-                format!("{}/predictions", self.base)
+                format!("{}/predictions", self.api.base)
             }
-            Target::Model(model) => format!("{}/models/{model}/predictions", self.base),
+            Target::Model(model) => format!("{}/models/{model}/predictions", self.api.base),
         };
         if let Some(webhook) = &req.webhook_url {
             body["webhook"] = Value::String(tag_webhook_url(webhook, req.generation_id));
             body["webhook_events_filter"] = json!(["completed"]);
         }
         let reply = http::send(
-            self.authorize(self.client.post(url).json(&body)),
+            self.authorize(self.api.client.post(url).json(&body)),
             KIND,
             Op::Submit,
         )
@@ -222,9 +218,10 @@ impl Provider for Replicate {
             ));
         }
         let id = req.generation_id.to_string();
-        let mut url = format!("{}/predictions", self.base);
+        let mut url = format!("{}/predictions", self.api.base);
         for _ in 0..MAX_PAGES {
-            let reply = http::send(self.authorize(self.client.get(&url)), KIND, Op::List).await?;
+            let reply =
+                http::send(self.authorize(self.api.client.get(&url)), KIND, Op::List).await?;
             if !reply.status.is_success() {
                 return Err(self.error(Op::List, &reply));
             }
@@ -248,10 +245,10 @@ impl Provider for Replicate {
             match page.next {
                 Some(next) if !scan.all_older => {
                     // The cursor URL is absolute; our key goes only to our own API.
-                    if !next.starts_with(&self.base) {
+                    if !next.starts_with(&self.api.base) {
                         return Err(ProviderError::permanent(format!(
                             "replicate list: next page {next:?} is outside {}",
-                            self.base
+                            self.api.base
                         )));
                     }
                     url = next;
