@@ -95,11 +95,7 @@ async fn cancelling_a_submitted_generation_enqueues_one_cancel_job(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let (db, mut c) = setup(po, co).await;
-    let id = credits::enqueue_generation(&mut c, &request("user-a", "req-1", 30))
-        .await
-        .unwrap();
-    set_state(&db, id, GenerationState::Submitted).await;
+    let (db, mut c, id) = submitted(po, co).await;
 
     for _ in 0..2 {
         assert_eq!(

@@ -36,6 +36,19 @@ async fn setup(
     (db, c)
 }
 
+/// [`setup`], then user-a's generation of 30 credits (key `req-1`), already submitted.
+async fn submitted(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) -> (TestDb, sqlx::pool::PoolConnection<sqlx::Postgres>, Uuid) {
+    let (db, mut c) = setup(po, co).await;
+    let id = credits::enqueue_generation(&mut c, &request("user-a", "req-1", 30))
+        .await
+        .unwrap();
+    set_state(&db, id, GenerationState::Submitted).await;
+    (db, c, id)
+}
+
 /// A generation request of `cost` credits for `user`, keyed by `key`.
 fn request(user: &str, key: &str, cost: i64) -> NewGeneration {
     NewGeneration {

@@ -11,11 +11,7 @@ async fn a_capture_happens_once_and_a_captured_hold_cannot_be_released(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let (db, mut c) = setup(po, co).await;
-    let id = credits::enqueue_generation(&mut c, &request("user-a", "req-1", 30))
-        .await
-        .unwrap();
-    set_state(&db, id, GenerationState::Submitted).await;
+    let (db, mut c, id) = submitted(po, co).await;
 
     assert!(
         finish(&db, id, GenerationState::Succeeded).await,
@@ -48,11 +44,7 @@ async fn a_release_happens_once_and_a_released_hold_cannot_be_captured(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
-    let (db, mut c) = setup(po, co).await;
-    let id = credits::enqueue_generation(&mut c, &request("user-a", "req-1", 30))
-        .await
-        .unwrap();
-    set_state(&db, id, GenerationState::Submitted).await;
+    let (db, mut c, id) = submitted(po, co).await;
 
     assert!(finish(&db, id, GenerationState::Failed).await);
     assert!(!credits::release(&mut c, id, "again").await.unwrap());
