@@ -64,9 +64,9 @@ pub struct FakeSupabase {
 
 impl FakeSupabase {
     /// Starts the fake on 127.0.0.1, accepting `service_key`.
-    pub async fn start(service_key: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+    pub async fn start(service_key: &str) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
         let inner = Arc::new(Inner {
             key: service_key.to_string(),
             objects: Mutex::default(),
@@ -81,8 +81,12 @@ impl FakeSupabase {
             .route("/storage/v1/object/sign/{bucket}/{*key}", post(sign))
             .layer(DefaultBodyLimit::disable())
             .with_state(inner.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { url, inner }
+        tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, app).await {
+                tracing::error!(error = %err, "fake Supabase store stopped");
+            }
+        });
+        Ok(Self { url, inner })
     }
 
     /// Answers delete call number `call` (1-based, counting authorized calls) with `fault`.

@@ -72,9 +72,9 @@ pub struct FakeVercel {
 
 impl FakeVercel {
     /// Starts the fake on 127.0.0.1, accepting `token`.
-    pub async fn start(token: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
+    pub async fn start(token: &str) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr: SocketAddr = listener.local_addr()?;
         let base_url = format!("http://{addr}");
         let inner = Arc::new(Inner {
             token: token.to_string(),
@@ -91,8 +91,12 @@ impl FakeVercel {
             .route("/{*pathname}", put(put_blob))
             .layer(DefaultBodyLimit::disable())
             .with_state(inner.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { base_url, inner }
+        tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, app).await {
+                tracing::error!(error = %err, "fake Vercel store stopped");
+            }
+        });
+        Ok(Self { base_url, inner })
     }
 
     /// Answers the next request (after the auth check) with `fault`.

@@ -9,7 +9,9 @@ async fn a_daemon_killed_mid_delete_is_rescued_and_each_blob_is_deleted_once(
     co: PgConnectOptions,
 ) {
     let env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
-    let fake = FakeVercel::start(VERCEL_TOKEN).await;
+    let fake = FakeVercel::start(VERCEL_TOKEN)
+        .await
+        .expect("fake Vercel store");
     let (due, due_keys, fresh, fresh_key) = vercel_references(&env, &fake, "u1", 3).await;
 
     // The real binary deletes the batch; the store holds its request.
@@ -87,7 +89,9 @@ async fn lost_database_connections_during_a_delete_still_delete_each_blob_once(
     co: PgConnectOptions,
 ) {
     let env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
-    let fake = FakeVercel::start(VERCEL_TOKEN).await;
+    let fake = FakeVercel::start(VERCEL_TOKEN)
+        .await
+        .expect("fake Vercel store");
     let (due, due_keys, fresh, fresh_key) = vercel_references(&env, &fake, "u2", 3).await;
     let (proxy, via_proxy) = env.pg_proxy().await;
 
@@ -155,7 +159,9 @@ async fn lost_database_connections_during_an_erasure_still_complete_it(
     co: PgConnectOptions,
 ) {
     let env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
-    let fake = FakeVercel::start(VERCEL_TOKEN).await;
+    let fake = FakeVercel::start(VERCEL_TOKEN)
+        .await
+        .expect("fake Vercel store");
     let user = "user-cut-9";
     // History: a succeeded generation with its source (local) and output (Vercel), a
     // reference (Vercel), a generation still queued (credits held), a provider callback.

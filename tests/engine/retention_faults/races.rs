@@ -9,7 +9,9 @@ async fn a_registration_racing_a_held_delete_of_its_key_waits_and_the_new_upload
     co: PgConnectOptions,
 ) {
     let env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
-    let fake = FakeVercel::start(VERCEL_TOKEN).await;
+    let fake = FakeVercel::start(VERCEL_TOKEN)
+        .await
+        .expect("fake Vercel store");
     let key = "refs/u3/avatar.png";
     fake.insert(key, b"old avatar");
     let old = env
@@ -103,7 +105,9 @@ async fn a_registration_during_lost_connections_of_a_held_delete_waits_and_the_n
     let mut env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
     // A lease that outlives the outage below by far: the wait must not depend on timing.
     env.config.worker.lease = Duration::from_secs(8);
-    let fake = FakeVercel::start(VERCEL_TOKEN).await;
+    let fake = FakeVercel::start(VERCEL_TOKEN)
+        .await
+        .expect("fake Vercel store");
     let key = "refs/u4/avatar.png";
     fake.insert(key, b"old avatar");
     let old = env

@@ -9,7 +9,9 @@ async fn a_store_the_daemon_lacks_keeps_its_blobs_due_until_a_daemon_with_it_del
     co: PgConnectOptions,
 ) {
     let env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
-    let fake = FakeSupabase::start(SUPABASE_KEY).await;
+    let fake = FakeSupabase::start(SUPABASE_KEY)
+        .await
+        .expect("fake Supabase store");
     // Neither [storage.s3] (no bucket) nor [storage.supabase] (no URL) is configured.
     let s3_keys = strings(&["outputs/u4/0.mp4", "outputs/u4/1.mp4"]);
     let sb_keys = strings(&["refs/u4/a.jpg", "refs/u4/b.jpg"]);
@@ -112,7 +114,9 @@ async fn a_large_backlog_is_split_per_store_and_batch_and_each_blob_deleted_once
 ) {
     let mut env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
     env.config.retention.batch = 100;
-    let fake = FakeSupabase::start(SUPABASE_KEY).await;
+    let fake = FakeSupabase::start(SUPABASE_KEY)
+        .await
+        .expect("fake Supabase store");
     let sb_keys: Vec<String> = (0..250).map(|i| format!("refs/u5/s/{i:03}.jpg")).collect();
     let local_keys: Vec<String> = (0..250).map(|i| format!("refs/u5/l/{i:03}.jpg")).collect();
     for key in &sb_keys {

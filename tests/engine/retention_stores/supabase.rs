@@ -10,7 +10,9 @@ async fn supabase_failed_second_request_leaves_its_blobs_due_until_the_retry(
     let mut env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
     // One job with more keys than one Supabase delete request takes (1000).
     env.config.retention.batch = 2000;
-    let fake = FakeSupabase::start(SUPABASE_KEY).await;
+    let fake = FakeSupabase::start(SUPABASE_KEY)
+        .await
+        .expect("fake Supabase store");
     let keys: Vec<String> = (0..1050).map(|i| format!("refs/u3/{i:04}.jpg")).collect();
     for key in &keys {
         fake.insert(key, b"jpg");
@@ -100,7 +102,9 @@ async fn supabase_delete_failing_midway_is_retried_whole_and_logged_once(
     co: PgConnectOptions,
 ) {
     let env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
-    let fake = FakeSupabase::start(SUPABASE_KEY).await;
+    let fake = FakeSupabase::start(SUPABASE_KEY)
+        .await
+        .expect("fake Supabase store");
     let keys: Vec<String> = (0..20).map(|i| format!("outputs/u3b/{i:02}.png")).collect();
     for key in &keys {
         fake.insert(key, b"png");

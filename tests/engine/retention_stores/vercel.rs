@@ -9,7 +9,9 @@ async fn vercel_rate_limit_delays_the_retry_by_retry_after_and_only_due_blobs_go
     co: PgConnectOptions,
 ) {
     let env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
-    let fake = FakeVercel::start(VERCEL_TOKEN).await;
+    let fake = FakeVercel::start(VERCEL_TOKEN)
+        .await
+        .expect("fake Vercel store");
     let due_keys = strings(&["refs/u1/a.png", "refs/u1/b.png"]);
     let mut due = Vec::new();
     for key in &due_keys {
@@ -115,7 +117,9 @@ async fn vercel_objects_already_gone_count_as_deleted_and_are_logged(
     co: PgConnectOptions,
 ) {
     let env = RetentionEnv::setup_without_periodic_sweep(po, co).await;
-    let fake = FakeVercel::start(VERCEL_TOKEN).await;
+    let fake = FakeVercel::start(VERCEL_TOKEN)
+        .await
+        .expect("fake Vercel store");
     fake.insert("outputs/u2/g1/0.mp4", b"mp4");
     fake.insert("exports/u2/archive.json", b"{}");
     fake.insert("outputs/u2/g1/1.mp4", b"mp4");

@@ -4,7 +4,9 @@ use super::*;
 
 #[tokio::test]
 async fn vercel_put_overwrites_and_delete_takes_the_keys_back() {
-    let fake = FakeVercel::start(VERCEL_TOKEN).await;
+    let fake = FakeVercel::start(VERCEL_TOKEN)
+        .await
+        .expect("fake Vercel store");
     std::env::set_var("GENQ_TEST_VERCEL_TOKEN_A", VERCEL_TOKEN);
     let store = VercelStore::from_config(
         &VercelConfig {
@@ -52,7 +54,9 @@ async fn vercel_put_overwrites_and_delete_takes_the_keys_back() {
 
 #[tokio::test]
 async fn vercel_rate_limits_and_outages_are_retryable_then_succeed() {
-    let fake = FakeVercel::start(VERCEL_TOKEN).await;
+    let fake = FakeVercel::start(VERCEL_TOKEN)
+        .await
+        .expect("fake Vercel store");
     let store = VercelStore::new(&fake.base_url, VERCEL_TOKEN, http()).unwrap();
 
     fake.fail_next(Fault::RateLimited {
@@ -90,7 +94,9 @@ async fn vercel_rate_limits_and_outages_are_retryable_then_succeed() {
 
 #[tokio::test]
 async fn vercel_bad_token_is_permanent_and_never_shown() {
-    let fake = FakeVercel::start(VERCEL_TOKEN).await;
+    let fake = FakeVercel::start(VERCEL_TOKEN)
+        .await
+        .expect("fake Vercel store");
     let store = VercelStore::new(&fake.base_url, "vercel_blob_rw_WRONG_leakcheck", http()).unwrap();
     let err = store.put("k", chunks(&[b"x"]), None).await;
     let message = err.as_ref().unwrap_err().to_string();
@@ -104,7 +110,9 @@ async fn vercel_bad_token_is_permanent_and_never_shown() {
 
 #[tokio::test]
 async fn supabase_delete_counts_already_gone_objects_as_deleted() {
-    let fake = FakeSupabase::start(SUPABASE_KEY).await;
+    let fake = FakeSupabase::start(SUPABASE_KEY)
+        .await
+        .expect("fake Supabase store");
     let url = fake.url.clone();
     for k in ["u/1.png", "u/2.png", "u/keep.png"] {
         fake.insert(k, b"x");
@@ -122,7 +130,9 @@ async fn supabase_delete_counts_already_gone_objects_as_deleted() {
 
 #[tokio::test]
 async fn supabase_partial_failure_reports_the_failed_batch() {
-    let fake = FakeSupabase::start(SUPABASE_KEY).await;
+    let fake = FakeSupabase::start(SUPABASE_KEY)
+        .await
+        .expect("fake Supabase store");
     let url = fake.url.clone();
     let keys: Vec<String> = (0..1500).map(|i| format!("refs/{i}.jpg")).collect();
     for k in &keys {
@@ -149,7 +159,9 @@ async fn supabase_partial_failure_reports_the_failed_batch() {
 
 #[tokio::test]
 async fn supabase_put_upserts_and_bad_key_is_permanent() {
-    let fake = FakeSupabase::start(SUPABASE_KEY).await;
+    let fake = FakeSupabase::start(SUPABASE_KEY)
+        .await
+        .expect("fake Supabase store");
     let url = fake.url.clone();
     let store = SupabaseStore::new(&url, "outputs", SUPABASE_KEY, http()).unwrap();
     let stored = store
@@ -176,7 +188,9 @@ async fn supabase_put_upserts_and_bad_key_is_permanent() {
 
 #[tokio::test]
 async fn supabase_share_urls_are_signed_and_expire() {
-    let fake = FakeSupabase::start(SUPABASE_KEY).await;
+    let fake = FakeSupabase::start(SUPABASE_KEY)
+        .await
+        .expect("fake Supabase store");
     let url = fake.url.clone();
     let store = SupabaseStore::new(&url, "outputs", SUPABASE_KEY, http()).unwrap();
     store
