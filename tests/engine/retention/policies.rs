@@ -170,10 +170,13 @@ async fn outputs_kept_forever_and_changed_policies_redate_what_is_stored(
         .unwrap();
     let b = env.blob(out).await;
     assert!(b.expires_at.is_none() && b.policy.is_none(), "{b:?}");
-    let _daemon = env.daemon();
+    let daemon = env.daemon();
     env.sweep().await;
     assert!(env.blob(out).await.deleted_at.is_none());
     assert!(env.local_exists("out/u1/1.mp4"));
+    // A daemon applies its own policies when it starts (a start hook, concurrent with its
+    // claims): stop this one, or its "never" may land after the change below.
+    daemon.shutdown().await;
 
     // Back to 30 days: the output registered 40 days ago is due again, and deleted.
     env.config.retention.output_after = Some(d(30));
@@ -181,6 +184,7 @@ async fn outputs_kept_forever_and_changed_policies_redate_what_is_stored(
         .await
         .unwrap();
     assert_eq!(redated, 1);
+    let _daemon = env.daemon();
     env.sweep().await;
     assert!(env.blob(out).await.deleted_at.is_some());
     assert!(!env.local_exists("out/u1/1.mp4"));
