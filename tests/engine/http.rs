@@ -409,6 +409,13 @@ async fn the_public_listener_serves_only_webhooks_and_the_internal_one_the_rest(
         ],
     )
     .await;
+    // The public listener binds on its own, after the internal one the start waited for.
+    wait_until(Duration::from_secs(10), "the public listener", || async {
+        tokio::net::TcpStream::connect(public.as_str())
+            .await
+            .is_ok()
+    })
+    .await;
     let http = &daemon.http;
     let get = |base: String, path: &'static str| async move {
         http.get(format!("{base}{path}"))
