@@ -318,6 +318,13 @@ CREATE TRIGGER generations_free_slot BEFORE UPDATE OF state ON genq.generations
 -- Enqueue with a fairness key and a limit group (bodies otherwise as in 0012_bounds.sql)
 -- ---------------------------------------------------------------------------------------
 
+-- The signature changes, so the function is replaced: grants an operator gave the old one
+-- directly (e.g. Supabase's service_role, README) are carried over to the new one.
+CREATE TEMP TABLE genq_0013_enqueue_grantees AS
+SELECT DISTINCT a.grantee::regrole::text AS role
+  FROM pg_catalog.pg_proc p, aclexplode(p.proacl) a
+ WHERE p.oid = 'genq.enqueue(text, jsonb, text, timestamptz, integer, integer, text)'::regprocedure
+   AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner;
 DROP FUNCTION genq.enqueue(text, jsonb, text, timestamptz, integer, integer, text);
 CREATE FUNCTION genq.enqueue(
     kind         text,
@@ -402,6 +409,17 @@ BEGIN
     END LOOP;
 END
 $$;
+
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT role FROM genq_0013_enqueue_grantees LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION genq.enqueue(text, jsonb, text, timestamptz, integer, integer, text, text, text) TO %s', r.role);
+    END LOOP;
+END
+$$;
+DROP TABLE genq_0013_enqueue_grantees;
 
 CREATE OR REPLACE FUNCTION genq.enqueue_many(jobs jsonb) RETURNS bigint
 LANGUAGE plpgsql
@@ -896,6 +914,20 @@ BEGIN
     RETURN format('waiting for its turn: %s keys have work waiting', v_keys);
 END
 $$;
+
+-- Pending submits of generations enqueued before this migration get their user and render
+-- group, so the backlog at upgrade is shared out fairly too. (Generations already in
+-- flight hold no render slot: they do not count against max_rendering until they end.)
+UPDATE genq.jobs j
+   SET fairness_key = g.user_id, limit_group = 'render:' || g.provider
+  FROM genq.generations g
+ WHERE j.queue = 'generation' AND j.kind = 'generation.submit'
+   AND j.state IN ('available', 'retryable')
+   AND j.payload->>'generation_id' = g.id::text;
+SELECT genq.mark_fair_key('generation', s.key)
+  FROM (SELECT DISTINCT j.fairness_key AS key FROM genq.jobs j
+         WHERE j.queue = 'generation' AND j.fairness_key <> ''
+           AND j.state IN ('available', 'retryable')) s;
 
 -- Kept render slots are found from their generation.
 CREATE INDEX generations_fair_slot_idx ON genq.generations (fair_slot_id) WHERE fair_slot_id IS NOT NULL;
