@@ -282,19 +282,24 @@ CREATE TRIGGER jobs_fair_transition AFTER UPDATE OF state ON genq.jobs
           AND (OLD.state = 'running' OR NEW.state IN ('available', 'retryable')))
     EXECUTE FUNCTION genq.jobs_fair_transition();
 
--- A freed slot may give its key room again.
+-- A freed slot may give its key (and its group) room again: the key goes back into the
+-- claim's walk, and the queue's daemons are woken at commit (a freed render slot is taken
+-- at once, not at the next poll; one notification per transaction and queue).
 CREATE FUNCTION genq.fair_slots_freed() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM genq.mark_fair_key(OLD.queue, OLD.key);
+    IF OLD.key <> '' THEN
+        PERFORM genq.mark_fair_key(OLD.queue, OLD.key);
+    END IF;
+    PERFORM pg_notify('genq_jobs', OLD.queue);
     RETURN NULL;
 END
 $$;
 
 CREATE TRIGGER fair_slots_freed AFTER DELETE ON genq.fair_slots
-    FOR EACH ROW WHEN (OLD.key <> '') EXECUTE FUNCTION genq.fair_slots_freed();
+    FOR EACH ROW EXECUTE FUNCTION genq.fair_slots_freed();
 
 -- A generation that becomes final frees its render slot, in the same transaction (settle,
 -- failure, cancellation, sweep, deletion: every path writes the state).
