@@ -611,7 +611,8 @@ $$;
 --   1. keyless jobs ('') first, in plain order;
 --   2. keys by virtual time (least served first): a key at its limit is set aside, else up
 --      to its room of heads in (priority, run_at, id) order, the i-th with virtual finish
---      vtime + i/weight; the walk stops once `p_limit` keys gave heads;
+--      vtime + i/weight (heads of a full group passed over); the walk stops once `p_limit`
+--      keys gave heads;
 --   3. one statement: group room applied in virtual-finish order, the best `p_limit` taken,
 --      leased, given slots, and their keys' vtime advanced by taken/weight;
 --   4. keys found empty or full are parked (waiting = false) if, locked and re-read, they
@@ -639,10 +640,18 @@ DECLARE
     v_locked text[];
     v_heads  integer := 0;
     v_n      integer := 0;
+    v_seen   integer;
     v_room   integer;
     v_active bigint;
     v_minv   float8;
+    v_full   text[];
 BEGIN
+    -- Groups with no room: their heads are passed over, so a full group (one provider
+    -- account) does not stop the claim from reaching work of other groups.
+    SELECT coalesce(array_agg(g.name), '{}') INTO v_full FROM genq.limit_groups g
+     WHERE g.max_active IS NOT NULL
+       AND (SELECT count(*) FROM genq.fair_slots s WHERE s.grp = g.name) >= g.max_active;
+
     FOR h IN
         SELECT j.id, j.limit_group FROM genq.jobs j
          WHERE j.queue = p_queue AND j.fairness_key = ''
@@ -650,6 +659,7 @@ BEGIN
          ORDER BY j.priority, j.run_at, j.id
          LIMIT p_limit
     LOOP
+        CONTINUE WHEN h.limit_group = ANY(v_full);
         v_n := v_n + 1;
         v_ids := v_ids || h.id;
         v_keys := v_keys || ''::text;
@@ -676,6 +686,7 @@ BEGIN
             v_room := least(p_limit, k.cap - v_active)::integer;
         END IF;
         v_n := 0;
+        v_seen := 0;
         FOR h IN
             SELECT j.id, j.limit_group FROM genq.jobs j
              WHERE j.queue = p_queue AND j.fairness_key = k.key
@@ -683,19 +694,21 @@ BEGIN
              ORDER BY j.priority, j.run_at, j.id
              LIMIT v_room + 1
         LOOP
+            v_seen := v_seen + 1;
             IF v_n >= v_room THEN
                 v_more := v_more || k.key;
                 EXIT;
             END IF;
+            CONTINUE WHEN h.limit_group = ANY(v_full);
             v_n := v_n + 1;
             v_ids := v_ids || h.id;
             v_keys := v_keys || k.key;
             v_grps := v_grps || h.limit_group;
             v_vf := v_vf || (k.vtime + v_n / k.weight)::float8;
         END LOOP;
-        IF v_n = 0 THEN
+        IF v_seen = 0 THEN
             v_check := v_check || k.key;
-        ELSE
+        ELSIF v_n > 0 THEN
             v_heads := v_heads + 1;
             v_minv := coalesce(v_minv, k.vtime);
             IF k.cap IS NOT NULL AND v_active + v_n >= k.cap THEN

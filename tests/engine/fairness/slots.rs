@@ -294,3 +294,41 @@ async fn safety_nets_free_slots_whose_owner_is_gone(po: PgPoolOptions, co: PgCon
         "a's turn again"
     );
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_full_group_does_not_stop_the_claim_from_reaching_other_groups(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    let db = TestDb::new(po, co).await;
+    fair_queue(&db, None).await;
+    fairness::set_group(&db.pool, "render:x", Some(1))
+        .await
+        .unwrap();
+    let client = genq::Client::new(db.pool.clone());
+    // Keys a, b and c wait on group x (a gets its one slot); d, served last so far, on y.
+    for (key, group) in [("a", "render:x"), ("b", "render:x"), ("c", "render:x")] {
+        client
+            .enqueue(
+                &genq::NewJob::new("noop", serde_json::json!({}))
+                    .queue(Q)
+                    .fairness_key(key)
+                    .limit_group(group),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(keys(&claim_some(&db.pool, 1).await), ["a"]);
+    client
+        .enqueue(
+            &genq::NewJob::new("noop", serde_json::json!({}))
+                .queue(Q)
+                .fairness_key("d")
+                .limit_group("render:y"),
+        )
+        .await
+        .unwrap();
+    // One job wanted: b and c come first in the walk, but their group is full.
+    assert_eq!(keys(&claim_some(&db.pool, 1).await), ["d"]);
+    assert!(claim_some(&db.pool, 1).await.is_empty());
+}
