@@ -16,6 +16,7 @@ mod enqueue;
 mod exactly_once;
 mod failures;
 mod fairness;
+mod generation_reads;
 mod hooks;
 mod http;
 mod leases;
