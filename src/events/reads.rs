@@ -1,6 +1,7 @@
 //! Every statement the event streams run: the current state of one generation, and the
 //! generations of users to replay (on connect, on `Last-Event-ID`, after the LISTEN
-//! connection came back). Each row carries `genq.get_generation`'s JSON, read once and shared
+//! connection came back). Each row carries `genq.get_generation`'s JSON (its body,
+//! `genq.generation_json`, on the row already read), read once and shared
 //! by every stream of the user, the generation's `version` (bumped on every change) and a
 //! cursor (its `updated_at` in unix microseconds) that orders a user's events.
 
@@ -15,7 +16,7 @@ const READ_ONE: &str = r#"
 SELECT g.id, g.user_id, g.version,
        (extract(epoch FROM g.updated_at) * 1000000)::int8 AS cursor,
        g.state::text IN ('succeeded', 'failed', 'cancelled') AS final,
-       genq.get_generation(g.id)::text AS data
+       genq.generation_json(g)::text AS data
   FROM genq.generations g
  WHERE g.id = $1
 "#;
@@ -23,12 +24,13 @@ SELECT g.id, g.user_id, g.version,
 // Per user: the unfinished generations and those changed after the cursor, newest first,
 // at most $3 each (a LATERAL per user keeps the limit per user in one statement).
 const READ_USERS: &str = r#"
-SELECT g.id, g.user_id, g.version, g.cursor, g.final, genq.get_generation(g.id)::text AS data
+SELECT g.id, g.user_id, g.version, g.cursor, g.final, g.data
   FROM unnest($1::text[]) AS u(user_id)
  CROSS JOIN LATERAL (
        SELECT x.id, x.user_id, x.version,
               (extract(epoch FROM x.updated_at) * 1000000)::int8 AS cursor,
-              x.state::text IN ('succeeded', 'failed', 'cancelled') AS final
+              x.state::text IN ('succeeded', 'failed', 'cancelled') AS final,
+              genq.generation_json(x)::text AS data
          FROM genq.generations x
         WHERE x.user_id = u.user_id
           AND (x.state::text NOT IN ('succeeded', 'failed', 'cancelled')
