@@ -16,6 +16,7 @@ mod enqueue;
 mod events;
 mod exactly_once;
 mod failures;
+mod generation_reads;
 mod hooks;
 mod http;
 mod leases;
