@@ -306,11 +306,13 @@ async fn run(config: Config, migrate: bool) -> anyhow::Result<ExitCode> {
     );
     let events_config = config.events.clone();
     let outbound = config.outbound.clone();
+    let pooler = config.database.pooler;
     let listen_options = db::session_options(options.clone(), &config.database);
     let handle = Daemon::with_connect_options(config, registry, options).start();
     let events = match crate::events::Events::start(
         &events_config,
         &outbound,
+        pooler,
         handle.pool().clone(),
         listen_options,
     ) {
