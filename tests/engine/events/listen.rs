@@ -18,21 +18,8 @@ async fn open_streams_get_the_final_state_after_the_listen_connection_comes_back
     co: PgConnectOptions,
 ) {
     let env = GenEnv::new(TestDb::new(po, co).await, Duration::from_secs(600)).await;
-    let direct = url::Url::parse(&env.db.url().await).unwrap();
-    let upstream = tokio::net::lookup_host(format!(
-        "{}:{}",
-        direct.host_str().unwrap(),
-        direct.port().unwrap_or(5432)
-    ))
-    .await
-    .unwrap()
-    .next()
-    .unwrap();
-    let proxy = PgProxy::start(upstream).await;
-    let mut via_proxy = direct.clone();
-    via_proxy.set_host(Some("127.0.0.1")).unwrap();
-    via_proxy.set_port(Some(proxy.addr.port())).unwrap();
-    let live = Live::start_on(env, Some(via_proxy.to_string()), &[]).await;
+    let (proxy, via_proxy) = PgProxy::in_front_of(&env.db.url().await).await;
+    let live = Live::start_on(env, Some(via_proxy), &[]).await;
     let pool = live.env.db.pool.clone();
 
     let id = live.insert_generation("carol").await;
