@@ -282,6 +282,9 @@ fn refuse_pooled_migration(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn run(config: Config, migrate: bool) -> anyhow::Result<ExitCode> {
+    // Before anything starts: a SIGTERM that comes while the daemon is starting (it may
+    // already claim jobs) must drain it, not kill the process by the default action.
+    let mut stop = Signals::install()?;
     let options = db::connect_options(&config.database.url, &config.database)?;
     let admin_token = http::AdminToken::from_env_or_file(&config.admin.token_file)?;
     if admin_token.is_none() {
@@ -304,11 +307,32 @@ async fn run(config: Config, migrate: bool) -> anyhow::Result<ExitCode> {
         http::webhooks::Webhooks::from_config(&config.webhooks)
             .context("cannot set up webhook verification")?,
     );
+    let events_config = config.events.clone();
+    let outbound = config.outbound.clone();
+    let pooler = config.database.pooler;
+    let listen_options = db::session_options(options.clone(), &config.database);
     let handle = Daemon::with_connect_options(config, registry, options).start();
+    let events = match crate::events::Events::start(
+        &events_config,
+        &outbound,
+        pooler,
+        handle.pool().clone(),
+        listen_options,
+    ) {
+        Ok(events) => events,
+        Err(e) => {
+            handle.shutdown().await;
+            return Err(e.context("cannot set up live events ([events])"));
+        }
+    };
+    if events.is_none() {
+        tracing::info!("live events disabled (no [events] token secret or Supabase JWKS)");
+    }
     let state = http::HttpState {
         daemon: handle.control(),
         admin_token,
         webhooks: Some(webhooks),
+        events: events.clone(),
     };
     let servers = match serve_listeners(&bind, &public_bind, state).await {
         Ok(s) => s,
@@ -317,14 +341,17 @@ async fn run(config: Config, migrate: bool) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
-    wait_for_signal().await?;
+    stop.wait().await;
     // A second signal hands back what still runs at once instead of waiting out the grace.
     let control = handle.control();
     let hurry = tokio::spawn(async move {
-        if wait_for_signal().await.is_ok() {
-            control.hurry();
-        }
+        stop.wait().await;
+        control.hurry();
     });
+    // Open event streams never end on their own: end them so the servers can stop.
+    if let Some(events) = &events {
+        events.stop();
+    }
     let report = handle.shutdown().await;
     hurry.abort();
     for server in servers {
@@ -509,15 +536,27 @@ async fn migrate_with_retry(
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM and SIGINT, caught from the moment this is created.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        }
+    }
 }
 
 async fn job(config: Config, command: JobCommand) -> anyhow::Result<ExitCode> {
