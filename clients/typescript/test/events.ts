@@ -1,0 +1,110 @@
+// The browser helpers in Node (the `eventsource` package as EventSource) against the real
+// daemon's SSE endpoints, with tokens from mintEventsToken: a generation followed from
+// enqueue to succeeded, the user stream, and refused tokens.
+
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { describe, it } from "node:test";
+import { EventSource } from "eventsource";
+import { enqueueGeneration, grantCredits, mintEventsToken } from "@genq/client";
+import { subscribeGeneration, subscribeUser, type GenqEvent, type Unsubscribe } from "@genq/client/browser";
+import type { Driver } from "./drivers.js";
+import { daemonHasEvents, waitUntil, type TestEnv } from "./harness.js";
+
+const skipReason = daemonHasEvents() ? false : "the SSE endpoints (branch i14-sse, config [events]) are not in this daemon";
+
+export function eventsSuite(getEnv: () => TestEnv, getDriver: () => Driver): void {
+  const user = (what: string) => `ts-events-${what}-${randomUUID().slice(0, 8)}`;
+  const enqueueOne = async (u: string, key: string) => {
+    await grantCredits(getDriver().db, u, 10, `pay-${u}-${key}`);
+    return enqueueGeneration(getDriver().db, {
+      userId: u, provider: "replicate", model: "owner/model", input: { prompt: "a boat" }, cost: 10, idempotencyKey: key,
+    });
+  };
+
+  describe("subscribeGeneration", { skip: skipReason }, () => {
+    it("follows a generation from enqueue to succeeded, then stops by itself", async () => {
+      const env = getEnv();
+      const u = user("one");
+      const id = await enqueueOne(u, "k1");
+      const token = mintEventsToken(u, 300, { secret: env.eventsSecret, generations: [id] });
+      const events: GenqEvent[] = [];
+      const errors: Error[] = [];
+      let stop: Unsubscribe | undefined;
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no final event; saw ${events.map((e) => e.generation.state).join(",")}; errors ${errors.join("; ")}`)), 60000);
+        stop = subscribeGeneration(env.publicBase, token, id, (e) => {
+          events.push(e);
+          if (e.generation.state === "succeeded" || e.generation.state === "failed") {
+            clearTimeout(timer);
+            resolve();
+          }
+        }, { EventSource, onError: (e) => errors.push(e), retryMs: 200 });
+      });
+      stop?.();
+      const last = events[events.length - 1];
+      assert.equal(last?.generation.state, "succeeded");
+      assert.equal(last?.generation.id, id);
+      assert.ok((last?.generation.output.length ?? 0) >= 1);
+      assert.ok(last?.generation.finishedAt instanceof Date);
+      const versions = events.map((e) => BigInt(e.generation.version));
+      for (let i = 1; i < versions.length; i++) assert.ok(versions[i]! > versions[i - 1]!, `versions increase: ${versions.join(",")}`);
+    });
+
+    it("a token signed with another secret gets no event; onError reports and it keeps retrying", async () => {
+      const env = getEnv();
+      const u = user("forged");
+      const id = await enqueueOne(u, "k1");
+      const token = mintEventsToken(u, 300, { secret: "not-the-daemons-secret" });
+      const events: GenqEvent[] = [];
+      let errors = 0;
+      const stop = subscribeGeneration(env.publicBase, token, id, (e) => events.push(e), {
+        EventSource, onError: () => { errors += 1; }, retryMs: 50, maxRetryMs: 100,
+      });
+      try {
+        await waitUntil("two refused connection attempts", 20000, async () => errors >= 2);
+      } finally {
+        stop();
+      }
+      assert.deepEqual(events, []);
+    });
+
+    it("another user's token gets no event for the generation", async () => {
+      const env = getEnv();
+      const owner = user("owner");
+      const id = await enqueueOne(owner, "k1");
+      const token = mintEventsToken(user("other"), 300, { secret: env.eventsSecret });
+      const events: GenqEvent[] = [];
+      let errors = 0;
+      const stop = subscribeGeneration(env.publicBase, token, id, (e) => events.push(e), {
+        EventSource, onError: () => { errors += 1; }, retryMs: 50, maxRetryMs: 100,
+      });
+      try {
+        await waitUntil("a refused connection", 20000, async () => errors >= 1);
+      } finally {
+        stop();
+      }
+      assert.deepEqual(events, []);
+    });
+  });
+
+  describe("subscribeUser", { skip: skipReason }, () => {
+    it("delivers the user's generation up to its final state", async () => {
+      const env = getEnv();
+      const u = user("all");
+      const token = mintEventsToken(u, 300, { secret: env.eventsSecret });
+      const id = await enqueueOne(u, "k1");
+      const states: string[] = [];
+      const stop = subscribeUser(env.publicBase, token, (e) => {
+        assert.equal(e.generation.userId, u);
+        if (e.generation.id === id) states.push(e.generation.state);
+      }, { EventSource, retryMs: 200 });
+      try {
+        await waitUntil("the user stream's final event", 60000, async () => states.includes("succeeded"));
+      } finally {
+        stop();
+      }
+      assert.equal(states[states.length - 1], "succeeded");
+    });
+  });
+}

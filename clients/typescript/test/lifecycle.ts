@@ -1,0 +1,146 @@
+// A generation's life through the client: enqueued, run by the real daemon against the fake
+// provider, read back (getGeneration, listGenerations), recreated; per-user limits and the
+// quota error. Each test needs SQL from another branch and says so when the schema lacks it.
+
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { describe, it, type TestContext } from "node:test";
+import {
+  creditBalance,
+  enqueueGeneration,
+  getGeneration,
+  getUserLimits,
+  grantCredits,
+  InsufficientCreditsError,
+  listGenerations,
+  QuotaExceededError,
+  recreateGeneration,
+  setUserLimits,
+  type Db,
+} from "@genq/client";
+import type { Driver } from "./drivers.js";
+import { waitUntil, type TestEnv } from "./harness.js";
+import { rejection } from "./suite.js";
+
+/** Whether the schema has function genq.`name` (else the test is skipped, naming the branch). */
+export async function lacks(t: TestContext, env: TestEnv, name: string, branch: string): Promise<boolean> {
+  const { rows } = await env.admin.query(
+    "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'genq' AND p.proname = $1) AS ok",
+    [name],
+  );
+  if (rows[0]?.ok === true) return false;
+  t.skip(`genq.${name} (branch ${branch}) is not in this schema`);
+  return true;
+}
+
+/** Waits until the daemon has taken generation `id` to a final state; returns that state. */
+export async function settled(env: TestEnv, id: string): Promise<string> {
+  let state = "";
+  await waitUntil(`generation ${id} to reach a final state`, 60000, async () => {
+    const { rows } = await env.admin.query("SELECT state::text AS state FROM genq.generations WHERE id = $1", [id]);
+    state = String(rows[0]?.state);
+    return ["succeeded", "failed", "cancelled"].includes(state);
+  });
+  return state;
+}
+
+export function lifecycleSuite(getDriver: () => Driver, getEnv: () => TestEnv): void {
+  const db = (): Db => getDriver().db;
+  const user = (what: string) => `ts-${getDriver().name.replace(/\W/g, "")}-${what}-${randomUUID().slice(0, 8)}`;
+
+  describe("generation lifecycle", () => {
+    it("enqueueGeneration to succeeded, read back with getGeneration", async (t) => {
+      if (await lacks(t, getEnv(), "get_generation", "i14-data")) return;
+      const u = user("life");
+      await grantCredits(db(), u, 30, `pay-${u}`);
+      const id = await enqueueGeneration(db(), {
+        userId: u, provider: "fal", model: "fal-ai/fast-sdxl", input: { prompt: "a fox in the snow" }, cost: 10, idempotencyKey: "req-1",
+      });
+      assert.equal(await settled(getEnv(), id), "succeeded");
+      const g = await getGeneration(db(), id);
+      assert.ok(g);
+      assert.equal(g.id, id);
+      assert.equal(g.userId, u);
+      assert.equal(g.provider, "fal");
+      assert.equal(g.state, "succeeded");
+      assert.equal(g.cost, 10);
+      assert.deepEqual(g.input, { prompt: "a fox in the snow" });
+      assert.ok(g.createdAt instanceof Date && g.finishedAt instanceof Date);
+      assert.ok(g.finishedAt.getTime() >= g.createdAt.getTime());
+      assert.ok(g.output.length >= 1, "an output was stored");
+      assert.match(g.output[0]?.key ?? "", new RegExp(`^outputs/${u}/${id}/0`));
+      assert.equal(g.error, null);
+      assert.deepEqual(await creditBalance(db(), u), { available: 20, held: 0 });
+    });
+
+    it("listGenerations: newest first, pages without duplicates or gaps", async (t) => {
+      if (await lacks(t, getEnv(), "list_generations", "i14-data")) return;
+      const u = user("list");
+      const ids: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        ids.push(await enqueueGeneration(db(), { userId: u, provider: "replicate", model: "o/m", input: { i }, cost: 0, idempotencyKey: `k${i}` }));
+      }
+      const seen: string[] = [];
+      let before: string | undefined;
+      for (let page = 0; page < 4; page++) {
+        const rows = await listGenerations(db(), u, before === undefined ? { limit: 2 } : { limit: 2, before });
+        if (rows.length === 0) break;
+        assert.ok(rows.length <= 2);
+        for (const g of rows) assert.equal(g.userId, u);
+        seen.push(...rows.map((g) => g.id));
+        before = rows[rows.length - 1]?.id;
+      }
+      assert.deepEqual(seen, [...ids].reverse());
+    });
+
+    it("recreateGeneration: a new generation with the same input, held again, idempotent per key", async (t) => {
+      if (await lacks(t, getEnv(), "recreate_generation", "i14-data")) return;
+      const u = user("again");
+      await grantCredits(db(), u, 2, `pay-${u}`);
+      const first = await enqueueGeneration(db(), { userId: u, provider: "fal", model: "m", input: { prompt: "p" }, cost: 1, idempotencyKey: "k1" });
+      const second = await recreateGeneration(db(), first, "k2");
+      assert.notEqual(second, first);
+      assert.equal(await recreateGeneration(db(), first, "k2"), second);
+      const g = await getGeneration(db(), second);
+      assert.deepEqual(g?.input, { prompt: "p" });
+      assert.equal(g?.cost, 1);
+      const err = await rejection(() => recreateGeneration(db(), first, "k3"));
+      assert.ok(err instanceof InsufficientCreditsError, String(err));
+      assert.equal(err.needed, 1);
+      assert.equal(err.available, 0);
+    });
+  });
+
+  describe("user limits", () => {
+    it("setUserLimits and getUserLimits round trip", async (t) => {
+      if (await lacks(t, getEnv(), "set_user_limits", "i13-product")) return;
+      const u = user("limits");
+      const before = await getUserLimits(db(), u);
+      assert.equal(before.maxQueued.isDefault, true);
+      const after = await setUserLimits(db(), u, { maxQueued: 7, perMinute: 30 });
+      assert.equal(after.maxQueued.value, 7);
+      assert.equal(after.maxQueued.isDefault, false);
+      assert.equal(after.perMinute.value, 30);
+      assert.equal(after.maxInFlight.isDefault, true);
+    });
+
+    it("GQ429 becomes QuotaExceededError with limit, max and current; nothing written", async (t) => {
+      if (await lacks(t, getEnv(), "set_user_limits", "i13-product")) return;
+      const u = user("quota");
+      await grantCredits(db(), u, 10, `pay-${u}`);
+      await setUserLimits(db(), u, { maxQueued: 1 });
+      const err = await rejection(() =>
+        getDriver().tx(async (tx) => {
+          await enqueueGeneration(tx, { userId: u, provider: "fal", model: "m", input: {}, cost: 1, idempotencyKey: "k1" });
+          await enqueueGeneration(tx, { userId: u, provider: "fal", model: "m", input: {}, cost: 1, idempotencyKey: "k2" });
+        }),
+      );
+      assert.ok(err instanceof QuotaExceededError, String(err));
+      assert.equal(err.code, "GQ429");
+      assert.equal(err.limit, "max_queued");
+      assert.equal(err.max, 1);
+      assert.equal(err.current, 1);
+      assert.deepEqual(await creditBalance(db(), u), { available: 10, held: 0 });
+    });
+  });
+}
