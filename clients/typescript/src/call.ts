@@ -36,7 +36,11 @@ export function asJson(v: unknown): unknown {
   return typeof v === "string" ? (JSON.parse(v) as unknown) : v;
 }
 
-/** JSON for a `$n::jsonb` parameter (node-postgres would send a JS array as a SQL array). */
+/**
+ * JSON for a `$n::text::jsonb` parameter, as text: node-postgres would send a JS array as a
+ * SQL array, and postgres.js, told by the server that `$n::jsonb` is jsonb, would encode a
+ * string again (a JSON string instead of the object). Through `text` both send it as is.
+ */
 export function jsonParam(v: unknown): string {
   return JSON.stringify(v ?? {});
 }

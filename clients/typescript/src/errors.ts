@@ -3,11 +3,13 @@
 // parsing `err.detail`. Only genq's documented codes are mapped; any other error (a
 // connection loss, a unique violation, a serialization failure) is rethrown untouched.
 
-/** The fields Postgres drivers (node-postgres, postgres.js) put on a server error. */
+/** The fields Postgres drivers (node-postgres, postgres.js) and supabase-js put on a server error. */
 interface DriverError {
   code?: unknown;
   message?: unknown;
   detail?: unknown;
+  /** supabase-js (PostgREST) names it `details`. */
+  details?: unknown;
   hint?: unknown;
 }
 
@@ -104,7 +106,7 @@ export function mapError(err: unknown): unknown {
   const code = text(e.code);
   if (code === undefined) return err;
   const message = text(e.message) ?? code;
-  const detail = text(e.detail);
+  const detail = text(e.detail) ?? text(e.details);
   const hint = text(e.hint);
   switch (code) {
     case "GQ402": {

@@ -29,7 +29,7 @@ export async function enqueueGeneration(db: Db, g: NewGeneration): Promise<strin
   const id = await one(
     db,
     `SELECT genq.enqueue_generation(user_id => $1::text, provider => $2::text, model => $3::text,
-            input => $4::jsonb, cost => $5::bigint, idempotency_key => $6::text)::text AS id`,
+            input => $4::text::jsonb, cost => $5::bigint, idempotency_key => $6::text)::text AS id`,
     [g.userId, g.provider, g.model, jsonParam(g.input), bigintParam(g.cost), g.idempotencyKey],
     "id",
   );

@@ -31,9 +31,9 @@ export type JobSpec<K extends string = string, P = unknown> = { kind: K; payload
 export async function enqueue(db: Db, kind: string, payload?: unknown, opts: EnqueueOptions = {}): Promise<string> {
   const args = new NamedArgs()
     .add("kind", "text", kind)
-    .add("payload", "jsonb", jsonParam(payload))
+    .add("payload", "text::jsonb", jsonParam(payload))
     .add("queue", "text", opts.queue)
-    .add("run_at", "timestamptz", opts.runAt?.toISOString())
+    .add("run_at", "text::timestamptz", opts.runAt?.toISOString())
     .add("priority", "integer", opts.priority)
     .add("max_attempts", "integer", opts.maxAttempts)
     .add("unique_key", "text", opts.uniqueKey)
@@ -56,7 +56,7 @@ export async function enqueueMany(db: Db, jobs: readonly JobSpec[]): Promise<num
     if (j.fairnessKey !== undefined) row["fairness_key"] = j.fairnessKey;
     return row;
   });
-  const n = await one(db, "SELECT genq.enqueue_many($1::jsonb)::text AS n", [JSON.stringify(body)], "n");
+  const n = await one(db, "SELECT genq.enqueue_many($1::text::jsonb)::text AS n", [JSON.stringify(body)], "n");
   return Number(asText(n));
 }
 

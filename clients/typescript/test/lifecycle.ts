@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { describe, it, type TestContext } from "node:test";
+import { describe, it } from "node:test";
 import {
   creditBalance,
   enqueueGeneration,
@@ -20,18 +20,7 @@ import {
 } from "@genq/client";
 import type { Driver } from "./drivers.js";
 import { waitUntil, type TestEnv } from "./harness.js";
-import { rejection } from "./suite.js";
-
-/** Whether the schema has function genq.`name` (else the test is skipped, naming the branch). */
-export async function lacks(t: TestContext, env: TestEnv, name: string, branch: string): Promise<boolean> {
-  const { rows } = await env.admin.query(
-    "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'genq' AND p.proname = $1) AS ok",
-    [name],
-  );
-  if (rows[0]?.ok === true) return false;
-  t.skip(`genq.${name} (branch ${branch}) is not in this schema`);
-  return true;
-}
+import { lacks, rejection } from "./helpers.js";
 
 /** Waits until the daemon has taken generation `id` to a final state; returns that state. */
 export async function settled(env: TestEnv, id: string): Promise<string> {

@@ -34,4 +34,4 @@ fi
 source "$repo/scripts/pg-env.sh"
 export DATABASE_URL
 
-node --test --test-concurrency=1 build/test/unit.test.js build/test/main.test.js
+node --test build/test/unit.test.js build/test/main.test.js

@@ -55,6 +55,12 @@ describe("mapError", () => {
     }
   });
 
+  it("reads supabase-js (PostgREST) errors, whose DETAIL is `details`", () => {
+    const e = mapError({ code: "GQ402", message: "insufficient credits", details: '{"needed": 30, "available": 0}', hint: null });
+    assert.ok(e instanceof InsufficientCreditsError);
+    assert.deepEqual([e.needed, e.available], [30, 0]);
+  });
+
   it("returns every other error as the same object", () => {
     for (const err of [{ code: "23505", message: "dup" }, new Error("socket hang up"), "text", null, { code: 402 }]) {
       assert.equal(mapError(err), err);
