@@ -1,5 +1,7 @@
 // The two drivers the suite runs on, behind one shape: a handle for autocommit calls and a
 // transaction helper that commits when the callback returns and rolls back when it throws.
+// Both log in as the test's superuser and act as `role` (the database's genq backend role,
+// through the startup option `-c role=...`), so the suite proves a backend's grants suffice.
 
 import pg from "pg";
 import postgres from "postgres";
@@ -16,8 +18,8 @@ export interface Driver {
   close(): Promise<void>;
 }
 
-export function nodePostgres(url: string): Driver {
-  const pool = new pg.Pool({ connectionString: url, max: 3 });
+export function nodePostgres(url: string, role: string): Driver {
+  const pool = new pg.Pool({ connectionString: url, max: 3, options: `-c role=${role}` });
   return {
     name: "node-postgres",
     db: pool,
@@ -40,8 +42,8 @@ export function nodePostgres(url: string): Driver {
   };
 }
 
-export function postgresJs(url: string): Driver {
-  const sql = postgres(url, { max: 3, onnotice: () => undefined });
+export function postgresJs(url: string, role: string): Driver {
+  const sql = postgres(url, { max: 3, onnotice: () => undefined, connection: { options: `-c role=${role}` } });
   return {
     name: "postgres.js",
     db: sql,

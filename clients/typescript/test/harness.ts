@@ -18,6 +18,8 @@ export const repoRoot = resolve(here, "../../../..");
 const genqBin = process.env["GENQ_BIN"] ?? join(repoRoot, "target/debug/genq");
 /** Roles of the test database (cluster-wide, reused by the next run). */
 const rolePrefix = "gq_ts_client";
+/** The role a backend is granted (`genq_backend` under this prefix). */
+export const backendRole = `${rolePrefix}_backend`;
 
 /** What the tests reach. */
 export interface TestEnv {

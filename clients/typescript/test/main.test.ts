@@ -3,7 +3,7 @@
 
 import { after, before, describe } from "node:test";
 import { nodePostgres, postgresJs, type Driver } from "./drivers.js";
-import { Harness, type TestEnv } from "./harness.js";
+import { backendRole, Harness, type TestEnv } from "./harness.js";
 import { driverSuite } from "./suite.js";
 import { lifecycleSuite } from "./lifecycle.js";
 import { eventsSuite } from "./events.js";
@@ -14,8 +14,8 @@ const drivers: Record<string, Driver> = {};
 
 before(async () => {
   env = await harness.setup();
-  drivers["pg"] = nodePostgres(env.url);
-  drivers["postgres"] = postgresJs(env.url);
+  drivers["pg"] = nodePostgres(env.url, backendRole);
+  drivers["postgres"] = postgresJs(env.url, backendRole);
 });
 
 after(async () => {

@@ -23,9 +23,10 @@ import {
   registerBlob,
   requestErasure,
   requestExport,
+  toQueryable,
 } from "@genq/client";
 import type { Driver } from "./drivers.js";
-import type { TestEnv } from "./harness.js";
+import { backendRole, type TestEnv } from "./harness.js";
 import { lacks, rejection } from "./helpers.js";
 
 /** Thrown inside a transaction to roll it back. */
@@ -39,6 +40,11 @@ export function driverSuite(getDriver: () => Driver, getEnv: () => TestEnv): voi
     (await admin().query("SELECT kind, payload, queue, unique_key, run_at FROM genq.jobs WHERE id = $1", [id])).rows[0];
 
   describe("jobs", () => {
+    it("the suite acts as the backend role (a backend's grants suffice)", async () => {
+      const rows = await toQueryable(d().db).query("SELECT current_user::text AS u", []);
+      assert.deepEqual([...rows], [{ u: backendRole }]);
+    });
+
     it("enqueue inside a transaction that commits: the job exists with its payload and options", async () => {
       const runAt = new Date(Date.now() + 3600_000);
       const id = await d().tx((db) => enqueue(db, "ts.test", { n: 1, list: [1, 2] }, { queue: "ts-client", runAt, priority: -3 }));
