@@ -7,6 +7,7 @@ import { backendRole, Harness, type TestEnv } from "./harness.js";
 import { driverSuite } from "./suite.js";
 import { lifecycleSuite } from "./lifecycle.js";
 import { eventsSuite } from "./events.js";
+import { adaptersSuite } from "./adapters.js";
 
 const harness = new Harness();
 let env: TestEnv;
@@ -34,6 +35,10 @@ for (const [key, label] of [["pg", "node-postgres"], ["postgres", "postgres.js"]
     lifecycleSuite(driver, () => env);
   });
 }
+
+describe("query builder adapters (README)", () => {
+  adaptersSuite(() => env);
+});
 
 describe("browser event streams", () => {
   eventsSuite(() => env, () => {
