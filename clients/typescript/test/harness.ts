@@ -156,6 +156,7 @@ export class Harness {
       env: {
         ...env,
         GENQ_CONFIG: config,
+        GENQ_ERASURE_HASH_KEY: randomBytes(32).toString("hex"),
         FAL_KEY: "fake-fal-key",
         ARK_API_KEY: "fake-ark-key",
         REPLICATE_API_TOKEN: "fake-replicate-token",

@@ -22,10 +22,10 @@ if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules
     npm ci --no-audit --no-fund --loglevel=error
 fi
 
-npx tsc -p tsconfig.json
-npx tsc -p examples/nextjs-route/tsconfig.json --noEmit
+node_modules/.bin/tsc -p tsconfig.json
+node_modules/.bin/tsc -p examples/nextjs-route/tsconfig.json --noEmit
 rm -rf build
-npx tsc -p test/tsconfig.json
+node_modules/.bin/tsc -p test/tsconfig.json
 
 export GENQ_BIN="${GENQ_BIN:-$repo/target/debug/genq}"
 if [[ ! -x $GENQ_BIN ]]; then
