@@ -69,6 +69,13 @@ export class QuotaExceededError extends GenqError {
 export class NotFoundError extends GenqError {}
 
 /**
+ * GQ410: what the call needs is gone: `recreateGeneration` of a generation whose input
+ * retention scrubbed, or that its user deleted. Nothing was written; ask the user for the
+ * input again.
+ */
+export class GoneError extends GenqError {}
+
+/**
  * An argument genq refused: 22023 (malformed or too long), 22003 (an amount out of range),
  * 54000 (a JSON argument over 1 MiB) or 22P02 (not a valid uuid/number). The message names
  * the function and the argument.
@@ -119,6 +126,8 @@ export function mapError(err: unknown): unknown {
     }
     case "P0002":
       return new NotFoundError(message, code, err, detail, hint);
+    case "GQ410":
+      return new GoneError(message, code, err, detail, hint);
     default:
       if (INVALID_ARGUMENT_CODES.includes(code)) {
         return new InvalidArgumentError(message, code, err, detail, hint);

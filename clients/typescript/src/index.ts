@@ -6,6 +6,7 @@ export { fromPg, fromPostgresJs, toQueryable } from "./queryable.js";
 export type { Db, PgLike, PostgresJsLike, Queryable } from "./queryable.js";
 export {
   GenqError,
+  GoneError,
   INVALID_ARGUMENT_CODES,
   InsufficientCreditsError,
   InvalidArgumentError,

@@ -2,10 +2,14 @@
 // many they may start per minute, and their share of the generation queue. Refusals at
 // enqueue come back as `QuotaExceededError` (GQ429).
 
-import { asJson, NamedArgs, call, one } from "./call.js";
+import { asJson, NamedArgs, one } from "./call.js";
 import type { Db } from "./queryable.js";
 
-/** Limits to set; an omitted field is left to genq's default. */
+/**
+ * A user's plan. Each call of `setUserLimits` replaces the whole plan: an omitted (or null)
+ * field follows genq's default (`[users]` in genq.toml), so `setUserLimits(db, user, {})`
+ * resets the user. Limits are 1..1,000,000, weight 0.01..1000 (else `InvalidArgumentError`).
+ */
 export interface UserLimitsInput {
   /** Generations submitted to a provider at once. */
   maxInFlight?: number | null;
@@ -13,60 +17,55 @@ export interface UserLimitsInput {
   maxQueued?: number | null;
   /** Generations enqueued per minute. */
   perMinute?: number | null;
-  /** Share of the generation queue against other users (1 = normal). */
+  /** Share of the generation queue against other users (default 1). */
   weight?: number | null;
 }
 
 /** One effective limit and whether it is genq's default. */
-export interface EffectiveLimit<T = number> {
-  value: T | null;
+export interface EffectiveLimit {
+  /** The limit; null = unlimited. */
+  value: number | null;
   isDefault: boolean;
 }
 
 /** A user's effective limits (`genq.get_user_limits`). */
 export interface UserLimits {
-  userId: string;
   maxInFlight: EffectiveLimit;
   maxQueued: EffectiveLimit;
   perMinute: EffectiveLimit;
   weight: EffectiveLimit;
-  /** The JSON genq returned, for fields this client does not know. */
-  raw: Record<string, unknown>;
 }
 
-/** Sets a user's limits (upsert); returns the effective limits afterwards. */
-export async function setUserLimits(db: Db, userId: string, limits: UserLimitsInput): Promise<UserLimits> {
-  const args = new NamedArgs()
-    .add("user_id", "text", userId)
-    .add("max_in_flight", "integer", limits.maxInFlight)
-    .add("max_queued", "integer", limits.maxQueued)
-    .add("per_minute", "integer", limits.perMinute)
-    .add("weight", "real", limits.weight);
-  await call(db, `SELECT genq.set_user_limits(${args})::text AS r`, args.params);
-  return getUserLimits(db, userId);
-}
+const LIMITS_ROW = "to_jsonb(l)::text AS l";
 
 function limit(raw: Record<string, unknown>, name: string): EffectiveLimit {
   const v = raw[name];
-  const nested = v !== null && typeof v === "object" ? (v as Record<string, unknown>) : null;
-  const value = nested ? nested["value"] : v;
-  const isDefault = nested ? nested["is_default"] ?? nested["default"] : raw[`${name}_is_default`];
-  return {
-    value: value === null || value === undefined ? null : Number(value),
-    isDefault: isDefault === true,
-  };
+  return { value: v === null || v === undefined ? null : Number(v), isDefault: raw[`${name}_default`] === true };
 }
 
-/** A user's effective limits and which of them are genq's defaults. */
-export async function getUserLimits(db: Db, userId: string): Promise<UserLimits> {
-  const json = asJson(await one(db, "SELECT to_jsonb(l)::text AS l FROM genq.get_user_limits($1::text) AS l", [userId], "l"));
+function parseLimits(v: unknown): UserLimits {
+  const json = asJson(v);
   const raw = (json !== null && typeof json === "object" ? json : {}) as Record<string, unknown>;
   return {
-    userId,
     maxInFlight: limit(raw, "max_in_flight"),
     maxQueued: limit(raw, "max_queued"),
     perMinute: limit(raw, "per_minute"),
     weight: limit(raw, "weight"),
-    raw,
   };
+}
+
+/** Sets (replaces) a user's plan; returns the effective limits afterwards. */
+export async function setUserLimits(db: Db, userId: string, limits: UserLimitsInput): Promise<UserLimits> {
+  const args = new NamedArgs()
+    .add("user_id", "text", userId)
+    .add("max_in_flight", "integer", limits.maxInFlight ?? undefined)
+    .add("max_queued", "integer", limits.maxQueued ?? undefined)
+    .add("per_minute", "integer", limits.perMinute ?? undefined)
+    .add("weight", "real", limits.weight ?? undefined);
+  return parseLimits(await one(db, `SELECT ${LIMITS_ROW} FROM genq.set_user_limits(${args}) AS l`, args.params, "l"));
+}
+
+/** A user's effective limits and which of them are genq's defaults. */
+export async function getUserLimits(db: Db, userId: string): Promise<UserLimits> {
+  return parseLimits(await one(db, `SELECT ${LIMITS_ROW} FROM genq.get_user_limits($1::text) AS l`, [userId], "l"));
 }

@@ -40,10 +40,22 @@ export interface OutputFile {
   contentType: string | null;
 }
 
-/** Why a generation failed, safe to show to its user. */
+/** Machine codes of why a generation failed or was cancelled (docs/generation.md). */
+export type GenerationErrorCode =
+  | "moderation"
+  | "invalid_input"
+  | "provider_failed"
+  | "timeout"
+  | "cancelled"
+  | "output_unfetchable"
+  | "storage_failed"
+  | "internal_error"
+  | (string & {});
+
+/** Why a generation failed or was cancelled, safe to show to its user. */
 export interface GenerationError {
-  /** A machine code, e.g. `moderation`, `provider_failed`, `timeout`, `cancelled`. */
-  code: string;
+  code: GenerationErrorCode;
+  /** A user-safe message for the code. */
   message: string | null;
 }
 
@@ -62,7 +74,7 @@ export interface Generation {
   model: string;
   state: GenerationState;
   progress: Progress | null;
-  /** The stored outputs (empty until succeeded). */
+  /** The stored outputs, primary first (empty until succeeded, and after scrubbing). */
   output: OutputFile[];
   error: GenerationError | null;
   cost: number;
@@ -70,10 +82,14 @@ export interface Generation {
   /** The model input; null once retention scrubbed it (`inputScrubbed`). */
   input: unknown;
   inputScrubbed: boolean;
+  /** A cancellation was asked for and is on its way to the provider. */
+  cancelRequested: boolean;
   createdAt: Date;
   submittedAt: Date | null;
   finishedAt: Date | null;
   updatedAt: Date;
+  /** When its user deleted it (`deleteGeneration`), else null. */
+  deletedAt: Date | null;
   /** Bumped on every state or progress change (the event id of the generation's stream). */
   version: string;
 }
@@ -173,10 +189,12 @@ export function parseGeneration(json: unknown): Generation {
     credits: parseCredits(g["credits"]),
     input: scrubbed ? null : (g["input"] ?? null),
     inputScrubbed: scrubbed,
+    cancelRequested: g["cancel_requested"] === true,
     createdAt: date(g["created_at"]) ?? new Date(0),
     submittedAt: date(g["submitted_at"]),
     finishedAt: date(g["finished_at"]),
     updatedAt: date(g["updated_at"]) ?? date(g["created_at"]) ?? new Date(0),
+    deletedAt: date(g["deleted_at"]),
     version: str(g["version"]) ?? "0",
   };
 }

@@ -1,7 +1,7 @@
 // The real environment of the client's tests: a fresh database migrated by the real
 // `genq migrate`, the real fake provider (`genq fake-provider`) and a real `genq run`
 // pointed at it on loopback ports, with its public listener serving the event streams.
-// Torn down (processes stopped, database dropped) after the tests.
+// Torn down (processes stopped, database and roles dropped) after the tests.
 
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -16,9 +16,12 @@ const here = dirname(fileURLToPath(import.meta.url));
 /** The repository root (build/test -> clients/typescript -> repo). */
 export const repoRoot = resolve(here, "../../../..");
 const genqBin = process.env["GENQ_BIN"] ?? join(repoRoot, "target/debug/genq");
-/** Roles of the test database (cluster-wide, reused by the next run). */
-const rolePrefix = "gq_ts_client";
-/** The role a backend is granted (`genq_backend` under this prefix). */
+/** This run's name: its database, and the prefix of its roles (roles are cluster-wide and
+ * serve one database, so a run never shares them with another run's database). */
+const runName = `genq_ts_${process.pid}_${randomBytes(3).toString("hex")}`;
+const rolePrefix = `gq_${runName.slice("genq_".length)}`;
+const roles = ["owner", "backend", "worker"].map((r) => `${rolePrefix}_${r}`);
+/** The role a backend is granted (`genq_backend` under this run's prefix). */
 export const backendRole = `${rolePrefix}_backend`;
 
 /** What the tests reach. */
@@ -85,7 +88,7 @@ export function daemonHasEvents(): boolean {
 export class Harness {
   env!: TestEnv;
   private base = process.env["DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/postgres";
-  private dbName = `genq_ts_${process.pid}_${randomBytes(3).toString("hex")}`;
+  private dbName = runName;
   private dir = mkdtempSync(join(tmpdir(), "genq-ts-"));
   private fake: ChildProcess | undefined;
   private daemon: ChildProcess | undefined;
@@ -184,6 +187,7 @@ export class Harness {
       await root.connect();
       try {
         await root.query(`DROP DATABASE IF EXISTS ${this.dbName} WITH (FORCE)`);
+        for (const role of roles) await root.query(`DROP ROLE IF EXISTS ${role}`);
       } finally {
         await root.end();
       }

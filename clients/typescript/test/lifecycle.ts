@@ -6,13 +6,18 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { describe, it } from "node:test";
 import {
+  cancelGeneration,
   creditBalance,
   enqueueGeneration,
   getGeneration,
+  deleteGeneration,
   getUserLimits,
+  GoneError,
   grantCredits,
+  InvalidArgumentError,
   InsufficientCreditsError,
   listGenerations,
+  NotFoundError,
   QuotaExceededError,
   recreateGeneration,
   setUserLimits,
@@ -59,7 +64,26 @@ export function lifecycleSuite(getDriver: () => Driver, getEnv: () => TestEnv): 
       assert.ok(g.output.length >= 1, "an output was stored");
       assert.match(g.output[0]?.key ?? "", new RegExp(`^outputs/${u}/${id}/0`));
       assert.equal(g.error, null);
+      assert.deepEqual(g.credits, { held: 0, captured: 10, released: 0 });
+      assert.match(g.version, /^\d+$/);
       assert.deepEqual(await creditBalance(db(), u), { available: 20, held: 0 });
+    });
+
+    it("a generation cancelled while queued reads as cancelled, with its error code and credits released", async (t) => {
+      if (await lacks(t, getEnv(), "get_generation", "i14-data")) return;
+      const u = user("cancelread");
+      await grantCredits(db(), u, 4, `pay-${u}`);
+      const id = await getDriver().tx(async (tx) => {
+        const id = await enqueueGeneration(tx, { userId: u, provider: "byteplus", model: "m", input: { prompt: "p" }, cost: 4, idempotencyKey: "k" });
+        await cancelGeneration(tx, id);
+        return id;
+      });
+      const g = await getGeneration(db(), id);
+      assert.equal(g?.state, "cancelled");
+      assert.equal(g?.error?.code, "cancelled");
+      assert.ok(g?.finishedAt instanceof Date);
+      assert.equal(g?.cancelRequested, true);
+      assert.deepEqual(g?.credits, { held: 0, captured: 0, released: 4 });
     });
 
     it("listGenerations: newest first, pages without duplicates or gaps", async (t) => {
@@ -80,6 +104,32 @@ export function lifecycleSuite(getDriver: () => Driver, getEnv: () => TestEnv): 
         before = rows[rows.length - 1]?.id;
       }
       assert.deepEqual(seen, [...ids].reverse());
+    });
+
+    it("listGenerations refuses a page size outside 1..100 and a cursor of another user", async (t) => {
+      if (await lacks(t, getEnv(), "list_generations", "i14-data")) return;
+      const u = user("listbad");
+      const other = await enqueueGeneration(db(), { userId: user("listother"), provider: "fal", model: "m", input: {}, cost: 0, idempotencyKey: "k" });
+      for (const limit of [0, 101]) {
+        const err = await rejection(() => listGenerations(db(), u, { limit }));
+        assert.ok(err instanceof InvalidArgumentError, `limit ${limit}: ${String(err)}`);
+      }
+      const err = await rejection(() => listGenerations(db(), u, { before: other }));
+      assert.ok(err instanceof NotFoundError, String(err));
+    });
+
+    it("recreateGeneration of a deleted generation: GoneError (GQ410), nothing held", async (t) => {
+      if (await lacks(t, getEnv(), "recreate_generation", "i14-data")) return;
+      const u = user("gone");
+      await grantCredits(db(), u, 5, `pay-${u}`);
+      const id = await enqueueGeneration(db(), { userId: u, provider: "fal", model: "m", input: { prompt: "p" }, cost: 0, idempotencyKey: "k1" });
+      await deleteGeneration(db(), id);
+      const err = await rejection(() => recreateGeneration(db(), id, "k2"));
+      assert.ok(err instanceof GoneError, String(err));
+      assert.equal(err.code, "GQ410");
+      assert.deepEqual(await creditBalance(db(), u), { available: 5, held: 0 });
+      const unknown = await rejection(() => recreateGeneration(db(), randomUUID(), "k3"));
+      assert.ok(unknown instanceof NotFoundError, String(unknown));
     });
 
     it("recreateGeneration: a new generation with the same input, held again, idempotent per key", async (t) => {
@@ -106,11 +156,22 @@ export function lifecycleSuite(getDriver: () => Driver, getEnv: () => TestEnv): 
       const u = user("limits");
       const before = await getUserLimits(db(), u);
       assert.equal(before.maxQueued.isDefault, true);
-      const after = await setUserLimits(db(), u, { maxQueued: 7, perMinute: 30 });
-      assert.equal(after.maxQueued.value, 7);
-      assert.equal(after.maxQueued.isDefault, false);
-      assert.equal(after.perMinute.value, 30);
+      const after = await setUserLimits(db(), u, { maxQueued: 7, perMinute: 30, weight: 2.5 });
+      assert.deepEqual(after.maxQueued, { value: 7, isDefault: false });
+      assert.deepEqual(after.perMinute, { value: 30, isDefault: false });
+      assert.deepEqual(after.weight, { value: 2.5, isDefault: false });
       assert.equal(after.maxInFlight.isDefault, true);
+      assert.deepEqual(await getUserLimits(db(), u), after);
+      const reset = await setUserLimits(db(), u, {});
+      assert.deepEqual(reset, before);
+    });
+
+    it("setUserLimits refuses limits out of range", async (t) => {
+      if (await lacks(t, getEnv(), "set_user_limits", "i13-product")) return;
+      for (const limits of [{ maxQueued: 0 }, { weight: 5000 }]) {
+        const err = await rejection(() => setUserLimits(db(), user("badlimits"), limits));
+        assert.ok(err instanceof InvalidArgumentError, `${JSON.stringify(limits)}: ${String(err)}`);
+      }
     });
 
     it("GQ429 becomes QuotaExceededError with limit, max and current; nothing written", async (t) => {

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { describe, it } from "node:test";
 import {
+  GoneError,
   InsufficientCreditsError,
   InvalidArgumentError,
   mapError,
@@ -50,6 +51,7 @@ describe("mapError", () => {
     assert.ok(q instanceof QuotaExceededError);
     assert.deepEqual([q.limit, q.max, q.current], ["per_minute", 5, 6]);
     assert.ok(mapError({ code: "P0002", message: "generation x not found" }) instanceof NotFoundError);
+    assert.ok(mapError({ code: "GQ410", message: "input scrubbed" }) instanceof GoneError);
     for (const code of ["22023", "22003", "54000", "22P02"]) {
       assert.ok(mapError({ code, message: "bad" }) instanceof InvalidArgumentError, code);
     }
@@ -87,6 +89,8 @@ const sample = {
   credits: { held: 10, captured: 0, released: 10 },
   input: { prompt: "p" },
   input_scrubbed: false,
+  cancel_requested: true,
+  deleted_at: null,
   created_at: "2026-01-01T00:00:00Z",
   submitted_at: null,
   finished_at: "2026-01-01T00:00:05Z",
@@ -104,6 +108,8 @@ describe("parseGeneration", () => {
     assert.deepEqual(g.error, { code: "moderation", message: "refused" });
     assert.deepEqual(g.createdAt, new Date("2026-01-01T00:00:00Z"));
     assert.equal(g.submittedAt, null);
+    assert.equal(g.cancelRequested, true);
+    assert.equal(g.deletedAt, null);
     assert.equal(g.version, "7");
   });
 

@@ -15,6 +15,7 @@ import {
   fromPostgresJs,
   getGeneration,
   getUserLimits,
+  GoneError,
   grantCredits,
   InsufficientCreditsError,
   InvalidArgumentError,
@@ -77,7 +78,12 @@ export async function everything(userId: string): Promise<void> {
   const g: Generation | null = await getGeneration(sql, generationId);
   const page: Generation[] = await listGenerations(pool, userId, { limit: 20 });
   const next: Generation[] = await listGenerations(pool, userId, { limit: 20, before: page[page.length - 1]?.id ?? generationId });
-  const again: string = await recreateGeneration(pool, generationId, "req-2");
+  let again = generationId;
+  try {
+    again = await recreateGeneration(pool, generationId, "req-2");
+  } catch (err) {
+    if (!(err instanceof GoneError)) throw err; // the input was scrubbed or deleted: ask again
+  }
   const cancelled: GenerationState = await cancelGeneration(pool, again);
   const deleted: GenerationState = await deleteGeneration(fromPostgresJs(sql), generationId);
   await recordInvoice(fromPg(pool), { txnId: "txn-1", orderNumber: "order-1", userId, credits: 100 });
