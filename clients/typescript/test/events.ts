@@ -22,6 +22,21 @@ export function eventsSuite(getEnv: () => TestEnv, getDriver: () => Driver): voi
     });
   };
 
+  /** Subscribes with `token` until two attempts were refused; no event may arrive. */
+  const expectRefused = async (token: string, id: string) => {
+    const events: GenqEvent[] = [];
+    let errors = 0;
+    const stop = subscribeGeneration(getEnv().publicBase, token, id, (e) => events.push(e), {
+      EventSource, onError: () => { errors += 1; }, retryMs: 50, maxRetryMs: 100,
+    });
+    try {
+      await waitUntil("two refused connection attempts", 20000, async () => errors >= 2);
+    } finally {
+      stop();
+    }
+    assert.deepEqual(events, []);
+  };
+
   describe("subscribeGeneration", { skip: skipReason }, () => {
     it("follows a generation from enqueue to succeeded, then stops by itself", async () => {
       const env = getEnv();
@@ -52,39 +67,21 @@ export function eventsSuite(getEnv: () => TestEnv, getDriver: () => Driver): voi
     });
 
     it("a token signed with another secret gets no event; onError reports and it keeps retrying", async () => {
-      const env = getEnv();
       const u = user("forged");
       const id = await enqueueOne(u, "k1");
-      const token = mintEventsToken(u, 300, { secret: "not-the-daemons-secret" });
-      const events: GenqEvent[] = [];
-      let errors = 0;
-      const stop = subscribeGeneration(env.publicBase, token, id, (e) => events.push(e), {
-        EventSource, onError: () => { errors += 1; }, retryMs: 50, maxRetryMs: 100,
-      });
-      try {
-        await waitUntil("two refused connection attempts", 20000, async () => errors >= 2);
-      } finally {
-        stop();
-      }
-      assert.deepEqual(events, []);
+      await expectRefused(mintEventsToken(u, 300, { secret: "not-the-daemons-secret" }), id);
     });
 
     it("another user's token gets no event for the generation", async () => {
-      const env = getEnv();
-      const owner = user("owner");
-      const id = await enqueueOne(owner, "k1");
-      const token = mintEventsToken(user("other"), 300, { secret: env.eventsSecret });
-      const events: GenqEvent[] = [];
-      let errors = 0;
-      const stop = subscribeGeneration(env.publicBase, token, id, (e) => events.push(e), {
-        EventSource, onError: () => { errors += 1; }, retryMs: 50, maxRetryMs: 100,
-      });
-      try {
-        await waitUntil("a refused connection", 20000, async () => errors >= 1);
-      } finally {
-        stop();
-      }
-      assert.deepEqual(events, []);
+      const id = await enqueueOne(user("owner"), "k1");
+      await expectRefused(mintEventsToken(user("other"), 300, { secret: getEnv().eventsSecret }), id);
+    });
+
+    it("a token whose gen claim lists other generations gets no event", async () => {
+      const u = user("scoped");
+      const id = await enqueueOne(u, "k1");
+      const other = await enqueueOne(u, "k2");
+      await expectRefused(mintEventsToken(u, 300, { secret: getEnv().eventsSecret, generations: [other] }), id);
     });
   });
 
