@@ -15,6 +15,7 @@ pub mod credits;
 pub mod daemon;
 pub mod db;
 pub mod dev;
+pub mod events;
 pub mod generation;
 pub mod http;
 pub mod jobs;

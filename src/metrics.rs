@@ -105,6 +105,15 @@ pub const OUTPUTS_UNFETCHABLE: &str = "genq_generation_outputs_unfetchable_total
 /// Credits held by unfinished generations, all users (fleet-wide, read every sample interval).
 pub const CREDITS_HELD: &str = "genq_credits_held";
 
+/// Open live event streams (`/v1/.../events`) on this daemon.
+pub const EVENT_STREAMS: &str = "genq_event_streams";
+/// Events sent on live event streams.
+pub const EVENTS_SENT: &str = "genq_events_sent_total";
+/// Event streams closed because they fell `[events] stream_buffer` events behind.
+pub const EVENT_STREAMS_DROPPED: &str = "genq_event_streams_dropped_total";
+/// Times the events LISTEN connection was lost (each followed by a catch-up read).
+pub const EVENT_LISTEN_RECONNECTS: &str = "genq_events_listen_reconnects_total";
+
 /// Every metric: (name, type, help).
 pub const ALL: &[(&str, &str, &str)] = &[
     (
@@ -284,6 +293,22 @@ pub const ALL: &[(&str, &str, &str)] = &[
         CREDITS_HELD,
         "gauge",
         "Credits held by unfinished generations, all users (fleet-wide; use max across daemons).",
+    ),
+    (
+        EVENT_STREAMS,
+        "gauge",
+        "Open live event streams on this daemon.",
+    ),
+    (EVENTS_SENT, "counter", "Events sent on live event streams."),
+    (
+        EVENT_STREAMS_DROPPED,
+        "counter",
+        "Event streams closed because they fell too far behind (the browser reconnects and resumes).",
+    ),
+    (
+        EVENT_LISTEN_RECONNECTS,
+        "counter",
+        "Times the events LISTEN connection was lost (each followed by a catch-up read).",
     ),
 ];
 

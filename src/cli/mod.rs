@@ -304,11 +304,30 @@ async fn run(config: Config, migrate: bool) -> anyhow::Result<ExitCode> {
         http::webhooks::Webhooks::from_config(&config.webhooks)
             .context("cannot set up webhook verification")?,
     );
+    let events_config = config.events.clone();
+    let outbound = config.outbound.clone();
+    let listen_options = db::session_options(options.clone(), &config.database);
     let handle = Daemon::with_connect_options(config, registry, options).start();
+    let events = match crate::events::Events::start(
+        &events_config,
+        &outbound,
+        handle.pool().clone(),
+        listen_options,
+    ) {
+        Ok(events) => events,
+        Err(e) => {
+            handle.shutdown().await;
+            return Err(e.context("cannot set up live events ([events])"));
+        }
+    };
+    if events.is_none() {
+        tracing::info!("live events disabled (no [events] token secret or Supabase JWKS)");
+    }
     let state = http::HttpState {
         daemon: handle.control(),
         admin_token,
         webhooks: Some(webhooks),
+        events: events.clone(),
     };
     let servers = match serve_listeners(&bind, &public_bind, state).await {
         Ok(s) => s,
@@ -325,6 +344,10 @@ async fn run(config: Config, migrate: bool) -> anyhow::Result<ExitCode> {
             control.hurry();
         }
     });
+    // Open event streams never end on their own: end them so the servers can stop.
+    if let Some(events) = &events {
+        events.stop();
+    }
     let report = handle.shutdown().await;
     hurry.abort();
     for server in servers {

@@ -13,3 +13,4 @@ pub mod bench;
 pub mod demo;
 pub mod fake_provider;
 pub mod fake_stores;
+pub mod sse;

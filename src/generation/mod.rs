@@ -5,7 +5,10 @@
 //! statement on `genq.generations` outside the SQL functions and the privacy scrubbing lives
 //! here, named, so a reader finds the table's writers in one place.
 
+mod error_code;
 pub mod record;
+
+pub use error_code::ErrorCode;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -16,7 +19,7 @@ use uuid::Uuid;
 const LOAD: &str = r#"
 SELECT id, user_id, provider, model, input, cost, idempotency_key, state, provider_request_id,
        provider_meta, submit_attempts, submitting_since, submitted_at, output, error,
-       cancel_requested_at, created_at, updated_at, finished_at
+       cancel_requested_at, created_at, updated_at, finished_at, progress, version, error_code
   FROM genq.generations WHERE id = $1
 "#;
 
@@ -95,7 +98,7 @@ pub struct Generation {
     pub submitted_at: Option<DateTime<Utc>>,
     /// Where the output was stored, once succeeded.
     pub output: Option<serde_json::Value>,
-    /// Why it failed.
+    /// Why it failed (internal detail: provider codes, our configuration).
     pub error: Option<String>,
     /// When a cancellation was asked for.
     pub cancel_requested_at: Option<DateTime<Utc>>,
@@ -105,6 +108,12 @@ pub struct Generation {
     pub updated_at: DateTime<Utc>,
     /// When it reached a final state.
     pub finished_at: Option<DateTime<Utc>>,
+    /// What the provider last said while it renders (`docs/generation.md`).
+    pub progress: Option<serde_json::Value>,
+    /// Bumped on every change of state or progress (the event id of its streams).
+    pub version: i64,
+    /// Why it failed or was cancelled, as a machine code ([`ErrorCode`]'s spelling).
+    pub error_code: Option<String>,
 }
 
 /// Loads one generation, or `None` if there is none with this id.

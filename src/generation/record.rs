@@ -5,7 +5,7 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::GenerationState;
+use super::{ErrorCode, GenerationState};
 
 // Intent is committed before the provider is called: a crash or timeout after this point
 // leaves `submitting`, which the next attempt reconciles instead of submitting again.
@@ -39,9 +39,18 @@ RETURNING extract(epoch FROM now() - created_at)::float8
 
 const MARK_ENDED: &str = r#"
 UPDATE genq.generations
-   SET state = $2, error = $3, finished_at = now(), updated_at = now()
+   SET state = $2, error = $3, error_code = $4, finished_at = now(), updated_at = now()
  WHERE id = $1 AND state IN ('queued', 'submitting', 'submitted')
 RETURNING extract(epoch FROM now() - created_at)::float8
+"#;
+
+// What the provider says while it renders, only when it changed (`updated_at` aside), so
+// an unchanged poll neither bumps the version nor notifies anyone.
+const RECORD_PROGRESS: &str = r#"
+UPDATE genq.generations
+   SET progress = $2::jsonb || jsonb_build_object('updated_at', now())
+ WHERE id = $1 AND state = 'submitted'
+   AND (progress - 'updated_at') IS DISTINCT FROM $2::jsonb
 "#;
 
 const ENQUEUE_FOLLOW_UP: &str =
@@ -125,20 +134,38 @@ pub async fn mark_succeeded(
         .await
 }
 
-/// Marks failure or cancellation with a reason. Returns the end-to-end seconds, or `None`
-/// if the generation had already ended.
+/// Marks failure or cancellation with its machine code and the internal reason. Returns the
+/// end-to-end seconds, or `None` if the generation had already ended.
 pub async fn mark_ended(
     conn: &mut PgConnection,
     id: Uuid,
     state: GenerationState,
+    code: ErrorCode,
     reason: &str,
 ) -> Result<Option<f64>, sqlx::Error> {
     crate::db::query_scalar(MARK_ENDED)
         .bind(id)
         .bind(state)
         .bind(reason)
+        .bind(code.as_str())
         .fetch_optional(conn)
         .await
+}
+
+/// Records a submitted generation's progress if it differs from the stored one (its
+/// `updated_at` aside). True when it was written (a new version, a notification).
+pub async fn record_progress(
+    conn: &mut PgConnection,
+    id: Uuid,
+    progress: &crate::providers::Progress,
+) -> Result<bool, sqlx::Error> {
+    Ok(crate::db::query(RECORD_PROGRESS)
+        .bind(id)
+        .bind(progress.to_json())
+        .execute(conn)
+        .await?
+        .rows_affected()
+        == 1)
 }
 
 /// Enqueues a follow-up job (`generation.poll`, `generation.cancel`) for `id` after `delay_secs`,

@@ -1,15 +1,17 @@
 //! The daemon's HTTP servers (axum). The internal listener (`http.bind`) serves `/metrics`,
 //! `/healthz`, `/readyz` and the `/admin` JSON API; the public one (`http.public_bind`)
-//! serves only `/webhooks/*` (and `/healthz`, which reveals nothing, for load balancer
+//! serves only `/webhooks/*`, the browsers' live event streams (`/v1/.../events`, when
+//! `[events]` is configured) and `/healthz` (which reveals nothing, for load balancer
 //! health checks), so an operator exposes that port to the internet and nothing else
 //! (`/readyz` echoes database errors, `/metrics` names queues and kinds, `/admin` controls
-//! the fleet). With a public bind the webhooks are served there only; without one the
-//! internal listener serves them too. Both outlive the daemon's
+//! the fleet). With a public bind the webhooks and event streams are served there only;
+//! without one the internal listener serves them too. Both outlive the daemon's
 //! drain, so Prometheus can still scrape a daemon that is finishing its last jobs.
 
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod webhooks;
@@ -36,6 +38,8 @@ pub struct HttpState {
     pub admin_token: Option<AdminToken>,
     /// Webhook verification; `None` answers every callback 503.
     pub webhooks: Option<std::sync::Arc<webhooks::Webhooks>>,
+    /// Live event streams; `None` answers them 404.
+    pub events: Option<std::sync::Arc<crate::events::Events>>,
 }
 
 /// Which routes a listener serves.
@@ -45,16 +49,16 @@ pub enum Routes {
     All,
     /// Health, metrics and admin: the internal listener beside a public one.
     Internal,
-    /// Only `/webhooks/*` and `/healthz`: the listener facing the internet.
+    /// Only `/webhooks/*`, `/v1/.../events` and `/healthz`: the listener facing the internet.
     Public,
 }
 
 impl Routes {
     fn describe(self) -> &'static str {
         match self {
-            Routes::All => "/metrics, /healthz, /readyz, /admin, /webhooks",
+            Routes::All => "/metrics, /healthz, /readyz, /admin, /webhooks, /v1/.../events",
             Routes::Internal => "/metrics, /healthz, /readyz, /admin",
-            Routes::Public => "/webhooks, /healthz",
+            Routes::Public => "/webhooks, /v1/.../events, /healthz",
         }
     }
 }
@@ -83,6 +87,12 @@ pub fn routes(state: HttpState, which: Routes) -> Router {
             |w| w.max_body_bytes(),
         );
         app = app.merge(webhooks::routes(max_body));
+        let origins = state
+            .events
+            .as_ref()
+            .map(|e| e.config.allowed_origins.clone())
+            .unwrap_or_default();
+        app = app.merge(events::routes(&origins));
     }
     app.with_state(state)
 }

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::http::{self, ApiKey, Op, Reply};
+use super::progress::{Phase, Progress};
 use super::{
     outputs, tag_webhook_url, CancelOutcome, Provider, ProviderError, ProviderKind, RemoteOutput,
     RemoteStatus, SubmitRequest, Submitted,
@@ -337,8 +338,8 @@ fn remote_status(task: Task) -> Result<RemoteStatus, ProviderError> {
         _ => "no reason given".to_string(),
     };
     Ok(match task.status.as_str() {
-        "queued" => RemoteStatus::Queued,
-        "running" => RemoteStatus::Running,
+        "queued" => RemoteStatus::Queued(Progress::phase(Phase::Queued)),
+        "running" => RemoteStatus::Running(Progress::phase(Phase::Running)),
         "succeeded" => {
             let content = task.content.as_ref();
             let video = content.and_then(|c| c.video_url.clone());

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::http::{self, ApiKey, Op, Reply};
+use super::progress::{Phase, Progress};
 use super::{
     outputs, tag_webhook_url, CancelOutcome, Provider, ProviderError, ProviderKind, RemoteStatus,
     SubmitRequest, Submitted,
@@ -54,6 +55,18 @@ struct StatusBody {
     error: Option<Value>,
     #[serde(default)]
     error_type: Option<String>,
+    /// While `IN_QUEUE`.
+    #[serde(default)]
+    queue_position: Option<i64>,
+    /// With `?logs=1`, while `IN_PROGRESS`: only the last percent and line are kept.
+    #[serde(default)]
+    logs: Option<Vec<LogLine>>,
+}
+
+#[derive(Deserialize)]
+struct LogLine {
+    #[serde(default)]
+    message: String,
 }
 
 #[derive(Deserialize)]
@@ -214,14 +227,21 @@ impl Provider for Fal {
 
     async fn status(&self, request_id: &str, meta: &Value) -> Result<RemoteStatus, ProviderError> {
         let url = self.url(meta, "status_url", request_id, "/status")?;
-        let reply = http::send(self.authorize(self.api.client.get(url)), KIND, Op::Status).await?;
+        // logs=1: fal sends the run's logs only when asked (the percent and last line).
+        let get = self.api.client.get(url).query(&[("logs", "1")]);
+        let reply = http::send(self.authorize(get), KIND, Op::Status).await?;
         if !reply.status.is_success() {
             return Err(self.error(Op::Status, &reply));
         }
         let body: StatusBody = reply.parse(KIND, Op::Status)?;
         match body.status.as_str() {
-            "IN_QUEUE" => Ok(RemoteStatus::Queued),
-            "IN_PROGRESS" => Ok(RemoteStatus::Running),
+            "IN_QUEUE" => Ok(RemoteStatus::Queued(
+                Progress::phase(Phase::Queued).with_queue_position(body.queue_position),
+            )),
+            "IN_PROGRESS" => Ok(RemoteStatus::Running(
+                Progress::phase(Phase::Running)
+                    .with_log_lines(body.logs.iter().flatten().map(|line| line.message.as_str())),
+            )),
             "COMPLETED" => match body.error.filter(|e| !e.is_null()) {
                 // Newer status bodies already say that the run failed.
                 Some(error) => Ok(RemoteStatus::Failed {

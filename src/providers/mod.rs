@@ -19,6 +19,7 @@ pub mod fal;
 pub mod gate;
 pub mod http;
 mod outputs;
+pub mod progress;
 pub mod replicate;
 pub mod signing;
 
@@ -30,6 +31,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use config::{Endpoint, ProviderLimits, ProvidersConfig};
+pub use progress::Progress;
 
 /// Which dialect. Database spelling: `"fal"`, `"byteplus"`, `"replicate"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -110,10 +112,10 @@ pub struct Submitted {
 /// Where a request stands at the provider.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RemoteStatus {
-    /// Accepted, waiting for capacity.
-    Queued,
-    /// Rendering.
-    Running,
+    /// Accepted, waiting for capacity (or booting), with what the provider said about it.
+    Queued(Progress),
+    /// Rendering, with what the provider said about it.
+    Running(Progress),
     /// Done, with at least one output URL (the first is the primary output). The URLs
     /// expire soon (Replicate 1 h, fal about 1 h, BytePlus 24 h): copy them at once.
     Succeeded {
@@ -138,7 +140,7 @@ pub enum RemoteStatus {
 impl RemoteStatus {
     /// Whether the request can still change.
     pub fn is_final(&self) -> bool {
-        !matches!(self, Self::Queued | Self::Running)
+        !matches!(self, Self::Queued(_) | Self::Running(_))
     }
 }
 

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::http::{self, ApiKey, Op, Reply};
+use super::progress::{Phase, Progress};
 use super::{
     outputs, tag_webhook_url, CancelOutcome, Provider, ProviderError, ProviderKind, RemoteStatus,
     SubmitRequest, Submitted,
@@ -51,6 +52,13 @@ struct Prediction {
     created_at: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(default)]
     webhook: Option<String>,
+    /// The model's stdout so far; only its last percent and line are kept.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    logs: String,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Deserialize)]
@@ -291,8 +299,10 @@ fn remote_status(p: Prediction) -> Result<RemoteStatus, ProviderError> {
         other => http::truncate(&other.to_string()),
     };
     Ok(match p.status.as_str() {
-        "starting" => RemoteStatus::Queued,
-        "processing" => RemoteStatus::Running,
+        "starting" => RemoteStatus::Queued(Progress::phase(Phase::Starting).with_log_text(&p.logs)),
+        "processing" => {
+            RemoteStatus::Running(Progress::phase(Phase::Running).with_log_text(&p.logs))
+        }
         "succeeded" if p.data_removed => RemoteStatus::Expired {
             reason: "replicate: output already removed (data_removed)".into(),
         },

@@ -13,6 +13,7 @@ mod control;
 mod credits;
 mod dev_tools;
 mod enqueue;
+mod events;
 mod exactly_once;
 mod failures;
 mod hooks;

@@ -93,6 +93,7 @@ pub async fn measure(
             daemon: daemon.control(),
             admin_token: None,
             webhooks: Some(webhooks),
+            events: None,
         },
     )
     .await?;

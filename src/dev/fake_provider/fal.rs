@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::faults::{affect_job, finish, gate, Dialect, FakeOp, Gate};
 use super::state::{Job, NewJob, Phase, Shared};
-use super::{check_auth, files, webhooks};
+use super::{check_auth, files, progress, webhooks};
 use crate::providers::ProviderKind;
 
 const KIND: ProviderKind = ProviderKind::Fal;
@@ -87,7 +87,11 @@ async fn dispatch(
     }
     let segments: Vec<&str> = path.split('/').collect();
     match (&method, segments.as_slice()) {
-        (&Method::GET, [_, _, "requests", id, "status"]) => status(state, id).await,
+        (&Method::GET, [_, _, "requests", id, "status"]) => {
+            // Like fal, logs only when asked for.
+            let logs = query.get("logs").is_some_and(|v| v == "1");
+            status(state, id, logs).await
+        }
         (&Method::GET, [_, _, "requests", id]) => result(state, id).await,
         (&Method::PUT, [_, _, "requests", id, "cancel"]) => cancel(state, id).await,
         (&Method::POST, _) => submit(state, &path, query.get("fal_webhook").cloned(), &body).await,
@@ -157,7 +161,7 @@ async fn submit(state: Shared, model: &str, webhook: Option<String>, body: &[u8]
     finish(&state, fault, StatusCode::OK, HeaderMap::new(), answer).await
 }
 
-async fn status(state: Shared, id: &str) -> Response {
+async fn status(state: Shared, id: &str, with_logs: bool) -> Response {
     let fault = match gate(&state, Some(KIND), FakeOp::Status, &FalDialect).await {
         Gate::Respond(r) => return r,
         Gate::Proceed(f) => f,
@@ -167,14 +171,18 @@ async fn status(state: Shared, id: &str) -> Response {
         return FalDialect.error(StatusCode::NOT_FOUND, None, "Request not found");
     };
     let url = request_url(&state, &job);
-    let (code, body) = match job.phase(Instant::now()) {
+    let now = Instant::now();
+    let (code, body) = match job.phase(now) {
         Phase::Queued => (
             StatusCode::ACCEPTED,
-            json!({"status": "IN_QUEUE", "queue_position": 0, "response_url": url}),
+            json!({"status": "IN_QUEUE", "queue_position": progress::queue_position(&job, now),
+                   "response_url": url}),
         ),
         Phase::Running => (
             StatusCode::ACCEPTED,
-            json!({"status": "IN_PROGRESS", "logs": [], "response_url": url}),
+            json!({"status": "IN_PROGRESS",
+                   "logs": if with_logs { progress::fal_logs(&job, now) } else { json!([]) },
+                   "response_url": url}),
         ),
         _ => (
             StatusCode::OK,

@@ -19,6 +19,7 @@ mod fal;
 pub mod faults;
 mod files;
 mod plisio;
+mod progress;
 mod redelivery;
 mod replicate;
 mod state;

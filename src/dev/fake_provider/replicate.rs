@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::faults::{affect_job, finish, gate, Dialect, FakeOp, Gate};
 use super::state::{Job, NewJob, Phase, Shared};
-use super::{check_auth, files, webhooks};
+use super::{check_auth, files, progress, webhooks};
 use crate::providers::ProviderKind;
 
 const KIND: ProviderKind = ProviderKind::Replicate;
@@ -298,7 +298,7 @@ pub(super) fn prediction_json(state: &Shared, job: &Job) -> Value {
         "input": job.input,
         "output": output,
         "error": error,
-        "logs": "",
+        "logs": if phase == Phase::Queued { String::new() } else { progress::replicate_logs(job, now) },
         "status": status,
         "data_removed": data_removed,
         "created_at": ts(Some(job.created_at)),

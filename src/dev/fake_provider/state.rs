@@ -143,6 +143,21 @@ impl Job {
         }
     }
 
+    /// How far it is through its current phase, 0 to 1 (queued: towards running, running:
+    /// towards its end), for the progress the dialects report.
+    pub fn phase_fraction(&self, now: Instant) -> f64 {
+        let (from, to) = if now < self.running_at {
+            (self.created, self.running_at)
+        } else {
+            (self.running_at, self.finish_at)
+        };
+        let span = to.saturating_duration_since(from).as_secs_f64();
+        if span <= 0.0 {
+            return 1.0;
+        }
+        (now.saturating_duration_since(from).as_secs_f64() / span).clamp(0.0, 1.0)
+    }
+
     /// Whether its output file can still be downloaded.
     pub fn file_available(&self, now: Instant, ttl: Duration) -> bool {
         self.phase(now) == Phase::Succeeded && now < self.finish_at + ttl

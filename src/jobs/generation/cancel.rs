@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::{settle, GenerationArgs, Pipeline};
 use crate::daemon::{JobContext, JobError, Worker};
-use crate::generation::GenerationState;
+use crate::generation::{ErrorCode, GenerationState};
 use crate::providers::CancelOutcome;
 
 /// The kind.
@@ -36,6 +36,7 @@ impl Worker for Cancel {
                     &ctx,
                     &generation,
                     GenerationState::Cancelled,
+                    ErrorCode::Cancelled,
                     "cancelled before submission",
                 )
                 .await
@@ -56,6 +57,7 @@ impl Worker for Cancel {
                     &ctx,
                     &generation,
                     GenerationState::Cancelled,
+                    ErrorCode::Cancelled,
                     "cancelled by the user",
                 )
                 .await

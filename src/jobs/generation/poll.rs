@@ -1,6 +1,6 @@
 //! `generation.poll`: follow a submitted generation to its end. While the provider renders,
 //! the job snoozes (no attempt spent, no worker slot held) with a delay that grows with the
-//! render's age; when the provider reports an end, the outputs are copied to our store and
+//! render's age, recording the provider's progress when it changed; when the provider reports an end, the outputs are copied to our store and
 //! the generation is settled in one transaction with the job's completion.
 
 use std::sync::Arc;
@@ -11,8 +11,9 @@ use chrono::Utc;
 use super::settle::Unfetchable;
 use super::{settle, GenerationArgs, Pipeline};
 use crate::daemon::{JobContext, JobError, Worker};
+use crate::generation::record;
 use crate::generation::Generation as GenerationRow;
-use crate::generation::GenerationState;
+use crate::generation::{ErrorCode, GenerationState};
 use crate::providers::{ProviderError, ProviderKind, RemoteOutput, RemoteStatus};
 use crate::storage::{copy_output, CopyFailure, StorageError};
 
@@ -66,16 +67,20 @@ pub async fn follow(
         .to_std()
         .unwrap_or_default();
     match status {
-        Ok(RemoteStatus::Queued | RemoteStatus::Running) => {
+        Ok(RemoteStatus::Queued(progress) | RemoteStatus::Running(progress)) => {
             if age > MAX_RENDER_TIME {
                 return settle::end(
                     ctx,
                     generation,
                     GenerationState::Failed,
+                    ErrorCode::Timeout,
                     "the provider did not finish within 24 h",
                 )
                 .await;
             }
+            // Written only when it changed: an unchanged poll notifies nobody.
+            let mut conn = ctx.pool.acquire().await?;
+            record::record_progress(&mut conn, generation.id, &progress).await?;
             Err(JobError::snooze(next_poll(age)))
         }
         Ok(RemoteStatus::Succeeded { outputs }) => {
@@ -98,6 +103,7 @@ pub async fn follow(
                         ctx,
                         generation,
                         GenerationState::Failed,
+                        ErrorCode::StorageFailed,
                         &format!("output could not be stored: {message}"),
                     )
                     .await;
@@ -109,6 +115,7 @@ pub async fn follow(
                         ctx,
                         generation,
                         GenerationState::Failed,
+                        ErrorCode::StorageFailed,
                         &format!("output could not be stored after every attempt: {message}"),
                     )
                     .await;
@@ -130,6 +137,7 @@ pub async fn follow(
                 ctx,
                 generation,
                 GenerationState::Failed,
+                ErrorCode::of_failure(&reason),
                 &format!("{kind}: {reason}"),
             )
             .await
@@ -139,6 +147,7 @@ pub async fn follow(
                 ctx,
                 generation,
                 GenerationState::Failed,
+                ErrorCode::Timeout,
                 &format!("{kind}: expired: {reason}"),
             )
             .await
@@ -148,6 +157,7 @@ pub async fn follow(
                 ctx,
                 generation,
                 GenerationState::Cancelled,
+                ErrorCode::Cancelled,
                 &format!("cancelled at {kind}"),
             )
             .await
@@ -157,6 +167,7 @@ pub async fn follow(
                 ctx,
                 generation,
                 GenerationState::Failed,
+                ErrorCode::of_refusal(&message),
                 &format!("{kind}: {message}"),
             )
             .await
@@ -166,6 +177,7 @@ pub async fn follow(
                 ctx,
                 generation,
                 GenerationState::Failed,
+                ErrorCode::ProviderFailed,
                 &format!("gave up following the request: {err}"),
             )
             .await

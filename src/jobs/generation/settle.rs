@@ -11,7 +11,7 @@ use crate::credits;
 use crate::daemon::{JobContext, JobError};
 use crate::generation::record;
 use crate::generation::Generation as GenerationRow;
-use crate::generation::GenerationState;
+use crate::generation::{ErrorCode, GenerationState};
 use crate::retention::{blobs, BlobRole};
 use crate::storage::StoredObject;
 
@@ -53,15 +53,16 @@ pub async fn succeed(
     Ok(())
 }
 
-/// Ends `generation` as failed or cancelled with `reason`, releasing its credits, and
+/// Ends `generation` as failed or cancelled with its `code` and `reason`, releasing its credits, and
 /// completes the job in the same transaction.
 pub async fn end(
     ctx: &JobContext,
     generation: &GenerationRow,
     state: GenerationState,
+    code: ErrorCode,
     reason: &str,
 ) -> Result<(), JobError> {
-    release_and_end(ctx, generation.id, state, reason, Some(generation)).await
+    release_and_end(ctx, generation.id, state, code, reason, Some(generation)).await
 }
 
 /// How every error of a generation whose output could not be downloaded begins;
@@ -89,8 +90,14 @@ pub async fn unfetchable(
 ) -> Result<(), JobError> {
     let reason = format!("{UNFETCHABLE} {detail}");
     let mut tx = crate::db::begin(&ctx.pool).await?;
-    let ended =
-        record::mark_ended(&mut tx, generation.id, GenerationState::Failed, &reason).await?;
+    let ended = record::mark_ended(
+        &mut tx,
+        generation.id,
+        GenerationState::Failed,
+        ErrorCode::OutputUnfetchable,
+        &reason,
+    )
+    .await?;
     let captured = if ended.is_some() {
         credits::capture(&mut tx, generation.id).await?
     } else {
@@ -121,11 +128,12 @@ async fn release_and_end(
     ctx: &JobContext,
     id: Uuid,
     state: GenerationState,
+    code: ErrorCode,
     reason: &str,
     generation: Option<&GenerationRow>,
 ) -> Result<(), JobError> {
     let mut tx = crate::db::begin(&ctx.pool).await?;
-    let ended = record::mark_ended(&mut tx, id, state, reason).await?;
+    let ended = record::mark_ended(&mut tx, id, state, code, reason).await?;
     let released = if ended.is_some() {
         credits::release(&mut tx, id, reason).await?
     } else {

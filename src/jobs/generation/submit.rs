@@ -18,7 +18,7 @@ use super::{settle, GenerationArgs, Pipeline};
 use crate::daemon::{JobContext, JobError, Worker};
 use crate::generation::record;
 use crate::generation::Generation as GenerationRow;
-use crate::generation::GenerationState;
+use crate::generation::{ErrorCode, GenerationState};
 use crate::providers::{ProviderError, ProviderKind, SubmitRequest, Submitted};
 
 /// The kind.
@@ -57,6 +57,7 @@ impl Worker for Submit {
                 &ctx,
                 &generation,
                 GenerationState::Cancelled,
+                ErrorCode::Cancelled,
                 "cancelled before submission",
             )
             .await;
@@ -102,6 +103,7 @@ impl Worker for Submit {
                         &ctx,
                         &now,
                         GenerationState::Cancelled,
+                        ErrorCode::Cancelled,
                         "cancelled before submission",
                     )
                     .await;
@@ -120,6 +122,7 @@ impl Worker for Submit {
                     &ctx,
                     &generation,
                     GenerationState::Failed,
+                    ErrorCode::of_refusal(&message),
                     &format!("{kind} refused the request: {message}"),
                 )
                 .await
@@ -132,6 +135,7 @@ impl Worker for Submit {
                         &ctx,
                         &generation,
                         GenerationState::Failed,
+                        ErrorCode::ProviderFailed,
                         &format!("{kind} kept failing: {err}"),
                     )
                     .await;
@@ -144,6 +148,7 @@ impl Worker for Submit {
                     &ctx,
                     &generation,
                     GenerationState::Failed,
+                    ErrorCode::ProviderFailed,
                     &format!("submit outcome unknown on the last attempt ({err}); not resubmitted, hold released"),
                 )
                 .await
@@ -211,6 +216,7 @@ async fn reconcile(
                 ctx,
                 generation,
                 GenerationState::Failed,
+                ErrorCode::ProviderFailed,
                 &format!("submit outcome unknown and {kind} cannot be queried ({message}); not resubmitted, hold released"),
             )
             .await?;

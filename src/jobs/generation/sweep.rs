@@ -21,7 +21,7 @@ use super::{poll, Pipeline};
 use crate::config::{PeriodicConfig, SweepConfig};
 use crate::credits;
 use crate::daemon::{JobContext, JobError, Worker};
-use crate::generation::{record, GenerationState};
+use crate::generation::{record, ErrorCode, GenerationState};
 
 /// The kind.
 pub const KIND: &str = "generation.sweep";
@@ -57,9 +57,15 @@ impl Worker for Sweep {
         );
         for id in &expired {
             let mut tx = crate::db::begin(&ctx.pool).await?;
-            if record::mark_ended(&mut tx, *id, GenerationState::Failed, &reason)
-                .await?
-                .is_some()
+            if record::mark_ended(
+                &mut tx,
+                *id,
+                GenerationState::Failed,
+                ErrorCode::Timeout,
+                &reason,
+            )
+            .await?
+            .is_some()
             {
                 credits::release(&mut tx, *id, &reason).await?;
                 metrics::counter!(crate::metrics::SWEEPER_ACTIONS, "action" => "expired")
@@ -78,9 +84,15 @@ impl Worker for Sweep {
             "the submit job ended without submitting (out of attempts or cancelled); hold released";
         for id in &unsubmitted {
             let mut tx = crate::db::begin(&ctx.pool).await?;
-            if record::mark_ended(&mut tx, *id, GenerationState::Failed, reason)
-                .await?
-                .is_some()
+            if record::mark_ended(
+                &mut tx,
+                *id,
+                GenerationState::Failed,
+                ErrorCode::ProviderFailed,
+                reason,
+            )
+            .await?
+            .is_some()
             {
                 credits::release(&mut tx, *id, reason).await?;
                 metrics::counter!(crate::metrics::SWEEPER_ACTIONS, "action" => "unsubmitted")

@@ -10,15 +10,17 @@ async fn each_dialect_runs_a_job_to_a_downloadable_output() {
     for kind in ProviderKind::ALL {
         let p = s.get(kind);
         let submitted = p.submit(&request(kind)).await.unwrap();
-        assert_eq!(
-            p.status(&submitted.request_id, &submitted.meta)
-                .await
-                .unwrap(),
-            RemoteStatus::Queued
+        let first = p
+            .status(&submitted.request_id, &submitted.meta)
+            .await
+            .unwrap();
+        assert!(
+            matches!(first, RemoteStatus::Queued(_)),
+            "{kind}: {first:?}"
         );
         let (end, seen) = run_to_end(p.as_ref(), &submitted).await;
         assert!(
-            seen.contains(&RemoteStatus::Running),
+            seen.iter().any(|s| matches!(s, RemoteStatus::Running(_))),
             "{kind}: never seen running: {seen:?}"
         );
         let RemoteStatus::Succeeded { outputs } = end else {
@@ -117,9 +119,10 @@ async fn cancel_while_queued_running_and_after_the_end() {
             );
 
             tokio::time::sleep(Duration::from_millis(900)).await;
-            assert_eq!(
-                p.status(&running.request_id, &running.meta).await.unwrap(),
-                RemoteStatus::Running
+            let status = p.status(&running.request_id, &running.meta).await.unwrap();
+            assert!(
+                matches!(status, RemoteStatus::Running(_)),
+                "{kind}: {status:?}"
             );
             let outcome = p.cancel(&running.request_id, &running.meta).await;
             match kind {

@@ -88,6 +88,7 @@ pub(crate) async fn serve_webhooks(
             daemon: daemon.control(),
             admin_token: None,
             webhooks: Some(webhooks),
+            events: None,
         },
     )
     .await

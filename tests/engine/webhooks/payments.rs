@@ -21,6 +21,7 @@ async fn plisio_callbacks_grant_credits_once_and_send_mismatches_to_review(
             daemon: daemon.control(),
             admin_token: None,
             webhooks: Some(webhooks),
+            events: None,
         },
     )
     .await
