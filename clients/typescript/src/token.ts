@@ -7,7 +7,11 @@ import { createHmac } from "node:crypto";
 
 /** Options of `mintEventsToken`. */
 export interface EventsTokenOptions {
-  /** The shared HS256 secret (the bytes of the daemons' secret file, or its text). */
+  /**
+   * The shared HS256 secret: the daemons' `GENQ_EVENTS_JWT_SECRET` (or `[events]
+   * jwt_secret_file`). Text is trimmed as the daemon trims it, so a value read from the same
+   * file with its trailing newline signs the same way.
+   */
   secret: string | Uint8Array;
   /** Restrict the token to these generation ids (the `gen` claim). */
   generations?: readonly string[];
@@ -32,7 +36,7 @@ export function mintEventsToken(userId: string, ttlSeconds: number, opts: Events
   if (!Number.isFinite(ttlSeconds) || ttlSeconds <= 0) {
     throw new RangeError("genq: mintEventsToken needs a positive ttl in seconds");
   }
-  const secret = typeof opts.secret === "string" ? Buffer.from(opts.secret, "utf8") : opts.secret;
+  const secret = typeof opts.secret === "string" ? Buffer.from(opts.secret.trim(), "utf8") : opts.secret;
   if (secret.length === 0) throw new TypeError("genq: mintEventsToken needs a non-empty secret");
   const iat = Math.floor((opts.now ?? new Date()).getTime() / 1000);
   const claims: Record<string, unknown> = { sub: userId, iat, exp: iat + Math.ceil(ttlSeconds) };

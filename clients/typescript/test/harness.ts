@@ -32,8 +32,10 @@ export interface TestEnv {
   httpBase: string;
   /** The daemon's public listener (webhooks, event streams). */
   publicBase: string;
-  /** The HS256 secret the daemon verifies event tokens with. */
+  /** The HS256 secret the daemon verifies event tokens with (`GENQ_EVENTS_JWT_SECRET`). */
   eventsSecret: string;
+  /** Whether the daemon serves the event streams (a daemon without them answers 404). */
+  eventsOn: boolean;
   /** A pg pool as the test's own observer (not the client under test). */
   admin: pg.Pool;
 }
@@ -78,12 +80,6 @@ function stopProcess(child: ChildProcess | undefined): Promise<void> {
   });
 }
 
-/** Whether this checkout's daemon has the `[events]` section (the SSE endpoints). */
-export function daemonHasEvents(): boolean {
-  const help = spawnSync("grep", ["-q", "^\\[events\\]", join(repoRoot, "config/genq.toml")]);
-  return help.status === 0;
-}
-
 /** Starts everything; `teardown` undoes it. */
 export class Harness {
   env!: TestEnv;
@@ -124,8 +120,6 @@ export class Harness {
     });
 
     const eventsSecret = randomBytes(32).toString("hex");
-    const secretFile = join(this.dir, "events-secret");
-    writeFileSync(secretFile, eventsSecret, { mode: 0o600 });
     const config = join(this.dir, "genq.toml");
     writeFileSync(
       config,
@@ -151,7 +145,6 @@ export class Harness {
         'backend = "local"',
         "[storage.local]",
         `dir = "${join(this.dir, "blobs")}"`,
-        ...(daemonHasEvents() ? ["[events]", `jwt_secret_file = "${secretFile}"`] : []),
         "",
       ].join("\n"),
     );
@@ -160,6 +153,7 @@ export class Harness {
         ...env,
         GENQ_CONFIG: config,
         GENQ_ERASURE_HASH_KEY: randomBytes(32).toString("hex"),
+        GENQ_EVENTS_JWT_SECRET: eventsSecret,
         FAL_KEY: "fake-fal-key",
         ARK_API_KEY: "fake-ark-key",
         REPLICATE_API_TOKEN: "fake-replicate-token",
@@ -168,11 +162,20 @@ export class Harness {
     });
     const httpBase = `http://127.0.0.1:${httpPort}`;
     await waitUntil("the daemon's /healthz", 30000, async () => (await fetch(`${httpBase}/healthz`)).ok);
+    const publicBase = `http://127.0.0.1:${publicPort}`;
+    await waitUntil("the daemon's public listener", 30000, async () => {
+      await (await fetch(`${publicBase}/healthz`)).body?.cancel();
+      return true; // any answer: the listener accepts
+    });
+    // Without a token the streams answer 401 when they exist, 404 when this daemon has none.
+    const probe = await fetch(`${publicBase}/v1/users/me/events`);
+    await probe.body?.cancel();
     this.env = {
       url,
       httpBase,
-      publicBase: `http://127.0.0.1:${publicPort}`,
+      publicBase,
       eventsSecret,
+      eventsOn: probe.status !== 404,
       admin: new pg.Pool({ connectionString: url, max: 2 }),
     };
     return this.env;

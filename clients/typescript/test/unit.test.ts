@@ -30,11 +30,18 @@ describe("mintEventsToken", () => {
     assert.equal(sig, createHmac("sha256", "s3cret").update(`${head}.${body}`).digest("base64url"));
   });
 
+  it("trims a text secret as the daemon does", () => {
+    const now = new Date("2026-01-01T00:00:00Z");
+    assert.equal(mintEventsToken("u", 60, { secret: "s3cret\n", now }), mintEventsToken("u", 60, { secret: "s3cret", now }));
+    assert.equal(mintEventsToken("u", 60, { secret: new TextEncoder().encode("s3cret"), now }), mintEventsToken("u", 60, { secret: "s3cret", now }));
+  });
+
   it("refuses an empty user, a non-positive ttl and an empty secret", () => {
     assert.throws(() => mintEventsToken("", 60, { secret: "s" }), TypeError);
     assert.throws(() => mintEventsToken("u", 0, { secret: "s" }), RangeError);
     assert.throws(() => mintEventsToken("u", Number.NaN, { secret: "s" }), RangeError);
     assert.throws(() => mintEventsToken("u", 60, { secret: "" }), TypeError);
+    assert.throws(() => mintEventsToken("u", 60, { secret: " \n" }), TypeError);
   });
 });
 

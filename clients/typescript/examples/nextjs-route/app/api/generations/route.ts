@@ -12,7 +12,7 @@ export async function POST(req: Request): Promise<Response> {
     const id = await enqueueGeneration(pool, {
       userId, provider: "replicate", model: "bytedance/seedance-1-pro", input: { prompt }, cost: 30, idempotencyKey: requestId,
     });
-    const token = mintEventsToken(userId, 600, { secret: process.env["GENQ_EVENTS_SECRET"] ?? "", generations: [id] });
+    const token = mintEventsToken(userId, 600, { secret: process.env["GENQ_EVENTS_JWT_SECRET"] ?? "", generations: [id] });
     return Response.json({ id, token });
   } catch (err) {
     if (err instanceof InsufficientCreditsError) return Response.json({ needed: err.needed, available: err.available }, { status: 402 });
