@@ -43,33 +43,49 @@ export function eventsSuite(getEnv: () => TestEnv, getDriver: () => Driver): voi
   };
 
   describe("subscribeGeneration", () => {
-    it("follows a generation from enqueue to succeeded, then stops by itself", async (t) => {
+    it("follows a generation from queued to succeeded, then stops by itself", async (t) => {
       if (noStreams(t, getEnv())) return;
       const env = getEnv();
       const u = user("one");
-      const id = await enqueueOne(u, "k1");
-      const token = mintEventsToken(u, 300, { secret: env.eventsSecret, generations: [id] });
+      // The generation queue is paused until the stream has shown the queued state, so the
+      // test sees the whole way whatever the machine's speed.
+      env.genq("queue", "pause", "generation", "--reason", "client test");
+      let resumed = false;
+      const resume = () => {
+        if (!resumed) env.genq("queue", "resume", "generation");
+        resumed = true;
+      };
       const events: GenqEvent[] = [];
       const errors: Error[] = [];
       let stop: Unsubscribe | undefined;
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no final event; saw ${events.map((e) => e.generation.state).join(",")}; errors ${errors.join("; ")}`)), 60000);
-        stop = subscribeGeneration(env.publicBase, token, id, (e) => {
-          events.push(e);
-          if (e.generation.state === "succeeded" || e.generation.state === "failed") {
-            clearTimeout(timer);
-            resolve();
-          }
-        }, { EventSource, onError: (e) => errors.push(e), retryMs: 200 });
-      });
-      stop?.();
-      const last = events[events.length - 1];
-      assert.equal(last?.generation.state, "succeeded");
-      assert.equal(last?.generation.id, id);
-      assert.ok((last?.generation.output.length ?? 0) >= 1);
-      assert.ok(last?.generation.finishedAt instanceof Date);
+      try {
+        const id = await enqueueOne(u, "k1");
+        const token = mintEventsToken(u, 300, { secret: env.eventsSecret, generations: [id] });
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`no final event; saw ${events.map((e) => e.generation.state).join(",")}; errors ${errors.join("; ")}`)), 60000);
+          stop = subscribeGeneration(env.publicBase, token, id, (e) => {
+            events.push(e);
+            if (e.generation.state === "queued") resume();
+            if (e.generation.state === "succeeded" || e.generation.state === "failed") {
+              clearTimeout(timer);
+              resolve();
+            }
+          }, { EventSource, onError: (e) => errors.push(e), retryMs: 200 });
+        });
+      } finally {
+        stop?.();
+        resume();
+      }
+      const states = events.map((e) => e.generation.state);
+      assert.equal(states[0], "queued");
+      assert.equal(states[states.length - 1], "succeeded", states.join(","));
+      const last = events[events.length - 1]!.generation;
+      assert.ok(last.output.length >= 1);
+      assert.ok(last.finishedAt instanceof Date);
+      assert.deepEqual(last.credits, { held: 0, captured: 10, released: 0 });
       const versions = events.map((e) => BigInt(e.generation.version));
       for (let i = 1; i < versions.length; i++) assert.ok(versions[i]! > versions[i - 1]!, `versions increase: ${versions.join(",")}`);
+      assert.equal(events[events.length - 1]!.eventId, last.version, "the SSE id of a generation stream is its version");
     });
 
     it("a token signed with another secret gets no event; onError reports and it keeps retrying", async (t) => {

@@ -38,6 +38,8 @@ export interface TestEnv {
   eventsOn: boolean;
   /** A pg pool as the test's own observer (not the client under test). */
   admin: pg.Pool;
+  /** Runs the real `genq` CLI on the test database (e.g. `queue pause generation`). */
+  genq(...args: string[]): void;
 }
 
 function freePort(): Promise<number> {
@@ -101,10 +103,11 @@ export class Harness {
     }
     const url = databaseUrl(this.base, this.dbName);
     const env = { ...process.env, DATABASE_URL: url, GENQ_CONFIG: "/dev/null", GENQ_DATABASE_ROLE_PREFIX: rolePrefix, GENQ_LOG: "warn" };
-    const migrate = spawnSync(genqBin, ["migrate"], { env, encoding: "utf8" });
-    if (migrate.status !== 0) {
-      throw new Error(`genq migrate failed (${genqBin}): ${migrate.stderr}${migrate.error ?? ""}`);
-    }
+    const genq = (...args: string[]): void => {
+      const run = spawnSync(genqBin, args, { env, encoding: "utf8" });
+      if (run.status !== 0) throw new Error(`genq ${args.join(" ")} failed (${genqBin}): ${run.stderr}${run.error ?? ""}`);
+    };
+    genq("migrate");
 
     const fakePort = await freePort();
     this.fake = spawn(genqBin, ["fake-provider", "--port", String(fakePort), "--render-time", "300ms"], {
@@ -177,6 +180,7 @@ export class Harness {
       eventsSecret,
       eventsOn: probe.status !== 404,
       admin: new pg.Pool({ connectionString: url, max: 2 }),
+      genq,
     };
     return this.env;
   }
