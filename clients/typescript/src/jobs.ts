@@ -17,8 +17,10 @@ export interface EnqueueOptions {
   maxAttempts?: number;
   /** While an unfinished job holds this key, its id is returned instead of a new job. */
   uniqueKey?: string;
-  /** Jobs of one key share the queue fairly with other keys (needs migration 0013). */
+  /** Who the job is for (e.g. a user id): a fair queue shares its slots among keys (migration 0013, docs/fairness.md). */
   fairnessKey?: string;
+  /** A group whose limit the job counts against while it runs (e.g. `pdf-renderer`; fair queues only). */
+  limitGroup?: string;
 }
 
 /** One job of `enqueueMany`. */
@@ -37,7 +39,8 @@ export async function enqueue(db: Db, kind: string, payload?: unknown, opts: Enq
     .add("priority", "integer", opts.priority)
     .add("max_attempts", "integer", opts.maxAttempts)
     .add("unique_key", "text", opts.uniqueKey)
-    .add("fairness_key", "text", opts.fairnessKey);
+    .add("fairness_key", "text", opts.fairnessKey)
+    .add("limit_group", "text", opts.limitGroup);
   return asText(await one(db, `SELECT genq.enqueue(${args})::text AS id`, args.params, "id"));
 }
 
@@ -54,6 +57,7 @@ export async function enqueueMany(db: Db, jobs: readonly JobSpec[]): Promise<num
     if (j.maxAttempts !== undefined) row["max_attempts"] = j.maxAttempts;
     if (j.uniqueKey !== undefined) row["unique_key"] = j.uniqueKey;
     if (j.fairnessKey !== undefined) row["fairness_key"] = j.fairnessKey;
+    if (j.limitGroup !== undefined) row["limit_group"] = j.limitGroup;
     return row;
   });
   const n = await one(db, "SELECT genq.enqueue_many($1::text::jsonb)::text AS n", [JSON.stringify(body)], "n");

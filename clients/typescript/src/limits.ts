@@ -2,7 +2,7 @@
 // many they may start per minute, and their share of the generation queue. Refusals at
 // enqueue come back as `QuotaExceededError` (GQ429).
 
-import { asJson, NamedArgs, one } from "./call.js";
+import { asJson, call, NamedArgs, one } from "./call.js";
 import type { Db } from "./queryable.js";
 
 /**
@@ -36,8 +36,6 @@ export interface UserLimits {
   weight: EffectiveLimit;
 }
 
-const LIMITS_ROW = "to_jsonb(l)::text AS l";
-
 function limit(raw: Record<string, unknown>, name: string): EffectiveLimit {
   const v = raw[name];
   return { value: v === null || v === undefined ? null : Number(v), isDefault: raw[`${name}_default`] === true };
@@ -54,7 +52,7 @@ function parseLimits(v: unknown): UserLimits {
   };
 }
 
-/** Sets (replaces) a user's plan; returns the effective limits afterwards. */
+/** Sets (replaces) a user's plan; returns the effective limits afterwards (read on the same handle). */
 export async function setUserLimits(db: Db, userId: string, limits: UserLimitsInput): Promise<UserLimits> {
   const args = new NamedArgs()
     .add("user_id", "text", userId)
@@ -62,10 +60,11 @@ export async function setUserLimits(db: Db, userId: string, limits: UserLimitsIn
     .add("max_queued", "integer", limits.maxQueued ?? undefined)
     .add("per_minute", "integer", limits.perMinute ?? undefined)
     .add("weight", "real", limits.weight ?? undefined);
-  return parseLimits(await one(db, `SELECT ${LIMITS_ROW} FROM genq.set_user_limits(${args}) AS l`, args.params, "l"));
+  await call(db, `SELECT genq.set_user_limits(${args})`, args.params);
+  return getUserLimits(db, userId);
 }
 
 /** A user's effective limits and which of them are genq's defaults. */
 export async function getUserLimits(db: Db, userId: string): Promise<UserLimits> {
-  return parseLimits(await one(db, `SELECT ${LIMITS_ROW} FROM genq.get_user_limits($1::text) AS l`, [userId], "l"));
+  return parseLimits(await one(db, "SELECT to_jsonb(l)::text AS l FROM genq.get_user_limits($1::text) AS l", [userId], "l"));
 }

@@ -82,6 +82,19 @@ export function driverSuite(getDriver: () => Driver, getEnv: () => TestEnv): voi
       assert.equal(n, 2);
     });
 
+    it("fairnessKey and limitGroup reach the job (enqueue and enqueueMany)", async (t) => {
+      if (await lacks(t, getEnv(), "set_fair_key", "i13-engine")) return;
+      const runAt = new Date(Date.now() + 3600_000);
+      const id = await enqueue(d().db, "ts.fair", {}, { queue: "ts-client", runAt, fairnessKey: "user-7", limitGroup: "pdf" });
+      const n = await enqueueMany(d().db, [{ kind: "ts.fair", queue: "ts-client", runAt, fairnessKey: "user-8", limitGroup: "pdf", uniqueKey: `fair:${id}` }]);
+      assert.equal(n, 1);
+      const { rows } = await admin().query(
+        "SELECT fairness_key, limit_group FROM genq.jobs WHERE id = $1 OR unique_key = $2 ORDER BY id",
+        [id, `fair:${id}`],
+      );
+      assert.deepEqual(rows, [{ fairness_key: "user-7", limit_group: "pdf" }, { fairness_key: "user-8", limit_group: "pdf" }]);
+    });
+
     it("defineJobs: typed enqueue writes the declared kind and payload", async () => {
       const jobs = defineJobs<{ "email.send": { to: string; subject: string }; "ts.other": { n: number } }>();
       const id = await jobs.enqueue(d().db, "email.send", { to: "a@example.com", subject: "hi" }, { queue: "ts-client", runAt: new Date(Date.now() + 3600_000) });

@@ -51,7 +51,7 @@ export async function everything(userId: string): Promise<void> {
     await client.query("BEGIN");
     await client.query("INSERT INTO renders (user_id) VALUES ($1)", [userId]);
     const jobId: string = await jobs.enqueue(client, "render.thumbnail", { renderId: "r1" }, { uniqueKey: "render:r1" });
-    await enqueue(client, "noop", { any: "payload" }, { queue: "default", runAt: new Date(), priority: 1, maxAttempts: 5, fairnessKey: userId });
+    await enqueue(client, "noop", { any: "payload" }, { queue: "default", runAt: new Date(), priority: 1, maxAttempts: 5, fairnessKey: userId, limitGroup: "pdf-renderer" });
     await client.query("COMMIT");
     console.log(jobId);
   } catch (err) {
