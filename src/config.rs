@@ -79,6 +79,8 @@ pub struct Config {
     pub retention: crate::retention::RetentionConfig,
     /// What downloads of provider-named URLs may reach.
     pub outbound: crate::outbound::OutboundConfig,
+    /// Default limits of users without a plan (`genq.set_user_limits`).
+    pub users: crate::plans::UsersConfig,
     /// Per-kind attempt time limits; they override a handler's own timeout. Defaults to
     /// none (a kind uses its handler's timeout, else `worker.job_timeout`).
     #[serde(with = "duration_map")]
@@ -117,6 +119,7 @@ impl Default for Config {
             payments: PaymentsConfig::default(),
             retention: Default::default(),
             outbound: Default::default(),
+            users: Default::default(),
             timeouts: BTreeMap::new(),
             queues,
             periodic: Vec::new(),
@@ -240,6 +243,7 @@ impl Config {
         }
         crate::outbound::AddressPolicy::new(&self.outbound.allow_private)
             .map_err(|e| e.to_string())?;
+        self.users.validate()?;
         for p in &self.periodic {
             if p.cron.is_some() == p.every.is_some() {
                 return Err(format!(

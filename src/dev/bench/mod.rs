@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// generation: the fake provider's render time.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub render_time: std::time::Duration,
+    /// generation, recovery, fairness: renders each fake provider account runs at once
+    /// (the rest wait in its queue); unlimited when absent (fairness: 20).
+    #[arg(long)]
+    pub account_concurrency: Option<usize>,
     /// generation: generation jobs the daemon runs at once.
     #[arg(long, default_value_t = 16)]
     pub generation_concurrency: u32,

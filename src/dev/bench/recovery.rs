@@ -96,7 +96,7 @@ async fn measure(
     cluster: &Arc<PgCluster>,
 ) -> anyhow::Result<()> {
     let n = args.generations;
-    let fake = serve_fake(args.render_time).await?;
+    let fake = serve_fake(args.render_time, args.account_concurrency).await?;
     let blobs = tempfile::tempdir()?;
     let mut daemon_config = pipeline_config(config, args, &fake, blobs.path());
     daemon_config.queues.insert(

@@ -136,13 +136,15 @@ async fn submit(state: Shared, model: &str, webhook: Option<String>, body: &[u8]
             )
         }
     };
-    let job = state.create(NewJob {
+    let Ok(job) = state.create(NewJob {
         provider: KIND,
         model: model.to_string(),
         version: String::new(),
         input,
         webhook,
-    });
+    }) else {
+        return FalDialect.error(StatusCode::TOO_MANY_REQUESTS, None, "queue full");
+    };
     affect_job(&state, fault.as_ref(), &job.id, false);
     webhooks::watch(state.clone(), job.id.clone());
     let url = request_url(&state, &job);
@@ -152,7 +154,7 @@ async fn submit(state: Shared, model: &str, webhook: Option<String>, body: &[u8]
         "response_url": url,
         "status_url": format!("{url}/status"),
         "cancel_url": format!("{url}/cancel"),
-        "queue_position": 0,
+        "queue_position": state.queue_position(KIND, &job.id).unwrap_or(0),
     });
     finish(&state, fault, StatusCode::OK, HeaderMap::new(), answer).await
 }
@@ -168,9 +170,14 @@ async fn status(state: Shared, id: &str) -> Response {
     };
     let url = request_url(&state, &job);
     let (code, body) = match job.phase(Instant::now()) {
+        // Waiting for one of the account's render slots: its place in the queue (0 = next).
         Phase::Queued => (
             StatusCode::ACCEPTED,
-            json!({"status": "IN_QUEUE", "queue_position": 0, "response_url": url}),
+            json!({
+                "status": "IN_QUEUE",
+                "queue_position": state.queue_position(KIND, id).unwrap_or(0),
+                "response_url": url,
+            }),
         ),
         Phase::Running => (
             StatusCode::ACCEPTED,
