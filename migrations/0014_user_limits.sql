@@ -108,16 +108,13 @@ $$;
 
 -- genq.set_user_limits: sets a user's plan. Each call replaces the whole plan: a NULL (or
 -- omitted) argument makes that field follow the default, so set_user_limits(user) alone
--- resets the user to the defaults. Limits are 1..1,000,000 and weight 0.01..1000. Returns
--- the effective limits, as genq.get_user_limits. Work already enqueued is not touched; the
--- next enqueue and the next claim see the new plan.
+-- resets the user to the defaults. Limits are 1..1,000,000 and weight 0.01..1000. Read the
+-- effective limits back with genq.get_user_limits. Work already enqueued is not touched;
+-- the next enqueue and the next claim see the new plan.
 CREATE FUNCTION genq.set_user_limits(user_id text, max_in_flight integer DEFAULT NULL,
                                      max_queued integer DEFAULT NULL, per_minute integer DEFAULT NULL,
                                      weight real DEFAULT NULL)
-RETURNS TABLE (max_in_flight integer, max_in_flight_default boolean,
-               max_queued integer, max_queued_default boolean,
-               per_minute integer, per_minute_default boolean,
-               weight real, weight_default boolean)
+RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -145,7 +142,6 @@ BEGIN
                per_minute = EXCLUDED.per_minute, weight = EXCLUDED.weight, updated_at = now();
     END IF;
     PERFORM genq.sync_user_fair_key(set_user_limits.user_id);
-    RETURN QUERY SELECT * FROM genq.get_user_limits(set_user_limits.user_id);
 END
 $$;
 

@@ -19,7 +19,7 @@ pub const QUOTA_EXCEEDED: &str = "GQ429";
 pub const MAX_LIMIT: u32 = 1_000_000;
 
 const APPLY_DEFAULTS: &str = "SELECT genq.apply_user_limit_defaults($1, $2, $3)";
-const SET_LIMITS: &str = "SELECT * FROM genq.set_user_limits($1, $2, $3, $4, $5)";
+const SET_LIMITS: &str = "SELECT genq.set_user_limits($1, $2, $3, $4, $5)";
 const GET_LIMITS: &str = "SELECT * FROM genq.get_user_limits($1)";
 
 /// `[users]`: the limits of users without a plan of their own. 0 is unlimited.
@@ -106,22 +106,24 @@ pub struct UserLimits {
 }
 
 /// Sets `user_id`'s plan, replacing the previous one: a `None` field follows the default
-/// (so `Plan::default()` resets the user). Returns the effective limits. A limit outside
+/// (so `Plan::default()` resets the user). Returns the effective limits (read back on
+/// the same connection). A limit outside
 /// 1..=1,000,000 or a weight outside 0.01..=1000 is [`CreditError::InvalidInput`].
 pub async fn set_user_limits(
     conn: &mut PgConnection,
     user_id: &str,
     plan: &Plan,
 ) -> Result<UserLimits, CreditError> {
-    crate::db::query_as(SET_LIMITS)
+    crate::db::query(SET_LIMITS)
         .bind(user_id)
         .bind(plan.max_in_flight)
         .bind(plan.max_queued)
         .bind(plan.per_minute)
         .bind(plan.weight)
-        .fetch_one(conn)
+        .execute(&mut *conn)
         .await
-        .map_err(|e| CreditError::from_sqlx(e, None))
+        .map_err(|e| CreditError::from_sqlx(e, None))?;
+    get_user_limits(conn, user_id).await
 }
 
 /// `user_id`'s effective limits.

@@ -20,8 +20,7 @@ use crate::providers::ProviderKind;
 
 const KIND: ProviderKind = ProviderKind::BytePlus;
 const TASKS: &str = "/byteplus/api/v3/contents/generations/tasks";
-/// The code of the refusal past the queued-task cap (see [`queue_full`]).
-pub const QUEUE_FULL_CODE: &str = "QuotaExceeded.QueuedTasks";
+use crate::providers::byteplus::QUEUE_FULL_CODE;
 
 pub(super) fn routes() -> Router<Shared> {
     Router::new()
