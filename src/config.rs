@@ -81,6 +81,8 @@ pub struct Config {
     pub outbound: crate::outbound::OutboundConfig,
     /// Live event streams for browsers (`/v1/.../events`).
     pub events: crate::events::EventsConfig,
+    /// Default limits of users without a plan (`genq.set_user_limits`).
+    pub users: crate::plans::UsersConfig,
     /// Per-kind attempt time limits; they override a handler's own timeout. Defaults to
     /// none (a kind uses its handler's timeout, else `worker.job_timeout`).
     #[serde(with = "duration_map")]
@@ -120,6 +122,7 @@ impl Default for Config {
             retention: Default::default(),
             outbound: Default::default(),
             events: Default::default(),
+            users: Default::default(),
             timeouts: BTreeMap::new(),
             queues,
             periodic: Vec::new(),
@@ -244,6 +247,7 @@ impl Config {
         crate::outbound::AddressPolicy::new(&self.outbound.allow_private)
             .map_err(|e| e.to_string())?;
         self.events.validate()?;
+        self.users.validate()?;
         for p in &self.periodic {
             if p.cron.is_some() == p.every.is_some() {
                 return Err(format!(

@@ -38,6 +38,12 @@ pub struct ClaimedJob {
     /// Failed attempts so far (snoozes, hand-backs and interruptions excluded): the
     /// exponent of the next backoff.
     pub failures: i32,
+    /// The job's fairness key in a fair queue (`""` for a job enqueued without one);
+    /// `None` in a queue that is not fair.
+    pub fairness_key: Option<String>,
+    /// Fair queues: whether the job's key had more due work than this claim took (its
+    /// wait counts as the heavy share); `None` for keyless jobs and queues that are not fair.
+    pub key_backlog: Option<bool>,
 }
 
 /// Claims up to `limit` due jobs of `queue` for `worker_id`, leased for `lease`.

@@ -16,6 +16,7 @@ mod enqueue;
 mod events;
 mod exactly_once;
 mod failures;
+mod fairness_limits;
 mod hooks;
 mod http;
 mod leases;
