@@ -6,6 +6,7 @@
 //! here, named, so a reader finds the table's writers in one place.
 
 mod error_code;
+pub mod reads;
 pub mod record;
 
 pub use error_code::ErrorCode;
