@@ -2,12 +2,14 @@
 //! migrated, dropped afterwards), printing throughput, latency percentiles and memory.
 //! Scenarios: `queue` (the engine alone, no-op jobs), `generation` (the whole pipeline
 //! against the in-process fake provider), `webhooks` (signed callbacks at a fixed rate),
-//! `retention`, `recovery` (a Postgres crash restart, on a private cluster), `chaos`
+//! `retention`, `events` (open live event streams: memory and commit-to-event latency),
+//! `recovery` (a Postgres crash restart, on a private cluster), `chaos`
 //! (daemon processes killed and Postgres crash-restarted under load, on a private cluster),
 //! `fairness` (a heavy user and light ones on one provider account, fairness on and off)
 //! and `fair-claim` (claim throughput with fairness on and off on deep backlogs).
 
 pub mod chaos;
+pub mod events;
 pub mod fair_claim;
 pub mod fairness;
 pub mod generation;
@@ -37,6 +39,9 @@ pub enum Scenario {
     Webhooks,
     /// Due blobs deleted from a local store, inputs scrubbed, one account erasure.
     Retention,
+    /// Open event streams on one `genq run` process: its extra memory, and the time from a
+    /// change's commit to its event at a fixed rate of changes.
+    Events,
     /// A Postgres crash restart (a private cluster) under generations in flight and plain
     /// jobs: time to the first claim, to every generation moving again, parked retries.
     Recovery,
@@ -93,7 +98,13 @@ pub struct BenchArgs {
     /// webhooks: callbacks per second.
     #[arg(long, default_value_t = 500.0)]
     pub rate: f64,
-    /// webhooks: how long to send for.
+    /// events: event streams to open (one generation each, four per user).
+    #[arg(long, default_value_t = 10_000)]
+    pub streams: usize,
+    /// events: generation changes committed per second.
+    #[arg(long, default_value_t = 200.0)]
+    pub changes_per_sec: f64,
+    /// webhooks, events: how long to send for.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: std::time::Duration,
     /// webhooks: most callbacks in flight at once.
@@ -183,6 +194,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             Scenario::Generation => generation::measure(config, &args, &options, &name).await,
             Scenario::Webhooks => webhooks::measure(config, &args, &options).await,
             Scenario::Retention => retention::measure(config, &args, &options).await,
+            Scenario::Events => events::measure(config, &args, &options, &name).await,
             Scenario::Recovery => unreachable!("runs on its own cluster"),
             Scenario::Chaos => unreachable!("chaos runs on its own cluster, above"),
             Scenario::Fairness => fairness::measure(config, &args, &options).await,
