@@ -100,7 +100,10 @@ impl Default for Config {
         let mut queues = EngineConfig::default().queues;
         queues.insert(
             crate::jobs::generation::QUEUE.to_string(),
-            QueueConfig::with_concurrency(16),
+            QueueConfig {
+                fair: Some(true),
+                ..QueueConfig::with_concurrency(16)
+            },
         );
         queues.insert(
             crate::jobs::privacy::QUEUE.to_string(),

@@ -16,6 +16,7 @@ mod enqueue;
 mod events;
 mod exactly_once;
 mod failures;
+mod fairness;
 mod fairness_limits;
 mod generation_reads;
 mod hooks;
