@@ -27,7 +27,7 @@ import {
 } from "@genq/client";
 import type { Driver } from "./drivers.js";
 import { backendRole, type TestEnv } from "./harness.js";
-import { lacks, rejection } from "./helpers.js";
+import { lacks, lacksColumn, rejection } from "./helpers.js";
 
 /** Thrown inside a transaction to roll it back. */
 class Rollback extends Error {}
@@ -83,7 +83,7 @@ export function driverSuite(getDriver: () => Driver, getEnv: () => TestEnv): voi
     });
 
     it("fairnessKey and limitGroup reach the job (enqueue and enqueueMany)", async (t) => {
-      if (await lacks(t, getEnv(), "set_fair_key", "i13-engine")) return;
+      if (await lacksColumn(t, getEnv(), "jobs", "fairness_key", "i13-engine")) return;
       const runAt = new Date(Date.now() + 3600_000);
       const id = await enqueue(d().db, "ts.fair", {}, { queue: "ts-client", runAt, fairnessKey: "user-7", limitGroup: "pdf" });
       const n = await enqueueMany(d().db, [{ kind: "ts.fair", queue: "ts-client", runAt, fairnessKey: "user-8", limitGroup: "pdf", uniqueKey: `fair:${id}` }]);
