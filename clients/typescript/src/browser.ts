@@ -33,8 +33,8 @@ export function subscribeGeneration(
   onEvent: (event: GenqEvent) => void,
   opts: SubscribeOptions = {},
 ): Unsubscribe {
-  const url = streamUrl(baseUrl, `v1/generations/${encodeURIComponent(id)}/events`, token);
-  return subscribe(url, onEvent, opts, finalEvent);
+  const path = `v1/generations/${encodeURIComponent(id)}/events`;
+  return subscribe((t) => streamUrl(baseUrl, path, t), token, onEvent, opts, finalEvent);
 }
 
 /**
@@ -47,6 +47,5 @@ export function subscribeUser(
   onEvent: (event: GenqEvent) => void,
   opts: SubscribeOptions = {},
 ): Unsubscribe {
-  const url = streamUrl(baseUrl, "v1/users/me/events", token);
-  return subscribe(url, onEvent, opts, () => false);
+  return subscribe((t) => streamUrl(baseUrl, "v1/users/me/events", t), token, onEvent, opts, () => false);
 }

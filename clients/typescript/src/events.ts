@@ -44,6 +44,11 @@ export interface SubscribeOptions {
   retryMs?: number;
   /** Largest delay between reopen attempts (default 30000). */
   maxRetryMs?: number;
+  /**
+   * Asked for a fresh token before a closed stream is reopened (tokens are short-lived; an
+   * expired one is refused for good). Without it the first token is used again.
+   */
+  refreshToken?: () => string | Promise<string>;
 }
 
 /** Stops a subscription (idempotent). */
@@ -51,9 +56,13 @@ export type Unsubscribe = () => void;
 
 const CLOSED = 2;
 
-/** Opens `url` and keeps it open until unsubscribed; `stopAfter` ends it after an event. */
+/**
+ * Opens the stream `urlFor(token)` and keeps it open until unsubscribed (reopened with a
+ * refreshed token when `opts.refreshToken` is given); `stopAfter` ends it after an event.
+ */
 export function subscribe(
-  url: string,
+  urlFor: (token: string) => string,
+  token: string,
   onEvent: (event: GenqEvent) => void,
   opts: SubscribeOptions,
   stopAfter: (event: GenqEvent) => boolean,
@@ -94,10 +103,36 @@ export function subscribe(
     if (stopAfter(event)) stop();
   };
 
+  let current = token;
+  const reopen = (): void => {
+    timer = null;
+    if (stopped) return;
+    if (opts.refreshToken === undefined) return open();
+    Promise.resolve()
+      .then(opts.refreshToken)
+      .then(
+        (fresh) => {
+          current = fresh;
+          open();
+        },
+        (err: unknown) => {
+          report(err instanceof Error ? err : new Error(String(err)));
+          schedule();
+        },
+      );
+  };
+
+  const schedule = (): void => {
+    if (stopped) return;
+    const delay = Math.min(maxDelay, baseDelay * 2 ** Math.min(failures, 16));
+    failures += 1;
+    timer = setTimeout(reopen, delay);
+  };
+
   const open = (): void => {
     timer = null;
     if (stopped) return;
-    const es = new Ctor(url);
+    const es = new Ctor(urlFor(current));
     source = es;
     es.onopen = () => {
       failures = 0;
@@ -109,9 +144,7 @@ export function subscribe(
         // The browser gave up (an HTTP error, or a closed stream it will not retry): reopen.
         es.close();
         source = null;
-        const delay = Math.min(maxDelay, baseDelay * 2 ** Math.min(failures, 16));
-        failures += 1;
-        timer = setTimeout(open, delay);
+        schedule();
       }
     };
     es.addEventListener("generation", handle);

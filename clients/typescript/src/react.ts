@@ -2,7 +2,7 @@
 // React: `useGeneration` follows one generation over its event stream and re-renders on
 // every change, ending after a final state.
 
-import { useEffect, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { subscribeGeneration } from "./browser.js";
 import type { SubscribeOptions } from "./events.js";
 import { isFinal, type Generation } from "./types.js";
@@ -29,6 +29,10 @@ export function useGeneration(
 ): GenerationStatus {
   const [status, setStatus] = useState<GenerationStatus>({ generation: null, error: null, done: false });
   const { EventSource, retryMs, maxRetryMs } = opts;
+  // The latest refresher, without resubscribing when the caller passes a new closure.
+  const refresher = useRef(opts.refreshToken);
+  refresher.current = opts.refreshToken;
+  const canRefresh = opts.refreshToken !== undefined;
   useEffect(() => {
     setStatus({ generation: null, error: null, done: false });
     if (token === null || id === null) return undefined;
@@ -38,6 +42,7 @@ export function useGeneration(
     if (EventSource !== undefined) options.EventSource = EventSource;
     if (retryMs !== undefined) options.retryMs = retryMs;
     if (maxRetryMs !== undefined) options.maxRetryMs = maxRetryMs;
+    if (canRefresh) options.refreshToken = () => (refresher.current ? refresher.current() : token);
     return subscribeGeneration(
       baseUrl,
       token,
@@ -45,6 +50,6 @@ export function useGeneration(
       (event) => setStatus({ generation: event.generation, error: null, done: isFinal(event.generation.state) }),
       options,
     );
-  }, [baseUrl, token, id, EventSource, retryMs, maxRetryMs]);
+  }, [baseUrl, token, id, EventSource, retryMs, maxRetryMs, canRefresh]);
   return status;
 }

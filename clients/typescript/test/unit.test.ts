@@ -213,6 +213,28 @@ describe("subscribe (scripted EventSource)", () => {
     assert.equal(FakeSource.all.length, 2, "nothing reopens after unsubscribe");
   });
 
+  it("reopens with a refreshed token; a failing refresher is reported and asked again later", async () => {
+    FakeSource.all = [];
+    const errors: Error[] = [];
+    let calls = 0;
+    const refreshToken = async () => {
+      calls += 1;
+      if (calls === 1) throw new Error("backend down");
+      return `fresh-${calls}`;
+    };
+    const stop = subscribeGeneration("http://h", "first", "g1", () => undefined, {
+      EventSource: FakeSource, onError: (e) => errors.push(e), retryMs: 5, maxRetryMs: 10, refreshToken,
+    });
+    assert.equal(FakeSource.all[0]?.url, "http://h/v1/generations/g1/events?token=first");
+    FakeSource.all[0]!.fail(true);
+    await tick(60);
+    stop();
+    assert.equal(calls, 2);
+    assert.equal(FakeSource.all.length, 2);
+    assert.equal(FakeSource.all[1]?.url, "http://h/v1/generations/g1/events?token=fresh-2");
+    assert.deepEqual(errors.map((e) => e.message), ["genq: event stream interrupted", "backend down"]);
+  });
+
   it("reports an unparsable event and carries on", () => {
     FakeSource.all = [];
     const errors: Error[] = [];

@@ -6,7 +6,9 @@ import { subscribeGeneration, subscribeUser, type GenqEvent } from "@genq/client
 const EVENTS_URL = "https://genq.example.com";
 
 export function GenerationView(props: { id: string; token: string }) {
-  const { generation, error, done } = useGeneration(EVENTS_URL, props.token, props.id);
+  const { generation, error, done } = useGeneration(EVENTS_URL, props.token, props.id, {
+    refreshToken: async () => ((await (await fetch(`/api/generations/${props.id}/token`)).json()) as { token: string }).token,
+  });
   if (error && !generation) return <p>Reconnecting…</p>;
   if (!generation) return <p>Waiting…</p>;
   if (done && generation.state === "succeeded") return <video src={generation.output[0]?.url} controls />;
