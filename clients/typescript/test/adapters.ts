@@ -1,5 +1,6 @@
-// The Drizzle and Kysely adapters the README documents, exactly as written there, run
-// against the real schema: a job enqueued in each builder's own transaction commits with it
+// The handles beyond the suite's pool and transaction: a single node-postgres Client, and
+// the Drizzle and Kysely adapters the README documents, exactly as written there, against
+// the real schema: a job enqueued in each builder's own transaction commits with it
 // and vanishes with its rollback, and genq's errors still arrive as classes.
 
 import assert from "node:assert/strict";
@@ -8,7 +9,7 @@ import { sql, type SQL } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/node-postgres";
 import { CompiledQuery, Kysely, PostgresDialect } from "kysely";
 import pg from "pg";
-import { enqueue, InvalidArgumentError, type Queryable } from "@genq/client";
+import { enqueue, fromPg, InvalidArgumentError, type Queryable } from "@genq/client";
 import { backendRole, type TestEnv } from "./harness.js";
 import { rejection } from "./helpers.js";
 
@@ -33,6 +34,25 @@ export function adaptersSuite(getEnv: () => TestEnv): void {
   const jobExists = async (id: string) =>
     (await getEnv().admin.query("SELECT 1 FROM genq.jobs WHERE id = $1", [id])).rowCount === 1;
   const later = () => new Date(Date.now() + 3600_000);
+
+  describe("node-postgres Client", () => {
+    it("a single Client (not a pool) in its own transaction, and fromPg on it", async () => {
+      const client = new pg.Client({ connectionString: getEnv().url, options: `-c role=${backendRole}` });
+      await client.connect();
+      try {
+        await client.query("BEGIN");
+        const a = await enqueue(client, "ts.client", {}, { queue: "ts-client", runAt: later() });
+        const b = await enqueue(fromPg(client), "ts.client", {}, { queue: "ts-client", runAt: later() });
+        await client.query("ROLLBACK");
+        assert.equal(await jobExists(a), false);
+        assert.equal(await jobExists(b), false);
+        const kept = await enqueue(client, "ts.client", {}, { queue: "ts-client", runAt: later() });
+        assert.ok(await jobExists(kept));
+      } finally {
+        await client.end();
+      }
+    });
+  });
 
   describe("Kysely adapter", () => {
     it("commits and rolls back with the Kysely transaction; errors still map", async () => {

@@ -36,7 +36,7 @@ for (const [key, label] of [["pg", "node-postgres"], ["postgres", "postgres.js"]
   });
 }
 
-describe("query builder adapters (README)", () => {
+describe("other handles: pg Client, Kysely and Drizzle (README)", () => {
   adaptersSuite(() => env);
 });
 
