@@ -77,6 +77,11 @@ impl Accounts {
         }
     }
 
+    /// Whether `kind`'s account has a concurrency limit (jobs past it wait in its queue).
+    pub fn limited(&self, kind: ProviderKind) -> bool {
+        self.per.contains_key(&kind)
+    }
+
     /// A waiting job's place in its provider's queue (0 = next), if it waits.
     pub fn position(&self, kind: ProviderKind, id: &str) -> Option<usize> {
         self.per.get(&kind)?.waiting.iter().position(|w| w == id)

@@ -175,15 +175,17 @@ async fn status(state: Shared, id: &str, with_logs: bool) -> Response {
     let url = request_url(&state, &job);
     let now = Instant::now();
     let (code, body) = match job.phase(now) {
-        // Waiting for one of the account's render slots: its place in that queue (0 = next);
-        // otherwise fal's own queue, counting down as the job nears running.
+        // With an account limit: its place among the jobs waiting for a render slot (0 =
+        // next); without one: fal's own queue, counting down as the job nears running.
         Phase::Queued => (
             StatusCode::ACCEPTED,
             json!({
                 "status": "IN_QUEUE",
-                "queue_position": state
-                    .queue_position(KIND, id)
-                    .map_or_else(|| progress::queue_position(&job, now), |p| p as u64),
+                "queue_position": if state.account_limited(KIND) {
+                    state.queue_position(KIND, id).unwrap_or(0) as u64
+                } else {
+                    progress::queue_position(&job, now)
+                },
                 "response_url": url,
             }),
         ),

@@ -324,6 +324,11 @@ impl State {
         inner
     }
 
+    /// Whether `kind`'s account has a concurrency limit (`--account-concurrency`).
+    pub fn account_limited(&self, kind: ProviderKind) -> bool {
+        self.lock().accounts.limited(kind)
+    }
+
     /// A waiting job's place in its provider's queue (0 = next), if it waits for a slot.
     pub fn queue_position(&self, kind: ProviderKind, id: &str) -> Option<usize> {
         self.lock().accounts.position(kind, id)
