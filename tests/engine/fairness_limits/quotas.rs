@@ -168,8 +168,10 @@ async fn defaults_from_config_apply_to_users_without_a_plan(
         max_queued: 1,
         per_minute: 0,
     };
-    // What the daemon's start hook does (registered by app::register_product).
+    // What the daemon's start hooks do: [users] max_queued and per_minute to the defaults
+    // row, max_in_flight as the generation queue's per-key limit.
     plans::apply_defaults(&db.pool, &users).await.unwrap();
+    set_queue_key_limit(&db, Some(4)).await;
     assert_eq!(
         plans::get_user_limits(&mut c, "user-a").await.unwrap(),
         defaults(Some(4), Some(1), None)
@@ -208,6 +210,7 @@ async fn defaults_from_config_apply_to_users_without_a_plan(
     plans::apply_defaults(&db.pool, &Default::default())
         .await
         .unwrap();
+    set_queue_key_limit(&db, None).await;
     assert_eq!(
         plans::get_user_limits(&mut c, "user-b").await.unwrap(),
         defaults(None, None, None)
@@ -252,4 +255,13 @@ async fn the_daemon_writes_the_users_defaults_at_start(po: PgPoolOptions, co: Pg
         defaults(None, Some(7), Some(30))
     );
     daemon.shutdown().await;
+}
+
+/// The generation queue's per-key limit (the default max_in_flight), as the daemon sets it.
+async fn set_queue_key_limit(db: &TestDb, limit: Option<i32>) {
+    sqlx::query("SELECT genq.set_queue_fairness('generation', true, $1)")
+        .bind(limit)
+        .execute(&db.pool)
+        .await
+        .unwrap();
 }
