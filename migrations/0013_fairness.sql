@@ -830,3 +830,72 @@ BEGIN
               j.run_at, j.created_at, j.failures, NULL::text, NULL::boolean;
 END
 $$;
+
+-- ---------------------------------------------------------------------------------------
+-- Visibility and safety nets
+-- ---------------------------------------------------------------------------------------
+
+-- genq.job_wait_reason: why a job waiting to be claimed is not running yet (NULL when it is
+-- not waiting). For operators (`genq job show`, the admin API): names the limit that is full.
+CREATE FUNCTION genq.job_wait_reason(p_job bigint) RETURNS text
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    j       genq.jobs%ROWTYPE;
+    q       genq.queues%ROWTYPE;
+    v_cap   integer;
+    v_n     bigint;
+    v_max   integer;
+    v_keys  bigint;
+BEGIN
+    SELECT * INTO j FROM genq.jobs WHERE id = p_job;
+    IF NOT FOUND OR j.state NOT IN ('available', 'retryable') THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO q FROM genq.queues WHERE name = j.queue;
+    IF q.paused THEN
+        RETURN format('queue %s is paused', j.queue);
+    END IF;
+    IF j.run_at > now() THEN
+        RETURN format('scheduled: due at %s', j.run_at);
+    END IF;
+    IF q.max_running IS NOT NULL THEN
+        SELECT count(*) INTO v_n FROM genq.jobs r WHERE r.queue = j.queue AND r.state = 'running';
+        IF v_n >= q.max_running THEN
+            RETURN format('queue %s is at its running cap (%s of %s running)', j.queue, v_n, q.max_running);
+        END IF;
+    END IF;
+    IF NOT q.fair THEN
+        RETURN 'waiting for a free worker';
+    END IF;
+    IF j.fairness_key <> '' THEN
+        SELECT coalesce(k.max_active, q.key_max_active) INTO v_cap
+          FROM genq.fair_keys k WHERE k.queue = j.queue AND k.key = j.fairness_key;
+        IF v_cap IS NOT NULL THEN
+            SELECT count(*) INTO v_n FROM genq.fair_slots s WHERE s.queue = j.queue AND s.key = j.fairness_key;
+            IF v_n >= v_cap THEN
+                RETURN format('key limit: key %s has %s of %s slots in use', j.fairness_key, v_n, v_cap);
+            END IF;
+        END IF;
+    END IF;
+    IF j.limit_group IS NOT NULL THEN
+        SELECT g.max_active INTO v_max FROM genq.limit_groups g WHERE g.name = j.limit_group;
+        IF v_max IS NOT NULL THEN
+            SELECT count(*) INTO v_n FROM genq.fair_slots s WHERE s.grp = j.limit_group;
+            IF v_n >= v_max THEN
+                RETURN format('group limit: group %s has %s of %s slots in use', j.limit_group, v_n, v_max);
+            END IF;
+        END IF;
+    END IF;
+    IF j.fairness_key = '' THEN
+        RETURN 'waiting for a free worker (keyless jobs are taken first)';
+    END IF;
+    SELECT count(*) INTO v_keys FROM genq.fair_keys k WHERE k.queue = j.queue AND k.waiting;
+    RETURN format('waiting for its turn: %s keys have work waiting', v_keys);
+END
+$$;
+
+-- Kept render slots are found from their generation.
+CREATE INDEX generations_fair_slot_idx ON genq.generations (fair_slot_id) WHERE fair_slot_id IS NOT NULL;

@@ -62,6 +62,19 @@ pub const QUEUE_PAUSED: &str = "genq_queue_paused";
 pub const QUEUE_PAUSED_SECONDS: &str = "genq_queue_paused_seconds";
 /// Fleet-wide running cap of the queue, -1 if none (sampled).
 pub const QUEUE_MAX_RUNNING: &str = "genq_queue_max_running";
+/// Fair queues: time from a job being due to its claim, by queue and share (heavy: its
+/// key still had due work after the claim; light: it did not; none: keyless job).
+pub const FAIR_WAIT: &str = "genq_queue_fair_wait_seconds";
+/// Fair queues: keys by state (waiting: in the claim's walk; at_limit: holding all the
+/// slots their limit allows), fleet-wide, sampled.
+pub const FAIR_KEYS: &str = "genq_queue_fair_keys";
+/// Fair queues: due jobs held back because their key is at its limit (up to 10,000 counted
+/// per key), fleet-wide, sampled.
+pub const HELD_BACK: &str = "genq_queue_held_back_jobs";
+/// Limit groups: slots in use, by group (e.g. render:fal), fleet-wide, sampled.
+pub const GROUP_ACTIVE: &str = "genq_limit_group_active";
+/// Limit groups: the limit, -1 if none, by group (sampled).
+pub const GROUP_MAX: &str = "genq_limit_group_max";
 /// Jobs whose lease expired and were returned to the queue, by queue and kind.
 pub const LEASE_RESCUES: &str = "genq_lease_rescues_total";
 /// Outcomes refused because the attempt no longer owned its job.
@@ -107,6 +120,31 @@ pub const CREDITS_HELD: &str = "genq_credits_held";
 
 /// Every metric: (name, type, help).
 pub const ALL: &[(&str, &str, &str)] = &[
+    (
+        FAIR_WAIT,
+        "histogram",
+        "Fair queues: seconds from due to claim, by queue and share (heavy: the key had more due work than the claim took; light; none: keyless).",
+    ),
+    (
+        FAIR_KEYS,
+        "gauge",
+        "Fair queues: keys waiting for a claim and keys at their limit, by queue and state (fleet-wide, sampled).",
+    ),
+    (
+        HELD_BACK,
+        "gauge",
+        "Fair queues: due jobs held back by their key's limit, by queue (fleet-wide, sampled; at most 10000 counted per key).",
+    ),
+    (
+        GROUP_ACTIVE,
+        "gauge",
+        "Limit groups: slots in use, by group (fleet-wide, sampled).",
+    ),
+    (
+        GROUP_MAX,
+        "gauge",
+        "Limit groups: the limit, -1 if none, by group (sampled).",
+    ),
     (
         RETENTION_DELETIONS,
         "counter",

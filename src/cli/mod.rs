@@ -454,7 +454,7 @@ fn target(queue: &Option<String>, all: bool) -> queue_control::Target<'_> {
 
 fn print_queues(queues: &[queue_control::QueueInfo]) {
     println!(
-        "{:<20} {:<8} {:>9} {:>9} {:>8} {:>9} {:>10} {:>8} {:>8}  PAUSE REASON",
+        "{:<20} {:<8} {:>9} {:>9} {:>8} {:>9} {:>10} {:>8} {:>8} {:>12}  PAUSE REASON",
         "QUEUE",
         "STATE",
         "AVAILABLE",
@@ -464,13 +464,14 @@ fn print_queues(queues: &[queue_control::QueueInfo]) {
         "OLDEST",
         "DONE/1m",
         "CAP",
+        "KEYS WAITING",
     );
     for q in queues {
         let oldest = q.oldest_available_age_secs.map_or("-".to_string(), |s| {
             humantime::format_duration(Duration::from_secs(s.max(0.0) as u64)).to_string()
         });
         println!(
-            "{:<20} {:<8} {:>9} {:>9} {:>8} {:>9} {:>10} {:>8} {:>8}  {}",
+            "{:<20} {:<8} {:>9} {:>9} {:>8} {:>9} {:>10} {:>8} {:>8} {:>12}  {}",
             q.name,
             if q.paused { "paused" } else { "active" },
             q.available,
@@ -480,6 +481,7 @@ fn print_queues(queues: &[queue_control::QueueInfo]) {
             oldest,
             q.completed_last_minute,
             q.max_running.map_or("-".to_string(), |n| n.to_string()),
+            q.keys_waiting.map_or("-".to_string(), |n| n.to_string()),
             q.pause_reason.as_deref().unwrap_or("")
         );
     }

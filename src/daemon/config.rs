@@ -148,6 +148,15 @@ pub struct QueueConfig {
     /// Defaults to none (the cap in the database, if any, is left as it is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_running: Option<i32>,
+    /// Claim fairly across the jobs' fairness keys (docs/fairness.md), written to
+    /// `genq.queues` at start together with `key_max_active`. Defaults to none (the setting
+    /// in the database is left as it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fair: Option<bool>,
+    /// Fair queues: jobs one key may run (or keep in flight) at once, fleet-wide, unless the
+    /// key has its own limit. Defaults to none (no per-key limit). Written with `fair`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_max_active: Option<i32>,
 }
 
 /// `[[periodic]]`: one job per time slot, fleet-wide.
@@ -223,6 +232,8 @@ impl QueueConfig {
         Self {
             concurrency,
             max_running: None,
+            fair: None,
+            key_max_active: None,
         }
     }
 }
@@ -232,6 +243,8 @@ impl Default for QueueConfig {
         Self {
             concurrency: 50,
             max_running: None,
+            fair: None,
+            key_max_active: None,
         }
     }
 }

@@ -208,6 +208,15 @@ impl JobContext {
         Ok(())
     }
 
+    /// Keeps the limit slot this attempt holds (fair queues, docs/fairness.md) past the
+    /// job's end, inside the caller's transaction, and returns its id for the caller to
+    /// store with the slot's new owner; that owner frees it later with
+    /// [`crate::queue::fairness::release_in`]. `None`: the job holds no slot (or this
+    /// attempt no longer owns the job). Call it before [`JobContext::complete_in`].
+    pub async fn keep_slot_in(&self, conn: &mut PgConnection) -> Result<Option<i64>, sqlx::Error> {
+        crate::queue::fairness::keep_in(conn, self.id, self.attempt).await
+    }
+
     /// Whether [`JobContext::complete_in`] succeeded in this attempt.
     pub fn completion_recorded(&self) -> bool {
         self.recorded.load(Ordering::SeqCst)

@@ -127,6 +127,15 @@ fn spawn_job(shared: &Arc<Shared>, job: ClaimedJob, slot: SlotGuard) {
             let latency = (chrono::Utc::now() - job.run_at).to_std().unwrap_or_default();
             metrics::histogram!(crate::metrics::JOB_QUEUE_LATENCY, "queue" => queue.clone(), "kind" => kind.clone())
                 .record(latency.as_secs_f64());
+            if job.fairness_key.is_some() {
+                let share = match job.key_backlog {
+                    Some(true) => "heavy",
+                    Some(false) => "light",
+                    None => "none",
+                };
+                metrics::histogram!(crate::metrics::FAIR_WAIT, "queue" => queue.clone(), "share" => share)
+                    .record(latency.as_secs_f64());
+            }
             let outcome = execute(
                 job,
                 worker,

@@ -44,6 +44,22 @@ UPDATE genq.generations
 RETURNING extract(epoch FROM now() - created_at)::float8
 "#;
 
+// The render slot the submit job kept: freed when the generation becomes final (a trigger
+// on genq.generations, migration 0013), in the transaction that makes it final.
+const SET_FAIR_SLOT: &str = r#"
+UPDATE genq.generations SET fair_slot_id = $2
+ WHERE id = $1 AND state IN ('submitting', 'submitted')
+"#;
+
+// Kept render slots no in-flight generation owns (the keeper's transaction always records
+// the owner, so only a bypassed trigger or a deleted row leaves one): freed by the sweeper.
+const FREE_UNOWNED_SLOTS: &str = r#"
+DELETE FROM genq.fair_slots s
+ WHERE s.queue = 'generation' AND s.job_id IS NULL
+   AND NOT EXISTS (SELECT 1 FROM genq.generations g
+                    WHERE g.fair_slot_id = s.id AND g.state IN ('submitting', 'submitted'))
+"#;
+
 const ENQUEUE_FOLLOW_UP: &str =
     "SELECT genq.enqueue($1, $2, queue => 'generation', run_at => now() + make_interval(secs => $3), max_attempts => 25, unique_key => $4)";
 
@@ -109,6 +125,30 @@ pub async fn mark_submitted(
         .bind(meta)
         .fetch_optional(conn)
         .await
+}
+
+/// Records the render slot the generation holds while in flight. False if the generation
+/// is no longer in flight (the caller must not keep the slot then).
+pub async fn set_fair_slot(
+    conn: &mut PgConnection,
+    id: Uuid,
+    slot: i64,
+) -> Result<bool, sqlx::Error> {
+    Ok(crate::db::query(SET_FAIR_SLOT)
+        .bind(id)
+        .bind(slot)
+        .execute(conn)
+        .await?
+        .rows_affected()
+        == 1)
+}
+
+/// Frees kept render slots that no in-flight generation owns; returns how many.
+pub async fn free_unowned_slots(conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
+    Ok(crate::db::query(FREE_UNOWNED_SLOTS)
+        .execute(conn)
+        .await?
+        .rows_affected())
 }
 
 /// Marks success with the stored outputs. Returns the end-to-end seconds, or `None` if the

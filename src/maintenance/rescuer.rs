@@ -1,6 +1,8 @@
 //! Lease rescue: jobs whose lease expired (their daemon died, or lost the database longer
 //! than a lease) go back to `retryable` with the lost attempt recorded. Runs on every
-//! daemon every `worker.rescue_interval` (± 20 % so daemons spread out).
+//! daemon every `worker.rescue_interval` (± 20 % so daemons spread out). The same tick frees
+//! limit slots whose job is no longer running (a safety net: the job's own transition
+//! frees them; see docs/fairness.md).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +38,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 crate::db::note_if_connection_loss(&err);
                 tracing::warn!(error = %err, "lease rescue failed")
             }
+        }
+        match crate::queue::fairness::free_orphans(&shared.pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(slots = n, "freed limit slots whose job no longer runs"),
+            Err(err) => tracing::debug!(error = %err, "orphan slot sweep failed"),
         }
     }
 }

@@ -63,6 +63,9 @@ async fn try_register(shared: &Shared) -> Result<(), sqlx::Error> {
         if let Some(max) = qc.max_running {
             queue_control::set_max_running(&shared.pool, name, Some(max)).await?;
         }
+        if let Some(fair) = qc.fair {
+            crate::queue::fairness::set_queue(&shared.pool, name, fair, qc.key_max_active).await?;
+        }
     }
     for hook in &shared.registry.hooks.on_start {
         (hook.run)(shared.pool.clone()).await?;
@@ -142,6 +145,17 @@ async fn sample_and_export(pool: &PgPool, min_interval_secs: f64) -> Result<(), 
         });
         metrics::gauge!(m::QUEUE_MAX_RUNNING, "queue" => name)
             .set(max_running.map_or(-1.0, f64::from));
+    }
+    for q in crate::queue::fairness::queue_stats(pool).await? {
+        metrics::gauge!(m::FAIR_KEYS, "queue" => q.name.clone(), "state" => "waiting")
+            .set(q.keys_waiting as f64);
+        metrics::gauge!(m::FAIR_KEYS, "queue" => q.name.clone(), "state" => "at_limit")
+            .set(q.keys_at_limit as f64);
+        metrics::gauge!(m::HELD_BACK, "queue" => q.name).set(q.held_back as f64);
+    }
+    for g in crate::queue::fairness::group_stats(pool).await? {
+        metrics::gauge!(m::GROUP_ACTIVE, "group" => g.name.clone()).set(g.active as f64);
+        metrics::gauge!(m::GROUP_MAX, "group" => g.name).set(g.max_active.map_or(-1.0, f64::from));
     }
     let totals: Vec<(String, String, i64)> =
         crate::db::query_as(READ_ENQUEUED).fetch_all(pool).await?;

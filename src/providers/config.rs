@@ -75,6 +75,12 @@ pub struct ProviderLimits {
     /// first success closes it. Defaults to 30 s.
     #[serde(with = "humantime_serde")]
     pub cooldown: Duration,
+    /// Generations submitted to this provider account and not yet final, fleet-wide: set it
+    /// to the account's concurrency so the backlog waits in genq (ordered fairly) instead of
+    /// the provider's queue. Written at start as the limit of group `render:NAME`
+    /// (docs/fairness.md). Defaults to none (no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rendering: Option<u32>,
 }
 
 impl Default for ProviderLimits {
@@ -85,6 +91,7 @@ impl Default for ProviderLimits {
             burst: 20,
             failure_threshold: 5,
             cooldown: Duration::from_secs(30),
+            max_rendering: None,
         }
     }
 }

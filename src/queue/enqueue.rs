@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
 /// `genq.enqueue(...)`: one job, inside the executor's transaction.
-const ENQUEUE: &str = "SELECT genq.enqueue($1, $2, $3, coalesce($4, now()), $5, $6, $7)";
+const ENQUEUE: &str = "SELECT genq.enqueue($1, $2, $3, coalesce($4, now()), $5, $6, $7, $8, $9)";
 /// `genq.enqueue_many(jsonb)`: many jobs in one statement.
 const ENQUEUE_MANY: &str = "SELECT genq.enqueue_many($1)";
 
@@ -44,6 +44,13 @@ pub struct NewJob {
     /// While a job with this key is not final, enqueueing another returns the existing id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unique_key: Option<String>,
+    /// Who the job is for (e.g. a user id): a fair queue shares its claims out across keys
+    /// and limits each key (docs/fairness.md). Ignored by queues that are not fair.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fairness_key: Option<String>,
+    /// A group whose limit the job counts against while it runs (fair queues).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_group: Option<String>,
 }
 
 impl NewJob {
@@ -57,6 +64,8 @@ impl NewJob {
             priority: 0,
             max_attempts: 20,
             unique_key: None,
+            fairness_key: None,
+            limit_group: None,
         }
     }
 
@@ -92,6 +101,18 @@ impl NewJob {
     /// Sets the unique key.
     pub fn unique_key(mut self, key: impl Into<String>) -> Self {
         self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Sets the fairness key.
+    pub fn fairness_key(mut self, key: impl Into<String>) -> Self {
+        self.fairness_key = Some(key.into());
+        self
+    }
+
+    /// Sets the limit group.
+    pub fn limit_group(mut self, group: impl Into<String>) -> Self {
+        self.limit_group = Some(group.into());
         self
     }
 }
@@ -143,6 +164,8 @@ pub async fn enqueue_in(conn: &mut PgConnection, job: &NewJob) -> Result<i64, sq
         .bind(job.priority)
         .bind(job.max_attempts)
         .bind(&job.unique_key)
+        .bind(&job.fairness_key)
+        .bind(&job.limit_group)
         .fetch_one(conn)
         .await
 }

@@ -8,7 +8,8 @@ use super::state::JobState;
 
 const SHOW: &str = r#"
 SELECT id, queue, kind, payload, state, priority, attempt, max_attempts, failures, run_at, lease_until,
-       worker_id, unique_key, errors, created_at, attempted_at, finished_at
+       worker_id, unique_key, errors, created_at, attempted_at, finished_at,
+       fairness_key, limit_group, genq.job_wait_reason(id) AS waiting_for
   FROM genq.jobs WHERE id = $1
 "#;
 
@@ -20,7 +21,8 @@ UPDATE genq.jobs
        worker_id = NULL, max_attempts = greatest(max_attempts, attempt + 1), failures = 0
  WHERE id = $1 AND state IN ('completed', 'discarded', 'cancelled', 'retryable', 'available')
 RETURNING id, queue, kind, payload, state, priority, attempt, max_attempts, failures, run_at, lease_until,
-          worker_id, unique_key, errors, created_at, attempted_at, finished_at
+          worker_id, unique_key, errors, created_at, attempted_at, finished_at,
+          fairness_key, limit_group, NULL::text AS waiting_for
 "#;
 
 const CANCEL: &str = r#"
@@ -71,6 +73,13 @@ pub struct JobRow {
     pub attempted_at: Option<DateTime<Utc>>,
     /// When it reached a final state.
     pub finished_at: Option<DateTime<Utc>>,
+    /// Fairness key (fair queues: `""` for a keyless job).
+    pub fairness_key: Option<String>,
+    /// Limit group.
+    pub limit_group: Option<String>,
+    /// Why a job that waits to be claimed is not running yet: paused queue, scheduled, the
+    /// queue's cap, its key's or group's limit, or its turn (`genq.job_wait_reason`).
+    pub waiting_for: Option<String>,
 }
 
 /// Errors of job control, with messages meant for operators.

@@ -50,7 +50,10 @@ SELECT q.name, q.paused, q.paused_at, q.pause_reason, q.max_running,
        coalesce(s.running, 0) AS running, coalesce(s.retryable, 0) AS retryable,
        extract(epoch FROM now() - s.oldest_available_at)::float8 AS oldest_available_age_secs,
        coalesce(f.completed_last_minute, 0) AS completed_last_minute,
-       coalesce(f.discarded_last_minute, 0) AS discarded_last_minute
+       coalesce(f.discarded_last_minute, 0) AS discarded_last_minute,
+       q.fair, q.key_max_active,
+       CASE WHEN q.fair THEN (SELECT count(*) FROM genq.fair_keys k
+                               WHERE k.queue = q.name AND k.waiting) END AS keys_waiting
   FROM genq.queues q
   LEFT JOIN genq.queue_counts s ON s.queue = q.name
   LEFT JOIN (
@@ -97,6 +100,12 @@ pub struct QueueInfo {
     pub completed_last_minute: i64,
     /// Jobs discarded in the last minute.
     pub discarded_last_minute: i64,
+    /// Claimed fairly across fairness keys (docs/fairness.md).
+    pub fair: bool,
+    /// Fair queues: the default per-key limit.
+    pub key_max_active: Option<i32>,
+    /// Fair queues: keys with work waiting for a claim and room to run it.
+    pub keys_waiting: Option<i64>,
 }
 
 /// Which queues an action applies to.

@@ -15,6 +15,7 @@ mod dev_tools;
 mod enqueue;
 mod exactly_once;
 mod failures;
+mod fairness;
 mod fairness_limits;
 mod hooks;
 mod http;

@@ -97,6 +97,11 @@ impl Pipeline {
     /// Registers the generation job kinds and their periodic jobs (the sweep; the payments
     /// poll when Plisio's key is set).
     pub fn register(self: Arc<Self>, registry: &mut Registry) {
+        let limits = self.config.clone();
+        registry.on_start("generation.render_limits", move |pool| {
+            let limits = limits.clone();
+            async move { apply_render_limits(&pool, &limits).await }
+        });
         registry.register(submit::Submit(self.clone()));
         registry.register(poll::Poll(self.clone()));
         registry.register(reconcile::Reconcile(self.clone()));
@@ -259,4 +264,22 @@ pub(crate) async fn load_generation(
         .parse()
         .map_err(|_| JobError::permanent(format!("unknown provider {:?}", generation.provider)))?;
     Ok(Some((generation, kind)))
+}
+
+/// The limit group of a provider account's renders (`genq.enqueue_generation` puts each
+/// submit job in it).
+pub fn render_group(kind: ProviderKind) -> String {
+    format!("render:{}", kind.as_str())
+}
+
+/// Writes `[providers.limits.NAME] max_rendering` as the limit of each `render:NAME` group.
+async fn apply_render_limits(pool: &sqlx::PgPool, config: &ProvidersConfig) -> sqlx::Result<()> {
+    for kind in ProviderKind::ALL {
+        let max = config
+            .limits_for(kind)
+            .max_rendering
+            .map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+        crate::queue::fairness::set_group(pool, &render_group(kind), max).await?;
+    }
+    Ok(())
 }

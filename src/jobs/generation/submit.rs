@@ -233,8 +233,8 @@ pub(crate) fn count_ambiguous(kind: ProviderKind, resolution: &'static str) {
         .increment(1);
 }
 
-/// Saves the provider's request id and schedules the first poll, completing the job, in
-/// one transaction.
+/// Saves the provider's request id, keeps the job's render slot for the generation and
+/// schedules the first poll, completing the job, in one transaction.
 async fn save_submitted(
     ctx: &JobContext,
     generation: &GenerationRow,
@@ -249,6 +249,10 @@ async fn save_submitted(
     )
     .await?;
     if let Some(cancel_requested) = saved {
+        // In flight now: the render slot stays taken until the generation is final.
+        if let Some(slot) = ctx.keep_slot_in(&mut tx).await? {
+            record::set_fair_slot(&mut tx, generation.id, slot).await?;
+        }
         record::enqueue_follow_up(&mut tx, super::poll::KIND, generation.id, FIRST_POLL_SECS)
             .await?;
         if cancel_requested {

@@ -10,7 +10,8 @@
 //!   providers' retention: BytePlus tasks are queryable 7 days) and releases its hold;
 //! - fails each generation still `queued`/`submitting`, unchanged for `[sweep] stale_after`,
 //!   whose `generation.submit` job is final (discarded after its last attempt, cancelled)
-//!   or gone (pruned), and releases its hold: nothing would ever submit it.
+//!   or gone (pruned), and releases its hold: nothing would ever submit it;
+//! - frees render slots (docs/fairness.md) that no in-flight generation owns.
 
 use std::sync::Arc;
 
@@ -100,6 +101,15 @@ impl Worker for Sweep {
             record::enqueue_follow_up(&mut conn, poll::KIND, *id, 0.0).await?;
             metrics::counter!(crate::metrics::SWEEPER_ACTIONS, "action" => "polled").increment(1);
             tracing::info!(generation_id = %id, "sweeper: submitted generation had no poll job; polling it again");
+        }
+        let freed = record::free_unowned_slots(&mut *ctx.pool.acquire().await?).await?;
+        if freed > 0 {
+            metrics::counter!(crate::metrics::SWEEPER_ACTIONS, "action" => "slot_freed")
+                .increment(freed);
+            tracing::warn!(
+                slots = freed,
+                "sweeper: freed render slots no in-flight generation owns"
+            );
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ fn limits(max_in_flight: u32, rate_per_sec: f64, burst: u32) -> ProviderLimits {
         burst,
         failure_threshold: 3,
         cooldown: Duration::from_secs(60),
+        max_rendering: None,
     }
 }
 
