@@ -265,3 +265,30 @@ async fn set_queue_key_limit(db: &TestDb, limit: Option<i32>) {
         .await
         .unwrap();
 }
+
+#[test]
+fn users_max_in_flight_is_the_generation_queues_key_limit() {
+    let config =
+        genq::Config::from_toml_and_env("[users]\nmax_in_flight = 3\n", "test", &[]).unwrap();
+    assert_eq!(
+        config.engine().queues["generation"].key_max_active,
+        Some(3),
+        "the daemon writes it as the generation queue's per-key default"
+    );
+    // Both set to different values: refused, naming both.
+    let err = genq::Config::from_toml_and_env(
+        "[users]\nmax_in_flight = 3\n[queues.generation]\nconcurrency = 16\nfair = true\nkey_max_active = 5\n",
+        "test",
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("users.max_in_flight (3) and queues.generation.key_max_active (5)"),
+        "{err}"
+    );
+    // From the environment, like every key.
+    let env = [("GENQ_USERS_MAX_QUEUED".to_string(), "25".to_string())];
+    let config = genq::Config::from_toml_and_env("", "test", &env).unwrap();
+    assert_eq!(config.users.max_queued, 25);
+}
