@@ -282,19 +282,24 @@ CREATE TRIGGER jobs_fair_transition AFTER UPDATE OF state ON genq.jobs
           AND (OLD.state = 'running' OR NEW.state IN ('available', 'retryable')))
     EXECUTE FUNCTION genq.jobs_fair_transition();
 
--- A freed slot may give its key room again.
+-- A freed slot may give its key (and its group) room again: the key goes back into the
+-- claim's walk, and the queue's daemons are woken at commit (a freed render slot is taken
+-- at once, not at the next poll; one notification per transaction and queue).
 CREATE FUNCTION genq.fair_slots_freed() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM genq.mark_fair_key(OLD.queue, OLD.key);
+    IF OLD.key <> '' THEN
+        PERFORM genq.mark_fair_key(OLD.queue, OLD.key);
+    END IF;
+    PERFORM pg_notify('genq_jobs', OLD.queue);
     RETURN NULL;
 END
 $$;
 
 CREATE TRIGGER fair_slots_freed AFTER DELETE ON genq.fair_slots
-    FOR EACH ROW WHEN (OLD.key <> '') EXECUTE FUNCTION genq.fair_slots_freed();
+    FOR EACH ROW EXECUTE FUNCTION genq.fair_slots_freed();
 
 -- A generation that becomes final frees its render slot, in the same transaction (settle,
 -- failure, cancellation, sweep, deletion: every path writes the state).
@@ -318,6 +323,13 @@ CREATE TRIGGER generations_free_slot BEFORE UPDATE OF state ON genq.generations
 -- Enqueue with a fairness key and a limit group (bodies otherwise as in 0012_bounds.sql)
 -- ---------------------------------------------------------------------------------------
 
+-- The signature changes, so the function is replaced: grants an operator gave the old one
+-- directly (e.g. Supabase's service_role, README) are carried over to the new one.
+CREATE TEMP TABLE genq_0013_enqueue_grantees AS
+SELECT DISTINCT a.grantee::regrole::text AS role
+  FROM pg_catalog.pg_proc p, aclexplode(p.proacl) a
+ WHERE p.oid = 'genq.enqueue(text, jsonb, text, timestamptz, integer, integer, text)'::regprocedure
+   AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner;
 DROP FUNCTION genq.enqueue(text, jsonb, text, timestamptz, integer, integer, text);
 CREATE FUNCTION genq.enqueue(
     kind         text,
@@ -402,6 +414,17 @@ BEGIN
     END LOOP;
 END
 $$;
+
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT role FROM genq_0013_enqueue_grantees LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION genq.enqueue(text, jsonb, text, timestamptz, integer, integer, text, text, text) TO %s', r.role);
+    END LOOP;
+END
+$$;
+DROP TABLE genq_0013_enqueue_grantees;
 
 CREATE OR REPLACE FUNCTION genq.enqueue_many(jobs jsonb) RETURNS bigint
 LANGUAGE plpgsql
@@ -588,7 +611,8 @@ $$;
 --   1. keyless jobs ('') first, in plain order;
 --   2. keys by virtual time (least served first): a key at its limit is set aside, else up
 --      to its room of heads in (priority, run_at, id) order, the i-th with virtual finish
---      vtime + i/weight; the walk stops once `p_limit` keys gave heads;
+--      vtime + i/weight (heads of a full group passed over); the walk stops once `p_limit`
+--      keys gave heads;
 --   3. one statement: group room applied in virtual-finish order, the best `p_limit` taken,
 --      leased, given slots, and their keys' vtime advanced by taken/weight;
 --   4. keys found empty or full are parked (waiting = false) if, locked and re-read, they
@@ -616,10 +640,18 @@ DECLARE
     v_locked text[];
     v_heads  integer := 0;
     v_n      integer := 0;
+    v_seen   integer;
     v_room   integer;
     v_active bigint;
     v_minv   float8;
+    v_full   text[];
 BEGIN
+    -- Groups with no room: their heads are passed over, so a full group (one provider
+    -- account) does not stop the claim from reaching work of other groups.
+    SELECT coalesce(array_agg(g.name), '{}') INTO v_full FROM genq.limit_groups g
+     WHERE g.max_active IS NOT NULL
+       AND (SELECT count(*) FROM genq.fair_slots s WHERE s.grp = g.name) >= g.max_active;
+
     FOR h IN
         SELECT j.id, j.limit_group FROM genq.jobs j
          WHERE j.queue = p_queue AND j.fairness_key = ''
@@ -627,6 +659,7 @@ BEGIN
          ORDER BY j.priority, j.run_at, j.id
          LIMIT p_limit
     LOOP
+        CONTINUE WHEN h.limit_group = ANY(v_full);
         v_n := v_n + 1;
         v_ids := v_ids || h.id;
         v_keys := v_keys || ''::text;
@@ -653,6 +686,7 @@ BEGIN
             v_room := least(p_limit, k.cap - v_active)::integer;
         END IF;
         v_n := 0;
+        v_seen := 0;
         FOR h IN
             SELECT j.id, j.limit_group FROM genq.jobs j
              WHERE j.queue = p_queue AND j.fairness_key = k.key
@@ -660,19 +694,21 @@ BEGIN
              ORDER BY j.priority, j.run_at, j.id
              LIMIT v_room + 1
         LOOP
+            v_seen := v_seen + 1;
             IF v_n >= v_room THEN
                 v_more := v_more || k.key;
                 EXIT;
             END IF;
+            CONTINUE WHEN h.limit_group = ANY(v_full);
             v_n := v_n + 1;
             v_ids := v_ids || h.id;
             v_keys := v_keys || k.key;
             v_grps := v_grps || h.limit_group;
             v_vf := v_vf || (k.vtime + v_n / k.weight)::float8;
         END LOOP;
-        IF v_n = 0 THEN
+        IF v_seen = 0 THEN
             v_check := v_check || k.key;
-        ELSE
+        ELSIF v_n > 0 THEN
             v_heads := v_heads + 1;
             v_minv := coalesce(v_minv, k.vtime);
             IF k.cap IS NOT NULL AND v_active + v_n >= k.cap THEN
@@ -896,6 +932,20 @@ BEGIN
     RETURN format('waiting for its turn: %s keys have work waiting', v_keys);
 END
 $$;
+
+-- Pending submits of generations enqueued before this migration get their user and render
+-- group, so the backlog at upgrade is shared out fairly too. (Generations already in
+-- flight hold no render slot: they do not count against max_rendering until they end.)
+UPDATE genq.jobs j
+   SET fairness_key = g.user_id, limit_group = 'render:' || g.provider
+  FROM genq.generations g
+ WHERE j.queue = 'generation' AND j.kind = 'generation.submit'
+   AND j.state IN ('available', 'retryable')
+   AND j.payload->>'generation_id' = g.id::text;
+SELECT genq.mark_fair_key('generation', s.key)
+  FROM (SELECT DISTINCT j.fairness_key AS key FROM genq.jobs j
+         WHERE j.queue = 'generation' AND j.fairness_key <> ''
+           AND j.state IN ('available', 'retryable')) s;
 
 -- Kept render slots are found from their generation.
 CREATE INDEX generations_fair_slot_idx ON genq.generations (fair_slot_id) WHERE fair_slot_id IS NOT NULL;

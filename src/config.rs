@@ -261,6 +261,18 @@ impl Config {
         }
         crate::outbound::AddressPolicy::new(&self.outbound.allow_private)
             .map_err(|e| e.to_string())?;
+        for (name, q) in &self.queues {
+            if q.key_max_active.is_some_and(|n| n < 0) {
+                return Err(format!(
+                    "queues.{name}.key_max_active must be 0 or more (or unset for no limit)"
+                ));
+            }
+            if q.key_max_active.is_some() && q.fair.is_none() {
+                return Err(format!(
+                    "queues.{name}.key_max_active applies to fair queues: set queues.{name}.fair too"
+                ));
+            }
+        }
         self.users.validate()?;
         let generation = self.queues.get(crate::jobs::generation::QUEUE);
         if let Some(key_max) = generation.and_then(|q| q.key_max_active) {
@@ -452,6 +464,45 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("wroker"), "{err}");
+    }
+
+    #[test]
+    fn fairness_settings_parse_and_bad_ones_are_named() {
+        let text = "[queues.generation]\nfair = true\nkey_max_active = 3\n\n[providers.limits.fal]\nmax_rendering = 20\n";
+        let c = Config::from_toml_and_env(text, "t", &[]).unwrap();
+        assert_eq!(c.queues["generation"].fair, Some(true));
+        assert_eq!(c.queues["generation"].key_max_active, Some(3));
+        assert_eq!(
+            c.providers
+                .limits_for(crate::providers::ProviderKind::Fal)
+                .max_rendering,
+            Some(20)
+        );
+        let c = Config::from_toml_and_env(
+            text,
+            "t",
+            &env(&[("GENQ_QUEUES_GENERATION_KEY_MAX_ACTIVE", "5")]),
+        )
+        .unwrap();
+        assert_eq!(c.queues["generation"].key_max_active, Some(5));
+        assert_eq!(Config::default().queues["generation"].fair, Some(true));
+        for (bad, named) in [
+            (
+                "[queues.q]\nfair = true\nkey_max_active = -1\n",
+                "key_max_active",
+            ),
+            ("[queues.q]\nkey_max_active = 2\n", "set queues.q.fair"),
+            ("[queues.q]\nfair = \"yes\"\n", "fair"),
+            (
+                "[providers.limits.fal]\nmax_rendering = -1\n",
+                "max_rendering",
+            ),
+        ] {
+            let err = Config::from_toml_and_env(bad, "t", &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(named), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -231,6 +231,8 @@ async fn metrics_parse_and_agree_with_the_database(po: PgPoolOptions, co: PgConn
                 "genq_queue_jobs",
                 &[("queue", "default"), ("state", "scheduled")],
             ) == 1.0
+            // The render groups are written by a start hook, beside the first samples.
+            && prom::has(&samples, "genq_limit_group_active")
         {
             break samples;
         }
@@ -275,6 +277,11 @@ async fn metrics_parse_and_agree_with_the_database(po: PgPoolOptions, co: PgConn
         "genq_jobs_running",
         "genq_db_pool_connections",
         "genq_queue_oldest_available_age_seconds",
+        // The generation queue is fair and each provider has a render group.
+        "genq_queue_fair_keys",
+        "genq_queue_held_back_jobs",
+        "genq_limit_group_active",
+        "genq_limit_group_max",
     ] {
         assert!(prom::has(&samples, name), "{name} is exported");
     }
