@@ -7,10 +7,11 @@
 -- field by field: a NULL field follows the default. genq.set_user_limits replaces the whole
 -- plan (each call says every override it wants), so an omitted argument resets that field.
 
--- The defaults, one row: NULL = unlimited. Written by the daemon's start hook (`[users]`).
+-- The enqueue defaults, one row: NULL = unlimited. Written by the daemon's start hook
+-- (`[users]`). The default max_in_flight is the generation queue's per-key limit
+-- (genq.queues.key_max_active, 0013), which the daemon writes from `[users] max_in_flight`.
 CREATE TABLE genq.user_limit_defaults (
     singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    max_in_flight integer CHECK (max_in_flight >= 1),
     max_queued    integer CHECK (max_queued >= 1),
     per_minute    integer CHECK (per_minute >= 1),
     updated_at    timestamptz NOT NULL DEFAULT now()
@@ -46,27 +47,25 @@ BEGIN
 END
 $$;
 
--- genq.apply_user_limit_defaults: the daemon's start hook writes `[users]` here (NULL =
--- unlimited), so the SQL functions read the same defaults on every node.
-CREATE FUNCTION genq.apply_user_limit_defaults(max_in_flight integer, max_queued integer, per_minute integer)
+-- genq.apply_user_limit_defaults: the daemon's start hook writes `[users]` max_queued and
+-- per_minute here (NULL = unlimited), so the SQL functions read the same defaults on every
+-- node.
+CREATE FUNCTION genq.apply_user_limit_defaults(max_queued integer, per_minute integer)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 BEGIN
-    PERFORM genq.check_limit('genq.apply_user_limit_defaults', 'max_in_flight', apply_user_limit_defaults.max_in_flight);
     PERFORM genq.check_limit('genq.apply_user_limit_defaults', 'max_queued', apply_user_limit_defaults.max_queued);
     PERFORM genq.check_limit('genq.apply_user_limit_defaults', 'per_minute', apply_user_limit_defaults.per_minute);
     UPDATE genq.user_limit_defaults d
-       SET max_in_flight = apply_user_limit_defaults.max_in_flight,
-           max_queued = apply_user_limit_defaults.max_queued,
+       SET max_queued = apply_user_limit_defaults.max_queued,
            per_minute = apply_user_limit_defaults.per_minute,
            updated_at = now()
      WHERE d.singleton
-       AND (d.max_in_flight, d.max_queued, d.per_minute) IS DISTINCT FROM
-           (apply_user_limit_defaults.max_in_flight, apply_user_limit_defaults.max_queued,
-            apply_user_limit_defaults.per_minute);
+       AND (d.max_queued, d.per_minute) IS DISTINCT FROM
+           (apply_user_limit_defaults.max_queued, apply_user_limit_defaults.per_minute);
 END
 $$;
 
@@ -85,7 +84,8 @@ AS $$
 BEGIN
     PERFORM genq.check_user_id('genq.get_user_limits', get_user_limits.user_id);
     RETURN QUERY
-    SELECT coalesce(u.max_in_flight, d.max_in_flight), u.max_in_flight IS NULL,
+    SELECT coalesce(u.max_in_flight, (SELECT q.key_max_active FROM genq.queues q WHERE q.name = 'generation')),
+           u.max_in_flight IS NULL,
            coalesce(u.max_queued, d.max_queued), u.max_queued IS NULL,
            coalesce(u.per_minute, d.per_minute), u.per_minute IS NULL,
            coalesce(u.weight, 1)::real, u.weight IS NULL
@@ -101,8 +101,14 @@ CREATE FUNCTION genq.sync_user_fair_key(p_user text) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_weight real;
+    v_max    integer;
 BEGIN
-    NULL; -- filled once the fair key table exists (0013)
+    SELECT u.weight, u.max_in_flight INTO v_weight, v_max
+      FROM genq.user_limits u WHERE u.user_id = p_user;
+    -- NULL weight: 1; NULL max_in_flight: the generation queue's default (`[users]`).
+    PERFORM genq.set_fair_key('generation', p_user, v_weight, v_max);
 END
 $$;
 
@@ -197,7 +203,7 @@ BEGIN
 END
 $$;
 
--- genq.enqueue_generation: as in 0012, plus the quota check (GQ429) after the account lock
+-- genq.enqueue_generation: as in 0013, plus the quota check (GQ429) after the account lock
 -- and the idempotency lookup (a repeated call still returns its generation), before credits.
 CREATE OR REPLACE FUNCTION genq.enqueue_generation(
     user_id         text,
@@ -278,7 +284,9 @@ BEGIN
 
     PERFORM genq.enqueue('generation.submit', jsonb_build_object('generation_id', v_id),
                          queue => 'generation', max_attempts => 10,
-                         unique_key => 'generation.submit:' || v_id::text);
+                         unique_key => 'generation.submit:' || v_id::text,
+                         fairness_key => enqueue_generation.user_id,
+                         limit_group => 'render:' || enqueue_generation.provider);
     RETURN v_id;
 END
 $$;

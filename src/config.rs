@@ -135,6 +135,7 @@ impl Default for Config {
 
 impl From<Config> for EngineConfig {
     fn from(c: Config) -> Self {
+        let queues = c.engine_queues();
         Self {
             database: c.database,
             worker: c.worker,
@@ -142,7 +143,7 @@ impl From<Config> for EngineConfig {
             prune: c.prune,
             metrics: c.metrics,
             timeouts: c.timeouts,
-            queues: c.queues,
+            queues,
             periodic: c.periodic,
         }
     }
@@ -157,13 +158,27 @@ impl From<&Config> for EngineConfig {
             prune: c.prune.clone(),
             metrics: c.metrics.clone(),
             timeouts: c.timeouts.clone(),
-            queues: c.queues.clone(),
+            queues: c.engine_queues(),
             periodic: c.periodic.clone(),
         }
     }
 }
 
 impl Config {
+    /// The queues as the engine gets them: `[users] max_in_flight`, the default of users
+    /// without a plan, is the generation queue's per-key limit (`key_max_active`), which
+    /// the daemon writes at start and the fair claim enforces (one place for the limit).
+    fn engine_queues(&self) -> BTreeMap<String, QueueConfig> {
+        let mut queues = self.queues.clone();
+        if self.users.max_in_flight > 0 {
+            if let Some(q) = queues.get_mut(crate::jobs::generation::QUEUE) {
+                q.key_max_active
+                    .get_or_insert(self.users.max_in_flight as i32);
+            }
+        }
+        queues
+    }
+
     /// The engine's part of this configuration (what [`crate::Daemon`] takes).
     pub fn engine(&self) -> EngineConfig {
         self.into()
@@ -250,7 +265,6 @@ impl Config {
         crate::outbound::AddressPolicy::new(&self.outbound.allow_private)
             .map_err(|e| e.to_string())?;
         self.events.validate()?;
-        self.users.validate()?;
         for (name, q) in &self.queues {
             if q.key_max_active.is_some_and(|n| n < 0) {
                 return Err(format!(
@@ -260,6 +274,17 @@ impl Config {
             if q.key_max_active.is_some() && q.fair.is_none() {
                 return Err(format!(
                     "queues.{name}.key_max_active applies to fair queues: set queues.{name}.fair too"
+                ));
+            }
+        }
+        self.users.validate()?;
+        let generation = self.queues.get(crate::jobs::generation::QUEUE);
+        if let Some(key_max) = generation.and_then(|q| q.key_max_active) {
+            let users = self.users.max_in_flight;
+            if users > 0 && key_max != users as i32 {
+                return Err(format!(
+                    "users.max_in_flight ({users}) and queues.generation.key_max_active ({key_max}) \
+                     are the same limit (a user's generations in flight); set one of them"
                 ));
             }
         }

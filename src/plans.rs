@@ -18,7 +18,7 @@ pub const QUOTA_EXCEEDED: &str = "GQ429";
 /// The largest limit the SQL functions accept.
 pub const MAX_LIMIT: u32 = 1_000_000;
 
-const APPLY_DEFAULTS: &str = "SELECT genq.apply_user_limit_defaults($1, $2, $3)";
+const APPLY_DEFAULTS: &str = "SELECT genq.apply_user_limit_defaults($1, $2)";
 const SET_LIMITS: &str = "SELECT genq.set_user_limits($1, $2, $3, $4, $5)";
 const GET_LIMITS: &str = "SELECT * FROM genq.get_user_limits($1)";
 
@@ -60,10 +60,11 @@ fn limit(value: u32) -> Option<i32> {
     (value > 0).then_some(value as i32)
 }
 
-/// Writes the `[users]` defaults to the database (the daemon's start hook).
+/// Writes the `[users]` enqueue defaults (`max_queued`, `per_minute`) to the database (the
+/// daemon's start hook). `max_in_flight` is the generation queue's per-key limit, written
+/// with the queues' settings (see [`crate::config::Config`]).
 pub async fn apply_defaults(pool: &PgPool, config: &UsersConfig) -> sqlx::Result<()> {
     crate::db::query(APPLY_DEFAULTS)
-        .bind(limit(config.max_in_flight))
         .bind(limit(config.max_queued))
         .bind(limit(config.per_minute))
         .execute(pool)

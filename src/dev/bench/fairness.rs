@@ -278,20 +278,24 @@ async fn run_mode(
 /// generations render at the provider at once. Off: FIFO claim, no render cap.
 fn apply_fairness(config: &mut Config, cap: Option<u32>) {
     set_queue_fair(config, crate::jobs::generation::QUEUE, cap.is_some());
-    // Filled in once the fair claim (migration 0013) is merged: the render cap.
+    config
+        .providers
+        .limits
+        .entry(KIND.as_str().into())
+        .or_default()
+        .max_rendering = cap;
 }
 
 /// `[queues.NAME] fair` in a daemon's configuration.
 pub(super) fn set_queue_fair(config: &mut Config, queue: &str, fair: bool) {
-    // Filled in once the fair claim (migration 0013) is merged.
-    let _ = (config, queue, fair);
+    if let Some(q) = config.queues.get_mut(queue) {
+        q.fair = Some(fair);
+    }
 }
 
 /// Makes `queue` fair or not in the database now (before a backlog is enqueued).
 pub(super) async fn set_queue_fair_now(pool: &PgPool, queue: &str, fair: bool) -> sqlx::Result<()> {
-    // Filled in once the fair claim (migration 0013) is merged.
-    let _ = (pool, queue, fair);
-    Ok(())
+    crate::queue::fairness::set_queue(pool, queue, fair, None).await
 }
 
 /// Provider utilisation, sampled: renders in progress over the account's concurrency, only

@@ -11,6 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::common::TestDb;
 
 mod account;
+mod in_flight;
 mod plans_api;
 mod quotas;
 

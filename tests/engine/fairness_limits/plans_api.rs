@@ -33,6 +33,8 @@ async fn set_and_get_round_trip_and_reset(po: PgPoolOptions, co: PgConnectOption
         plans::get_user_limits(&mut c, "user-a").await.unwrap(),
         expected
     );
+    // The claim enforces the plan: the user's key in the generation queue carries it.
+    assert_eq!(fair_key(&db, "user-a").await, Some((2.5, Some(3))));
 
     // Each call replaces the plan: what it leaves out follows the default again.
     let limits = set(
@@ -59,6 +61,11 @@ async fn set_and_get_round_trip_and_reset(po: PgPoolOptions, co: PgConnectOption
         defaults(None, None, None)
     );
     assert_eq!(rows(&db, "genq.user_limits").await, 0);
+    assert_eq!(
+        fair_key(&db, "user-a").await,
+        Some((1.0, None)),
+        "weight 1, the queue's default limit"
+    );
 
     // From SQL with named arguments, as a backend calls it.
     sqlx::query("SELECT genq.set_user_limits('user-b', max_in_flight => 2, weight => 4)")
@@ -126,7 +133,7 @@ async fn bad_limits_are_refused_with_clear_messages(po: PgPoolOptions, co: PgCon
     ));
     assert_eq!(rows(&db, "genq.user_limits").await, 0, "nothing written");
     // Defaults are checked too (a bad [users] value is refused at config load as well).
-    let err = sqlx::query("SELECT genq.apply_user_limit_defaults(0, NULL, NULL)")
+    let err = sqlx::query("SELECT genq.apply_user_limit_defaults(0, NULL)")
         .execute(&db.pool)
         .await
         .unwrap_err();
@@ -153,9 +160,20 @@ async fn the_backend_role_may_set_and_read_plans(po: PgPoolOptions, co: PgConnec
             .unwrap();
     assert_eq!(max_queued, Some(9));
     // The defaults are the daemon's to write, not the backend's.
-    let err = sqlx::query("SELECT genq.apply_user_limit_defaults(1, 1, 1)")
+    let err = sqlx::query("SELECT genq.apply_user_limit_defaults(1, 1)")
         .execute(&mut *tx)
         .await
         .unwrap_err();
     assert_eq!(pg_error(&err).0, "42501");
+}
+
+/// The (weight, max_active) of `user`'s key in the generation queue, if it has a row.
+async fn fair_key(db: &TestDb, user: &str) -> Option<(f32, Option<i32>)> {
+    sqlx::query_as(
+        "SELECT weight, max_active FROM genq.fair_keys WHERE queue = 'generation' AND key = $1",
+    )
+    .bind(user)
+    .fetch_optional(&db.pool)
+    .await
+    .unwrap()
 }

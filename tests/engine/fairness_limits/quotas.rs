@@ -168,8 +168,10 @@ async fn defaults_from_config_apply_to_users_without_a_plan(
         max_queued: 1,
         per_minute: 0,
     };
-    // What the daemon's start hook does (registered by app::register_product).
+    // What the daemon's start hooks do: [users] max_queued and per_minute to the defaults
+    // row, max_in_flight as the generation queue's per-key limit.
     plans::apply_defaults(&db.pool, &users).await.unwrap();
+    set_queue_key_limit(&db, Some(4)).await;
     assert_eq!(
         plans::get_user_limits(&mut c, "user-a").await.unwrap(),
         defaults(Some(4), Some(1), None)
@@ -208,6 +210,7 @@ async fn defaults_from_config_apply_to_users_without_a_plan(
     plans::apply_defaults(&db.pool, &Default::default())
         .await
         .unwrap();
+    set_queue_key_limit(&db, None).await;
     assert_eq!(
         plans::get_user_limits(&mut c, "user-b").await.unwrap(),
         defaults(None, None, None)
@@ -252,4 +255,40 @@ async fn the_daemon_writes_the_users_defaults_at_start(po: PgPoolOptions, co: Pg
         defaults(None, Some(7), Some(30))
     );
     daemon.shutdown().await;
+}
+
+/// The generation queue's per-key limit (the default max_in_flight), as the daemon sets it.
+async fn set_queue_key_limit(db: &TestDb, limit: Option<i32>) {
+    sqlx::query("SELECT genq.set_queue_fairness('generation', true, $1)")
+        .bind(limit)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
+#[test]
+fn users_max_in_flight_is_the_generation_queues_key_limit() {
+    let config =
+        genq::Config::from_toml_and_env("[users]\nmax_in_flight = 3\n", "test", &[]).unwrap();
+    assert_eq!(
+        config.engine().queues["generation"].key_max_active,
+        Some(3),
+        "the daemon writes it as the generation queue's per-key default"
+    );
+    // Both set to different values: refused, naming both.
+    let err = genq::Config::from_toml_and_env(
+        "[users]\nmax_in_flight = 3\n[queues.generation]\nconcurrency = 16\nfair = true\nkey_max_active = 5\n",
+        "test",
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("users.max_in_flight (3) and queues.generation.key_max_active (5)"),
+        "{err}"
+    );
+    // From the environment, like every key.
+    let env = [("GENQ_USERS_MAX_QUEUED".to_string(), "25".to_string())];
+    let config = genq::Config::from_toml_and_env("", "test", &env).unwrap();
+    assert_eq!(config.users.max_queued, 25);
 }
