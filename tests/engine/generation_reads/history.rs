@@ -95,16 +95,8 @@ async fn deleted_generations_leave_the_history_and_scrubbed_ones_stay_marked(
     for id in [kept, deleted, scrubbed] {
         credits::cancel_generation(&mut conn, id).await.unwrap();
     }
-    sqlx::query("SELECT genq.delete_generation($1)")
-        .bind(deleted)
-        .execute(&env.db.pool)
-        .await
-        .unwrap();
-    sqlx::query("SELECT genq.scrub_generations(ARRAY[$1::uuid], 'inputs')")
-        .bind(scrubbed)
-        .execute(&env.db.pool)
-        .await
-        .unwrap();
+    delete(&env.db, deleted).await;
+    scrub(&env.db, scrubbed).await;
     let page = list(&env.db, "u1", 10, None).await.unwrap();
     assert_eq!(ids(&page), vec![scrubbed, kept]);
     assert_eq!(page[0]["input"], Value::Null);

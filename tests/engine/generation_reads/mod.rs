@@ -67,3 +67,29 @@ fn ids(page: &[Value]) -> Vec<Uuid> {
         .map(|g| g["id"].as_str().unwrap().parse().unwrap())
         .collect()
 }
+
+/// A generation of `user` costing `cost`, cancelled while queued (final, hold released).
+async fn cancelled(env: &GenEnv, user: &str, cost: i64) -> Uuid {
+    let id = env.request(user, "fal", cost).await;
+    let mut conn = env.db.pool.acquire().await.unwrap();
+    credits::cancel_generation(&mut conn, id).await.unwrap();
+    id
+}
+
+/// Retention scrubs the input of final generation `id` (policy `inputs`).
+async fn scrub(db: &TestDb, id: Uuid) {
+    sqlx::query("SELECT genq.scrub_generations(ARRAY[$1::uuid], 'inputs')")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
+/// The user deletes generation `id` from their history.
+async fn delete(db: &TestDb, id: Uuid) {
+    sqlx::query("SELECT genq.delete_generation($1)")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}

@@ -74,11 +74,7 @@ async fn changes_are_announced_at_commit_and_never_for_a_rollback(
         .execute(&env.db.pool)
         .await
         .unwrap();
-    sqlx::query("SELECT genq.delete_generation($1)")
-        .bind(id)
-        .execute(&env.db.pool)
-        .await
-        .unwrap();
+    delete(&env.db, id).await;
     let deleted = next(&mut listener).await;
     assert!(deleted.version > cancelled.version);
     assert!(!get(&env.db, id).await["deleted_at"].is_null());

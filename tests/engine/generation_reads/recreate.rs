@@ -64,22 +64,10 @@ async fn recreating_a_scrubbed_or_deleted_generation_fails_clearly_and_writes_no
 ) {
     let env = GenEnv::setup(po, co).await;
     env.grant("u1", 100).await;
-    let scrubbed = env.request("u1", "fal", 10).await;
+    let scrubbed = cancelled(&env, "u1", 10).await;
     let deleted = env.request("u1", "fal", 10).await;
-    let mut conn = env.db.pool.acquire().await.unwrap();
-    credits::cancel_generation(&mut conn, scrubbed)
-        .await
-        .unwrap();
-    sqlx::query("SELECT genq.scrub_generations(ARRAY[$1::uuid], 'inputs')")
-        .bind(scrubbed)
-        .execute(&env.db.pool)
-        .await
-        .unwrap();
-    sqlx::query("SELECT genq.delete_generation($1)")
-        .bind(deleted)
-        .execute(&env.db.pool)
-        .await
-        .unwrap();
+    scrub(&env.db, scrubbed).await;
+    delete(&env.db, deleted).await;
     let before = footprint(&env.db).await;
     let balance = env.balance("u1").await;
     for (id, says) in [(scrubbed, "scrubbed by retention"), (deleted, "deleted")] {

@@ -108,9 +108,7 @@ async fn a_cancelled_generation_shows_the_cancelled_code_and_its_release(
 ) {
     let env = GenEnv::setup(po, co).await;
     env.grant("u1", 100).await;
-    let id = env.request("u1", "fal", 40).await;
-    let mut conn = env.db.pool.acquire().await.unwrap();
-    credits::cancel_generation(&mut conn, id).await.unwrap();
+    let id = cancelled(&env, "u1", 40).await;
     let g = get(&env.db, id).await;
     assert_eq!(g["state"], "cancelled");
     assert_eq!(
@@ -132,14 +130,8 @@ async fn a_scrubbed_generation_reads_as_scrubbed_not_as_an_error(
 ) {
     let env = GenEnv::setup(po, co).await;
     env.grant("u1", 100).await;
-    let id = env.request("u1", "fal", 10).await;
-    let mut conn = env.db.pool.acquire().await.unwrap();
-    credits::cancel_generation(&mut conn, id).await.unwrap();
-    sqlx::query("SELECT genq.scrub_generations(ARRAY[$1::uuid], 'inputs')")
-        .bind(id)
-        .execute(&env.db.pool)
-        .await
-        .unwrap();
+    let id = cancelled(&env, "u1", 10).await;
+    scrub(&env.db, id).await;
     let g = get(&env.db, id).await;
     assert_eq!(g["input"], Value::Null);
     assert_eq!(g["input_scrubbed"], true);
