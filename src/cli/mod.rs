@@ -282,6 +282,9 @@ fn refuse_pooled_migration(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn run(config: Config, migrate: bool) -> anyhow::Result<ExitCode> {
+    // Before anything starts: a SIGTERM that comes while the daemon is starting (it may
+    // already claim jobs) must drain it, not kill the process by the default action.
+    let mut stop = Signals::install()?;
     let options = db::connect_options(&config.database.url, &config.database)?;
     let admin_token = http::AdminToken::from_env_or_file(&config.admin.token_file)?;
     if admin_token.is_none() {
@@ -306,11 +309,13 @@ async fn run(config: Config, migrate: bool) -> anyhow::Result<ExitCode> {
     );
     let events_config = config.events.clone();
     let outbound = config.outbound.clone();
+    let pooler = config.database.pooler;
     let listen_options = db::session_options(options.clone(), &config.database);
     let handle = Daemon::with_connect_options(config, registry, options).start();
     let events = match crate::events::Events::start(
         &events_config,
         &outbound,
+        pooler,
         handle.pool().clone(),
         listen_options,
     ) {
@@ -336,13 +341,12 @@ async fn run(config: Config, migrate: bool) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
-    wait_for_signal().await?;
+    stop.wait().await;
     // A second signal hands back what still runs at once instead of waiting out the grace.
     let control = handle.control();
     let hurry = tokio::spawn(async move {
-        if wait_for_signal().await.is_ok() {
-            control.hurry();
-        }
+        stop.wait().await;
+        control.hurry();
     });
     // Open event streams never end on their own: end them so the servers can stop.
     if let Some(events) = &events {
@@ -532,15 +536,27 @@ async fn migrate_with_retry(
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM and SIGINT, caught from the moment this is created.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        }
+    }
 }
 
 async fn job(config: Config, command: JobCommand) -> anyhow::Result<ExitCode> {

@@ -88,10 +88,12 @@ pub struct Events {
 
 impl Events {
     /// Starts the LISTEN task when a token verifier is configured; `None` (events off)
-    /// otherwise. `pool` serves the reads; `listen` are the options of the LISTEN session.
+    /// otherwise. `pool` serves the reads; `listen` are the options of the LISTEN session,
+    /// which a transaction-mode pooler (`pooler`) cannot carry: events then refuse to start.
     pub fn start(
         config: &EventsConfig,
         outbound: &crate::outbound::OutboundConfig,
+        pooler: crate::db::Pooler,
         pool: PgPool,
         listen: PgConnectOptions,
     ) -> anyhow::Result<Option<Arc<Self>>> {
@@ -101,6 +103,12 @@ impl Events {
         let Some(auth) = Auth::from_config(config, http)? else {
             return Ok(None);
         };
+        anyhow::ensure!(
+            pooler != crate::db::Pooler::Transaction,
+            "live events need LISTEN, which a transaction-mode pooler (database.pooler = \"transaction\") \
+             cannot carry: run the daemons with the direct database URL or a session-mode pooler, \
+             or leave [events] unconfigured"
+        );
         let hub = Hub::new(Limits {
             per_user: config.max_streams_per_user,
             total: config.max_streams,
@@ -181,5 +189,41 @@ impl Events {
     pub fn stop(&self) {
         let _ = self.stop.send(true);
         self.hub.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn events_are_off_without_a_verifier_and_refused_behind_a_transaction_pooler() {
+        let options: PgConnectOptions = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
+        let pool = PgPoolOptions::new().connect_lazy_with(options.clone());
+        let start = |config: &EventsConfig, pooler| {
+            Events::start(
+                config,
+                &Default::default(),
+                pooler,
+                pool.clone(),
+                options.clone(),
+            )
+        };
+        let off = EventsConfig {
+            jwt_secret_env: String::new(),
+            supabase_jwt_secret_env: String::new(),
+            ..EventsConfig::default()
+        };
+        assert!(start(&off, crate::db::Pooler::Transaction)
+            .unwrap()
+            .is_none());
+        let on = EventsConfig {
+            supabase_jwks_url: "https://example.supabase.co/auth/v1/.well-known/jwks.json".into(),
+            ..off
+        };
+        let err = start(&on, crate::db::Pooler::Transaction).err().unwrap();
+        assert!(err.to_string().contains("transaction-mode pooler"), "{err}");
+        let events = start(&on, crate::db::Pooler::None).unwrap().unwrap();
+        events.stop();
     }
 }

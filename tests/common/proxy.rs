@@ -16,6 +16,26 @@ pub struct PgProxy {
 }
 
 impl PgProxy {
+    /// A proxy in front of the server of database URL `direct`, and that URL through it.
+    pub async fn in_front_of(direct: &str) -> (Self, String) {
+        let direct = url::Url::parse(direct).unwrap();
+        let upstream = format!(
+            "{}:{}",
+            direct.host_str().unwrap(),
+            direct.port().unwrap_or(5432)
+        );
+        let upstream = tokio::net::lookup_host(upstream)
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let proxy = Self::start(upstream).await;
+        let mut via_proxy = direct.clone();
+        via_proxy.set_host(Some("127.0.0.1")).unwrap();
+        via_proxy.set_port(Some(proxy.addr.port())).unwrap();
+        (proxy, via_proxy.to_string())
+    }
+
     /// Starts a proxy on a free loopback port forwarding to `upstream`.
     pub async fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -306,22 +306,8 @@ async fn readiness_follows_the_database_and_drain_and_work_survives_an_outage(
     co: PgConnectOptions,
 ) {
     let db = TestDb::new(po, co).await;
-    let direct = url::Url::parse(&db.url().await).unwrap();
-    let upstream = format!(
-        "{}:{}",
-        direct.host_str().unwrap(),
-        direct.port().unwrap_or(5432)
-    );
-    let upstream = tokio::net::lookup_host(upstream)
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = PgProxy::start(upstream).await;
-    let mut via_proxy = direct.clone();
-    via_proxy.set_host(Some("127.0.0.1")).unwrap();
-    via_proxy.set_port(Some(proxy.addr.port())).unwrap();
-    let daemon = RunningBinary::start(via_proxy.as_str(), &[("GENQ_ADMIN_TOKEN", TOKEN)]).await;
+    let (proxy, via_proxy) = PgProxy::in_front_of(&db.url().await).await;
+    let daemon = RunningBinary::start(&via_proxy, &[("GENQ_ADMIN_TOKEN", TOKEN)]).await;
     let ready = || async { daemon.http.get(daemon.url("/readyz")).send().await.unwrap() };
     wait_until(Duration::from_secs(10), "ready", || async {
         ready().await.status() == StatusCode::OK

@@ -5,6 +5,8 @@
 //! then `--changes-per-sec` progress updates for `--duration`, each in its own transaction,
 //! and for each the time from just before its COMMIT was sent to its event arriving on its
 //! stream (p50/p99/max; an upper bound: it includes the COMMIT round trip).
+//! `GENQ_BENCH_WRAP=heaptrack` starts the daemon under that wrapper (a heap profiler; the
+//! RSS printed is then the wrapper's).
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -186,8 +188,15 @@ fn spawn_daemon(
     let mut url = url::Url::parse(&config.database.url).context("database URL")?;
     url.set_path(&format!("/{name}"));
     let exe = std::env::current_exe().context("cannot find this binary")?;
-    Command::new(exe)
-        .arg("run")
+    let mut cmd = match std::env::var("GENQ_BENCH_WRAP") {
+        Ok(w) => {
+            let mut c = Command::new(w);
+            c.arg(exe);
+            c
+        }
+        Err(_) => Command::new(exe),
+    };
+    cmd.arg("run")
         .env("GENQ_CONFIG", "/dev/null")
         .env("GENQ_DATABASE_URL", url.as_str())
         .env("GENQ_DATABASE_ROLE_PREFIX", name)
