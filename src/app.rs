@@ -31,6 +31,11 @@ pub fn register_product(registry: &mut Registry, config: &Config) -> anyhow::Res
     pipeline.register(registry);
     retention.register(registry);
     registry.on_sample("credits.held", export_credits_held);
+    let users = config.users.clone();
+    registry.on_start("users.limit_defaults", move |pool| {
+        let users = users.clone();
+        async move { crate::plans::apply_defaults(&pool, &users).await }
+    });
     Ok(())
 }
 

@@ -81,6 +81,8 @@ pub struct Config {
     pub outbound: crate::outbound::OutboundConfig,
     /// Live event streams for browsers (`/v1/.../events`).
     pub events: crate::events::EventsConfig,
+    /// Default limits of users without a plan (`genq.set_user_limits`).
+    pub users: crate::plans::UsersConfig,
     /// Per-kind attempt time limits; they override a handler's own timeout. Defaults to
     /// none (a kind uses its handler's timeout, else `worker.job_timeout`).
     #[serde(with = "duration_map")]
@@ -123,6 +125,7 @@ impl Default for Config {
             retention: Default::default(),
             outbound: Default::default(),
             events: Default::default(),
+            users: Default::default(),
             timeouts: BTreeMap::new(),
             queues,
             periodic: Vec::new(),
@@ -132,6 +135,7 @@ impl Default for Config {
 
 impl From<Config> for EngineConfig {
     fn from(c: Config) -> Self {
+        let queues = c.engine_queues();
         Self {
             database: c.database,
             worker: c.worker,
@@ -139,7 +143,7 @@ impl From<Config> for EngineConfig {
             prune: c.prune,
             metrics: c.metrics,
             timeouts: c.timeouts,
-            queues: c.queues,
+            queues,
             periodic: c.periodic,
         }
     }
@@ -154,13 +158,27 @@ impl From<&Config> for EngineConfig {
             prune: c.prune.clone(),
             metrics: c.metrics.clone(),
             timeouts: c.timeouts.clone(),
-            queues: c.queues.clone(),
+            queues: c.engine_queues(),
             periodic: c.periodic.clone(),
         }
     }
 }
 
 impl Config {
+    /// The queues as the engine gets them: `[users] max_in_flight`, the default of users
+    /// without a plan, is the generation queue's per-key limit (`key_max_active`), which
+    /// the daemon writes at start and the fair claim enforces (one place for the limit).
+    fn engine_queues(&self) -> BTreeMap<String, QueueConfig> {
+        let mut queues = self.queues.clone();
+        if self.users.max_in_flight > 0 {
+            if let Some(q) = queues.get_mut(crate::jobs::generation::QUEUE) {
+                q.key_max_active
+                    .get_or_insert(self.users.max_in_flight as i32);
+            }
+        }
+        queues
+    }
+
     /// The engine's part of this configuration (what [`crate::Daemon`] takes).
     pub fn engine(&self) -> EngineConfig {
         self.into()
@@ -246,6 +264,7 @@ impl Config {
         }
         crate::outbound::AddressPolicy::new(&self.outbound.allow_private)
             .map_err(|e| e.to_string())?;
+        self.events.validate()?;
         for (name, q) in &self.queues {
             if q.key_max_active.is_some_and(|n| n < 0) {
                 return Err(format!(
@@ -258,7 +277,17 @@ impl Config {
                 ));
             }
         }
-        self.events.validate()?;
+        self.users.validate()?;
+        let generation = self.queues.get(crate::jobs::generation::QUEUE);
+        if let Some(key_max) = generation.and_then(|q| q.key_max_active) {
+            let users = self.users.max_in_flight;
+            if users > 0 && key_max != users as i32 {
+                return Err(format!(
+                    "users.max_in_flight ({users}) and queues.generation.key_max_active ({key_max}) \
+                     are the same limit (a user's generations in flight); set one of them"
+                ));
+            }
+        }
         for p in &self.periodic {
             if p.cron.is_some() == p.every.is_some() {
                 return Err(format!(

@@ -94,6 +94,17 @@ pub enum CreditError {
         /// What the user had available.
         available: i64,
     },
+    /// The user is over a quota of their plan (SQLSTATE `GQ429`, see [`crate::plans`]):
+    /// nothing was written; the transaction is aborted as for `InsufficientCredits`.
+    #[error("over the {limit} quota: {current} of at most {max}")]
+    QuotaExceeded {
+        /// Which limit: `max_queued` or `per_minute`.
+        limit: String,
+        /// The limit.
+        max: i64,
+        /// The user's count when refused.
+        current: i64,
+    },
     /// An argument was refused (SQLSTATE 22023): the message says which and why.
     #[error("{0}")]
     InvalidInput(String),
@@ -108,7 +119,7 @@ pub enum CreditError {
 impl CreditError {
     /// Maps the SQLSTATEs the credit functions raise to variants; `id` names the
     /// generation for `NotFound`.
-    fn from_sqlx(err: sqlx::Error, id: Option<Uuid>) -> Self {
+    pub(crate) fn from_sqlx(err: sqlx::Error, id: Option<Uuid>) -> Self {
         let sqlx::Error::Database(db) = &err else {
             return Self::Database(err);
         };
@@ -119,6 +130,26 @@ impl CreditError {
                     .and_then(PgDatabaseError::detail);
                 match parse_insufficient(detail, db.message()) {
                     Some((needed, available)) => Self::InsufficientCredits { needed, available },
+                    None => Self::Database(err),
+                }
+            }
+            (Some(crate::plans::QUOTA_EXCEEDED), _) => {
+                #[derive(Deserialize)]
+                struct Detail {
+                    limit: String,
+                    max: i64,
+                    current: i64,
+                }
+                match db
+                    .try_downcast_ref::<PgDatabaseError>()
+                    .and_then(PgDatabaseError::detail)
+                    .and_then(|d| serde_json::from_str::<Detail>(d).ok())
+                {
+                    Some(d) => Self::QuotaExceeded {
+                        limit: d.limit,
+                        max: d.max,
+                        current: d.current,
+                    },
                     None => Self::Database(err),
                 }
             }

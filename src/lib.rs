@@ -23,6 +23,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod outbound;
 pub mod payments;
+pub mod plans;
 pub mod providers;
 pub mod queue;
 pub mod retention;

@@ -1,6 +1,10 @@
 // Enqueue genq jobs from a TypeScript backend (node-postgres), inside the backend's own
 // transaction: the job exists if and only if the transaction commits.
 //
+// This is the raw SQL, for reference (and for other languages). A TypeScript backend would
+// rather use the typed client in clients/typescript (`@genq/client`: typed payloads, every
+// SQL function, errors as classes).
+//
 //   cd examples/typescript && npm install && npm start
 //
 // DATABASE_URL defaults to postgres://postgres@127.0.0.1:5432/postgres; the schema must be

@@ -70,7 +70,7 @@ pub enum Command {
         command: privacy::PrivacyCommand,
     },
     /// Benchmark on a throwaway database: the queue engine (no-op jobs) or the generation pipeline.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Local demo: a fake provider and a daemon; credits granted, generations run in the
     /// three provider dialects (one refused), final states, balances and the ledger printed.
     Demo(demo::DemoArgs),
@@ -222,7 +222,7 @@ pub async fn main() -> anyhow::Result<ExitCode> {
             let pool = connect(&config).await?;
             privacy::run(config, pool, command).await
         }
-        Command::Bench(args) => bench::run(&config, args).await,
+        Command::Bench(args) => bench::run(&config, *args).await,
         Command::Demo(args) => demo::run(&config, args).await,
         Command::FakeProvider(args) => {
             crate::dev::fake_provider::run_cli(args.port, args.config()).await?;

@@ -29,6 +29,10 @@ pub struct DemoArgs {
     /// Fake render time.
     #[arg(long, default_value = "1500ms", value_parser = humantime::parse_duration)]
     pub render_time: Duration,
+    /// Renders each fake provider account runs at once (the rest wait in its queue);
+    /// unlimited when absent.
+    #[arg(long)]
+    pub account_concurrency: Option<usize>,
     /// Where outputs are stored (a local directory). Defaults to a temporary directory.
     #[arg(long)]
     pub blobs: Option<std::path::PathBuf>,
@@ -48,6 +52,7 @@ pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         "127.0.0.1:0".parse()?,
         FakeConfig {
             render_time: args.render_time,
+            account_concurrency: args.account_concurrency,
             ..FakeConfig::default()
         },
     )

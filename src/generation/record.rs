@@ -44,6 +44,15 @@ UPDATE genq.generations
 RETURNING extract(epoch FROM now() - created_at)::float8
 "#;
 
+// What the provider says while it renders, only when it changed (`updated_at` aside), so
+// an unchanged poll neither bumps the version nor notifies anyone.
+const RECORD_PROGRESS: &str = r#"
+UPDATE genq.generations
+   SET progress = $2::jsonb || jsonb_build_object('updated_at', now())
+ WHERE id = $1 AND state = 'submitted'
+   AND (progress - 'updated_at') IS DISTINCT FROM $2::jsonb
+"#;
+
 // The render slot the submit job kept: freed when the generation becomes final (a trigger
 // on genq.generations, migration 0013), in the transaction that makes it final.
 const SET_FAIR_SLOT: &str = r#"
@@ -58,15 +67,6 @@ DELETE FROM genq.fair_slots s
  WHERE s.queue = 'generation' AND s.job_id IS NULL
    AND NOT EXISTS (SELECT 1 FROM genq.generations g
                     WHERE g.fair_slot_id = s.id AND g.state IN ('submitting', 'submitted'))
-"#;
-
-// What the provider says while it renders, only when it changed (`updated_at` aside), so
-// an unchanged poll neither bumps the version nor notifies anyone.
-const RECORD_PROGRESS: &str = r#"
-UPDATE genq.generations
-   SET progress = $2::jsonb || jsonb_build_object('updated_at', now())
- WHERE id = $1 AND state = 'submitted'
-   AND (progress - 'updated_at') IS DISTINCT FROM $2::jsonb
 "#;
 
 const ENQUEUE_FOLLOW_UP: &str =

@@ -41,6 +41,8 @@ impl From<ProviderError> for JobError {
             }
             | ProviderError::Ambiguous { message } => JobError::retry(message),
             ProviderError::Permanent { message } => JobError::permanent(message),
+            // Refused for capacity, nothing created: wait without spending an attempt.
+            ProviderError::Busy { retry_after, .. } => JobError::snooze(retry_after),
         }
     }
 }

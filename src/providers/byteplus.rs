@@ -26,6 +26,11 @@ use super::{
 };
 
 const KIND: ProviderKind = ProviderKind::BytePlus;
+/// The error code of a create refused past the account's queued-task cap (120). BytePlus
+/// does not document it; this is the code the fake provider answers with (429).
+pub const QUEUE_FULL_CODE: &str = "QuotaExceeded.QueuedTasks";
+/// How long a submit refused for a full account queue waits before it is sent again.
+const QUEUE_FULL_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Tasks per list page while reconciling (the API allows 1–500).
 const PAGE_SIZE: u32 = 100;
@@ -122,6 +127,17 @@ impl BytePlus {
                     http::truncate(&detail)
                 ),
                 retry_after: reply.retry_after(),
+            };
+        }
+        // Past the account's queued-task cap (120): refused, nothing created; wait for room.
+        if code.starts_with(QUEUE_FULL_CODE) {
+            return ProviderError::Busy {
+                message: format!(
+                    "byteplus {}: account queue full: {}",
+                    op.as_str(),
+                    http::truncate(&detail)
+                ),
+                retry_after: reply.retry_after().unwrap_or(QUEUE_FULL_WAIT),
             };
         }
         if code.contains("SensitiveContentDetected") {

@@ -53,10 +53,13 @@ impl CallOutcome {
     pub fn of<T>(result: &Result<T, ProviderError>) -> Self {
         match result {
             Ok(_) | Err(ProviderError::Permanent { .. }) => Self::Success,
-            Err(ProviderError::Retryable {
-                retry_after: Some(_),
-                ..
-            }) => Self::Neutral,
+            Err(
+                ProviderError::Retryable {
+                    retry_after: Some(_),
+                    ..
+                }
+                | ProviderError::Busy { .. },
+            ) => Self::Neutral,
             Err(ProviderError::Retryable { .. } | ProviderError::Ambiguous { .. }) => Self::Failure,
         }
     }

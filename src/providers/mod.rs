@@ -188,6 +188,16 @@ pub enum ProviderError {
         /// What happened.
         message: String,
     },
+    /// The provider refused a submit because the account is at capacity (BytePlus past its
+    /// queued-task cap): nothing was created and nothing is wrong with the request, so it
+    /// waits and is sent again later without counting as a failed attempt.
+    #[error("{message}")]
+    Busy {
+        /// What happened.
+        message: String,
+        /// How long to wait before sending it again.
+        retry_after: Duration,
+    },
     /// A submit was sent and may have been accepted (timeout or dropped connection after
     /// sending, unreadable success answer). Never resubmit blindly: reconcile with
     /// [`Provider::find_submitted`] first.
@@ -224,7 +234,7 @@ impl ProviderError {
     /// Whether a later identical call may succeed. Ambiguous is not retryable: a submit must
     /// be reconciled first.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Retryable { .. })
+        matches!(self, Self::Retryable { .. } | Self::Busy { .. })
     }
 
     /// Whether this is an ambiguous submit.
@@ -236,6 +246,7 @@ impl ProviderError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Retryable { retry_after, .. } => *retry_after,
+            Self::Busy { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -244,6 +255,7 @@ impl ProviderError {
     pub fn message(&self) -> &str {
         match self {
             Self::Retryable { message, .. }
+            | Self::Busy { message, .. }
             | Self::Permanent { message }
             | Self::Ambiguous { message } => message,
         }

@@ -17,6 +17,7 @@ mod events;
 mod exactly_once;
 mod failures;
 mod fairness;
+mod fairness_limits;
 mod generation_reads;
 mod hooks;
 mod http;

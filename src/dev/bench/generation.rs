@@ -74,12 +74,17 @@ pub(super) fn pipeline_config(
     daemon_config
 }
 
-/// The in-process fake provider (all three dialects) rendering for `render_time`.
-pub(super) async fn serve_fake(render_time: Duration) -> anyhow::Result<fake::FakeServer> {
+/// The in-process fake provider (all three dialects) rendering for `render_time`, each
+/// account rendering at most `account_concurrency` at once (`None`: unlimited).
+pub(super) async fn serve_fake(
+    render_time: Duration,
+    account_concurrency: Option<usize>,
+) -> anyhow::Result<fake::FakeServer> {
     fake::serve(
         "127.0.0.1:0".parse()?,
         FakeConfig {
             render_time,
+            account_concurrency,
             ..FakeConfig::default()
         },
     )
@@ -113,7 +118,7 @@ pub async fn measure(
     db_name: &str,
 ) -> anyhow::Result<()> {
     let n = args.generations;
-    let fake = serve_fake(args.render_time).await?;
+    let fake = serve_fake(args.render_time(), args.account_concurrency).await?;
     let blobs = tempfile::tempdir()?;
     let daemon_config = pipeline_config(config, args, &fake, blobs.path());
 
@@ -125,7 +130,7 @@ pub async fn measure(
     println!(
         "genq bench --scenario generation: {n} generations (fal, BytePlus, Replicate in turn), fake render time {}, \
          one daemon, concurrency {}, pool {}",
-        humantime::format_duration(args.render_time),
+        humantime::format_duration(args.render_time()),
         args.generation_concurrency,
         args.pool
     );
@@ -205,7 +210,7 @@ pub async fn measure(
         "end to end:           p50 {:.1} s, p99 {:.1} s  (render time {:.1} s; the rest is poll spacing and queueing)",
         percentile(&end_to_end, 0.5),
         percentile(&end_to_end, 0.99),
-        args.render_time.as_secs_f64()
+        args.render_time().as_secs_f64()
     );
     if let Some(rss) = peak_rss_mib() {
         println!("peak RSS:             {rss:.1} MiB (this process: daemon and fake provider)");

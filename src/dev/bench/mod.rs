@@ -3,11 +3,15 @@
 //! Scenarios: `queue` (the engine alone, no-op jobs), `generation` (the whole pipeline
 //! against the in-process fake provider), `webhooks` (signed callbacks at a fixed rate),
 //! `retention`, `events` (open live event streams: memory and commit-to-event latency),
-//! `recovery` (a Postgres crash restart, on a private cluster) and `chaos`
-//! (daemon processes killed and Postgres crash-restarted under load, on a private cluster).
+//! `recovery` (a Postgres crash restart, on a private cluster), `chaos`
+//! (daemon processes killed and Postgres crash-restarted under load, on a private cluster),
+//! `fairness` (a heavy user and light ones on one provider account, fairness on and off)
+//! and `fair-claim` (claim throughput with fairness on and off on deep backlogs).
 
 pub mod chaos;
 pub mod events;
+pub mod fair_claim;
+pub mod fairness;
 pub mod generation;
 pub mod pg_cluster;
 pub mod queue;
@@ -44,6 +48,13 @@ pub enum Scenario {
     /// `genq run` processes SIGKILLed and Postgres crash-restarted under a mixed load, on a
     /// private cluster: time to full recovery and the invariants afterwards.
     Chaos,
+    /// One heavy user against many light ones on one provider account, fairness on and
+    /// off side by side: light users' time to submit and to success, heavy throughput,
+    /// provider utilisation.
+    Fairness,
+    /// Claim throughput with fairness on and off on the same backlogs (one key with many
+    /// jobs, many keys with a few each), and their ratio.
+    FairClaim,
 }
 
 /// `genq bench` options.
@@ -70,9 +81,14 @@ pub struct BenchArgs {
     /// generation: generations enqueued at once; retention: finished generations to scrub.
     #[arg(long, default_value_t = 10_000)]
     pub generations: usize,
-    /// generation: the fake provider's render time.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub render_time: std::time::Duration,
+    /// generation, recovery, fairness: the fake provider's render time (default 10s;
+    /// fairness: 5s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub render_time: Option<std::time::Duration>,
+    /// generation, recovery, fairness: renders each fake provider account runs at once
+    /// (the rest wait in its queue); unlimited when absent (fairness: 20).
+    #[arg(long)]
+    pub account_concurrency: Option<usize>,
     /// generation: generation jobs the daemon runs at once.
     #[arg(long, default_value_t = 16)]
     pub generation_concurrency: u32,
@@ -115,9 +131,20 @@ pub struct BenchArgs {
     /// Keep the benchmark database afterwards (it is dropped by default).
     #[arg(long)]
     pub keep_db: bool,
+    /// The fairness and fair-claim scenarios' options.
+    #[command(flatten)]
+    pub fairness: fairness::FairnessArgs,
     /// The chaos scenario's options.
     #[command(flatten)]
     pub chaos: chaos::ChaosArgs,
+}
+
+impl BenchArgs {
+    /// The fake's render time of the generation and recovery scenarios (default 10 s).
+    pub fn render_time(&self) -> std::time::Duration {
+        self.render_time
+            .unwrap_or(std::time::Duration::from_secs(10))
+    }
 }
 
 /// Runs the chosen scenario and prints the results.
@@ -170,6 +197,8 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             Scenario::Events => events::measure(config, &args, &options, &name).await,
             Scenario::Recovery => unreachable!("runs on its own cluster"),
             Scenario::Chaos => unreachable!("chaos runs on its own cluster, above"),
+            Scenario::Fairness => fairness::measure(config, &args, &options).await,
+            Scenario::FairClaim => fair_claim::measure(config, &args, &options).await,
         }
     }
     .await;

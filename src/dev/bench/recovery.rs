@@ -96,7 +96,7 @@ async fn measure(
     cluster: &Arc<PgCluster>,
 ) -> anyhow::Result<()> {
     let n = args.generations;
-    let fake = serve_fake(args.render_time).await?;
+    let fake = serve_fake(args.render_time(), args.account_concurrency).await?;
     let blobs = tempfile::tempdir()?;
     let mut daemon_config = pipeline_config(config, args, &fake, blobs.path());
     daemon_config.queues.insert(
@@ -114,7 +114,7 @@ async fn measure(
          in turn, fake render time {}), {} no-op and sleep jobs, one daemon (generation concurrency {}, \
          default {}, pool {}, lease {})",
         cluster.port(),
-        humantime::format_duration(args.render_time),
+        humantime::format_duration(args.render_time()),
         args.jobs,
         args.generation_concurrency,
         args.concurrency,
@@ -136,7 +136,7 @@ async fn measure(
 
     // Crash once every generation is at the provider (or a render time has passed).
     let waited = Instant::now();
-    while waited.elapsed() < args.render_time {
+    while waited.elapsed() < args.render_time() {
         let queued: i64 = crate::db::query_scalar(
             "SELECT count(*) FROM genq.generations WHERE state IN ('queued', 'submitting')",
         )

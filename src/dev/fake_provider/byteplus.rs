@@ -14,12 +14,13 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::faults::{affect_job, finish, gate, Dialect, FakeOp, Gate};
-use super::state::{Job, NewJob, Phase, Shared};
+use super::state::{Job, NewJob, Phase, QueueFull, Shared};
 use super::{check_auth, files, webhooks};
 use crate::providers::ProviderKind;
 
 const KIND: ProviderKind = ProviderKind::BytePlus;
 const TASKS: &str = "/byteplus/api/v3/contents/generations/tasks";
+use crate::providers::byteplus::QUEUE_FULL_CODE;
 
 pub(super) fn routes() -> Router<Shared> {
     Router::new()
@@ -89,7 +90,7 @@ async fn create(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
     if let Err(message) = check_content(body.get("content")) {
         return error(StatusCode::BAD_REQUEST, "InvalidParameter", &message);
     }
-    let job = state.create(NewJob {
+    let created = state.create(NewJob {
         provider: KIND,
         model: model.to_string(),
         version: String::new(),
@@ -99,6 +100,10 @@ async fn create(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
             .map(str::to_string),
         input: body,
     });
+    let job = match created {
+        Ok(job) => job,
+        Err(QueueFull(cap)) => return queue_full(cap),
+    };
     affect_job(&state, fault.as_ref(), &job.id, false);
     webhooks::watch(state.clone(), job.id.clone());
     finish(
@@ -109,6 +114,21 @@ async fn create(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
         json!({ "id": job.id }),
     )
     .await
+}
+
+/// The account already has `cap` tasks queued (the real account refuses more than 120).
+/// BytePlus does not document this error's code; the shape is its usual error object
+/// with 429, which its docs say to retry, so an adapter that follows them waits and
+/// resubmits (nothing was created).
+fn queue_full(cap: usize) -> Response {
+    error(
+        StatusCode::TOO_MANY_REQUESTS,
+        QUEUE_FULL_CODE,
+        &format!(
+            "The number of queued tasks of your account has reached the limit of {cap}. \
+             Please try again later."
+        ),
+    )
 }
 
 /// `content` must be a non-empty list of text and image items with a valid role.

@@ -140,13 +140,15 @@ async fn submit(state: Shared, model: &str, webhook: Option<String>, body: &[u8]
             )
         }
     };
-    let job = state.create(NewJob {
+    let Ok(job) = state.create(NewJob {
         provider: KIND,
         model: model.to_string(),
         version: String::new(),
         input,
         webhook,
-    });
+    }) else {
+        return FalDialect.error(StatusCode::TOO_MANY_REQUESTS, None, "queue full");
+    };
     affect_job(&state, fault.as_ref(), &job.id, false);
     webhooks::watch(state.clone(), job.id.clone());
     let url = request_url(&state, &job);
@@ -156,7 +158,7 @@ async fn submit(state: Shared, model: &str, webhook: Option<String>, body: &[u8]
         "response_url": url,
         "status_url": format!("{url}/status"),
         "cancel_url": format!("{url}/cancel"),
-        "queue_position": 0,
+        "queue_position": state.queue_position(KIND, &job.id).unwrap_or(0),
     });
     finish(&state, fault, StatusCode::OK, HeaderMap::new(), answer).await
 }
@@ -173,10 +175,19 @@ async fn status(state: Shared, id: &str, with_logs: bool) -> Response {
     let url = request_url(&state, &job);
     let now = Instant::now();
     let (code, body) = match job.phase(now) {
+        // With an account limit: its place among the jobs waiting for a render slot (0 =
+        // next); without one: fal's own queue, counting down as the job nears running.
         Phase::Queued => (
             StatusCode::ACCEPTED,
-            json!({"status": "IN_QUEUE", "queue_position": progress::queue_position(&job, now),
-                   "response_url": url}),
+            json!({
+                "status": "IN_QUEUE",
+                "queue_position": if state.account_limited(KIND) {
+                    state.queue_position(KIND, id).unwrap_or(0) as u64
+                } else {
+                    progress::queue_position(&job, now)
+                },
+                "response_url": url,
+            }),
         ),
         Phase::Running => (
             StatusCode::ACCEPTED,

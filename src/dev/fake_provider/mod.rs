@@ -14,6 +14,7 @@
 //! The fake accepts any API key and none, but refuses a wrong `Authorization` scheme
 //! (fal `Key`, the others `Bearer`) with 401, so an adapter sending the wrong one fails.
 
+mod account;
 mod byteplus;
 mod fal;
 pub mod faults;
@@ -69,7 +70,17 @@ pub struct FakeConfig {
     /// multiplied by this (0.01: fal's two hours in 77 s); 0 sends each webhook once.
     /// Defaults to 0, so tests that count lost callbacks see each loss once.
     pub webhook_retry_scale: f64,
+    /// Renders each provider's account runs at once; the others wait in its queue (fal
+    /// `IN_QUEUE` with `queue_position`, Replicate `starting`, BytePlus `queued`) until a
+    /// slot frees. `None` (the default) is unlimited: every job starts at once.
+    pub account_concurrency: Option<usize>,
+    /// Tasks BytePlus lets wait for a slot before it refuses a create with 429
+    /// (the real account: 120). Only reached with an `account_concurrency`.
+    pub byteplus_queued_cap: usize,
 }
+
+/// The real BytePlus account's queued-task cap.
+pub const BYTEPLUS_QUEUED_CAP: usize = 120;
 
 impl Default for FakeConfig {
     fn default() -> Self {
@@ -81,6 +92,8 @@ impl Default for FakeConfig {
             fal_user_id: DEFAULT_FAL_USER_ID.into(),
             replicate_webhook_secret: DEFAULT_REPLICATE_WEBHOOK_SECRET.into(),
             webhook_retry_scale: 0.0,
+            account_concurrency: None,
+            byteplus_queued_cap: BYTEPLUS_QUEUED_CAP,
         }
     }
 }
@@ -113,6 +126,13 @@ pub struct FakeProviderArgs {
     /// (1: real time, 0.01: a hundred times faster, 0: never retry).
     #[arg(long, default_value_t = 1.0)]
     pub webhook_retry_scale: f64,
+    /// Renders each provider account runs at once (the rest wait in its queue, as at a
+    /// real account); unlimited when absent.
+    #[arg(long)]
+    pub account_concurrency: Option<usize>,
+    /// Queued tasks BytePlus accepts before refusing creates with 429.
+    #[arg(long, default_value_t = BYTEPLUS_QUEUED_CAP)]
+    pub byteplus_queued_cap: usize,
 }
 
 impl FakeProviderArgs {
@@ -126,6 +146,8 @@ impl FakeProviderArgs {
             fal_user_id: self.fal_user_id.clone(),
             replicate_webhook_secret: self.replicate_webhook_secret.clone(),
             webhook_retry_scale: self.webhook_retry_scale,
+            account_concurrency: self.account_concurrency,
+            byteplus_queued_cap: self.byteplus_queued_cap,
         }
     }
 }
@@ -273,6 +295,10 @@ pub async fn serve(addr: SocketAddr, cfg: FakeConfig) -> anyhow::Result<FakeServ
             && crate::providers::signing::standard_webhooks_key(&cfg.replicate_webhook_secret)
                 .is_ok(),
         "replicate_webhook_secret must be whsec_ followed by base64"
+    );
+    anyhow::ensure!(
+        cfg.account_concurrency != Some(0),
+        "account_concurrency must be 1 or more (leave it unset for unlimited)"
     );
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -159,13 +159,15 @@ async fn create(state: Shared, headers: HeaderMap, body: Bytes, model: Option<St
             "Invalid webhook_events_filter",
         );
     }
-    let job = state.create(NewJob {
+    let Ok(job) = state.create(NewJob {
         provider: KIND,
         model,
         version,
         input: body.input,
         webhook: body.webhook,
-    });
+    }) else {
+        return ReplicateDialect.error(StatusCode::TOO_MANY_REQUESTS, None, "queue full");
+    };
     affect_job(&state, fault.as_ref(), &job.id, false);
     webhooks::watch(state.clone(), job.id.clone());
     finish(

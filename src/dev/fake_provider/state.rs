@@ -1,6 +1,7 @@
 //! The fake's jobs and counters. A job's phase is computed from the clock (queued for the
 //! first quarter of the render time, running until it ends, then its planned outcome), so
-//! nothing has to tick; faults and cancels change the plan.
+//! nothing has to tick; faults and cancels change the plan. With an account concurrency a
+//! job's clock starts when it gets a render slot (`account.rs`); until then it waits.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::account::{Accounts, Load};
 use super::faults::{FakeOp, Faults};
 use super::redelivery::Refusals;
 use super::webhooks::Signing;
@@ -45,7 +47,16 @@ struct Inner {
     stats: FakeStats,
     /// Plisio operations by txn id (set through the control API).
     plisio: HashMap<String, Value>,
+    /// Render slots and waiting queues per provider.
+    accounts: Accounts,
 }
+
+/// Stand-in for "not yet" on a job that waits for a render slot.
+const NOT_YET: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// BytePlus refused a create: its account already has this many tasks queued.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct QueueFull(pub usize);
 
 /// How a job will end.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +105,8 @@ pub(super) struct Job {
     finish_at: Instant,
     pub outcome: Outcome,
     cancelled_at: Option<Instant>,
+    /// Waiting for a render slot (its times are not known yet).
+    waiting: bool,
     pub gateway_id: String,
 }
 
@@ -113,6 +126,33 @@ impl Job {
             Outcome::Fail { moderation } => Phase::Failed { moderation },
             Outcome::ResultExpired { status } => Phase::Expired { status },
         }
+    }
+
+    /// Gives it a render slot at `at`: queued for the first quarter, then running.
+    pub(super) fn admit(&mut self, at: Instant, render: Duration) {
+        self.waiting = false;
+        self.running_at = at + render / 4;
+        self.finish_at = at + render;
+    }
+
+    /// Whether it still waits for a render slot.
+    pub(super) fn is_waiting(&self) -> bool {
+        self.waiting && self.cancelled_at.is_none()
+    }
+
+    /// When its render slot frees (it ends, or was cancelled).
+    pub(super) fn slot_end(&self) -> Instant {
+        self.cancelled_at
+            .map_or(self.finish_at, |c| c.min(self.finish_at))
+    }
+
+    /// Whether it holds a render slot at `now`.
+    pub(super) fn holds_slot(&self, now: Instant) -> bool {
+        !self.waiting && self.slot_end() > now
+    }
+
+    pub(super) fn created_instant(&self) -> Instant {
+        self.created
     }
 
     fn at(&self, instant: Instant) -> DateTime<Utc> {
@@ -192,12 +232,39 @@ pub struct FakeStats {
     /// Requests to Plisio's operations API.
     #[serde(default)]
     pub plisio_polls: u64,
+    /// Jobs rendering now (holding one of the account's render slots), per provider.
+    #[serde(default)]
+    pub rendering: BTreeMap<String, u64>,
+    /// Jobs waiting now for a render slot (queued at the account), per provider.
+    #[serde(default)]
+    pub waiting: BTreeMap<String, u64>,
+    /// Creates refused because the account's queue was full (BytePlus), per provider.
+    #[serde(default)]
+    pub refused_queue_full: BTreeMap<String, u64>,
 }
 
 impl FakeStats {
     /// Jobs created at `kind`: what the provider would bill.
     pub fn created(&self, kind: ProviderKind) -> u64 {
         self.jobs_created.get(kind.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Jobs of `kind` rendering at the time of these stats.
+    pub fn rendering(&self, kind: ProviderKind) -> u64 {
+        self.rendering.get(kind.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Jobs of `kind` waiting for a render slot at the time of these stats.
+    pub fn waiting(&self, kind: ProviderKind) -> u64 {
+        self.waiting.get(kind.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Creates at `kind` refused because its account's queue was full.
+    pub fn refused_queue_full(&self, kind: ProviderKind) -> u64 {
+        self.refused_queue_full
+            .get(kind.as_str())
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Requests seen for `kind` and `op` (downloads count under the provider whose job
@@ -233,6 +300,7 @@ impl State {
                 order: Vec::new(),
                 stats: FakeStats::default(),
                 plisio: HashMap::new(),
+                accounts: Accounts::new(cfg.account_concurrency),
             }),
             signing: Signing::new(&cfg),
             refusals: Refusals::default(),
@@ -247,9 +315,29 @@ impl State {
         })
     }
 
+    /// The state, with the render slots freed since the last look handed over first.
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panicking handler must not take the whole fake down with a poisoned lock.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Inner { jobs, accounts, .. } = &mut *inner;
+        accounts.advance(jobs, Instant::now(), self.cfg.render_time);
+        inner
+    }
+
+    /// Whether `kind`'s account has a concurrency limit (`--account-concurrency`).
+    pub fn account_limited(&self, kind: ProviderKind) -> bool {
+        self.lock().accounts.limited(kind)
+    }
+
+    /// A waiting job's place in its provider's queue (0 = next), if it waits for a slot.
+    pub fn queue_position(&self, kind: ProviderKind, id: &str) -> Option<usize> {
+        self.lock().accounts.position(kind, id)
+    }
+
+    /// `kind`'s account now: jobs rendering and jobs waiting for a slot.
+    pub fn load(&self, kind: ProviderKind) -> Load {
+        let inner = self.lock();
+        inner.accounts.load(kind, &inner.jobs, Instant::now())
     }
 
     /// A Plisio operation's data.
@@ -331,14 +419,41 @@ impl State {
     }
 
     pub fn stats(&self) -> FakeStats {
-        self.lock().stats.clone()
+        let mut stats = self.lock().stats.clone();
+        for kind in ProviderKind::ALL {
+            let load = self.load(kind);
+            if load != Load::default() {
+                stats
+                    .rendering
+                    .insert(kind.as_str().into(), load.rendering as u64);
+                stats
+                    .waiting
+                    .insert(kind.as_str().into(), load.waiting as u64);
+            }
+        }
+        stats
     }
 
     /// Creates a job with an id in the provider's style; whether it fails is drawn from
     /// the seeded generator, so a run with the same seed and order fails the same jobs.
-    pub fn create(&self, new: NewJob) -> Job {
+    /// It renders at once if its account has a free slot, else waits for one; BytePlus
+    /// refuses it ([`QueueFull`]) when `byteplus_queued_cap` tasks already wait.
+    pub fn create(&self, new: NewJob) -> Result<Job, QueueFull> {
         let mut inner = self.lock();
         let now = Instant::now();
+        let cap = self.cfg.byteplus_queued_cap;
+        if new.provider == ProviderKind::BytePlus
+            && inner.accounts.load(new.provider, &inner.jobs, now).waiting >= cap
+        {
+            *inner
+                .stats
+                .refused_queue_full
+                .entry(new.provider.as_str().to_string())
+                .or_default() += 1;
+            drop(inner);
+            self.stats_changed.send_modify(|version| *version += 1);
+            return Err(QueueFull(cap));
+        }
         let created_at = Utc::now();
         let id = match new.provider {
             ProviderKind::Fal => uuid::Builder::from_random_bytes(inner.rng.gen())
@@ -367,24 +482,28 @@ impl State {
             webhook: new.webhook,
             created_at,
             created: now,
-            running_at: now + render / 4,
-            finish_at: now + render,
+            running_at: now + NOT_YET,
+            finish_at: now + NOT_YET,
             outcome: if fails {
                 Outcome::Fail { moderation: true }
             } else {
                 Outcome::Succeed
             },
             cancelled_at: None,
+            waiting: true,
             gateway_id,
         };
-        inner.jobs.insert(id.clone(), job.clone());
+        inner.jobs.insert(id.clone(), job);
+        let Inner { jobs, accounts, .. } = &mut *inner;
+        accounts.place(jobs, &id, now, render);
+        let job = inner.jobs[&id].clone();
         inner.order.push(id);
         *inner
             .stats
             .jobs_created
             .entry(new.provider.as_str().to_string())
             .or_default() += 1;
-        job
+        Ok(job)
     }
 
     /// A job of `provider` by id.
@@ -415,6 +534,7 @@ impl State {
         job.outcome = outcome;
         if now {
             let t = Instant::now();
+            job.waiting = false;
             job.running_at = job.running_at.min(t);
             job.finish_at = t;
         }

@@ -205,6 +205,7 @@ impl Pipeline {
         let label = match &result {
             Ok(_) => "ok",
             Err(ProviderError::Retryable { .. }) => "retryable",
+            Err(ProviderError::Busy { .. }) => "busy",
             Err(ProviderError::Permanent { .. }) => "permanent",
             Err(ProviderError::Ambiguous { .. }) => "ambiguous",
         };

@@ -142,6 +142,13 @@ impl Worker for Submit {
                 }
                 Err(JobError::from(err))
             }
+            // The account is full (nothing was created): back in line, no attempt spent.
+            Err(err @ ProviderError::Busy { .. }) => {
+                let mut conn = ctx.pool.acquire().await?;
+                record::back_to_queued(&mut conn, generation.id).await?;
+                tracing::debug!(generation_id = %generation.id, error = %err, "provider account full; submit waits");
+                Err(JobError::from(err))
+            }
             Err(err @ ProviderError::Ambiguous { .. }) if ctx.is_last_attempt() => {
                 count_ambiguous(kind, "failed");
                 settle::end(
