@@ -753,6 +753,8 @@ BEGIN
             INSERT INTO genq.fair_slots (queue, key, grp, job_id)
             SELECT p_queue, u.fairness_key, u.limit_group, u.id FROM upd u
              WHERE u.fairness_key <> '' OR u.limit_group IS NOT NULL
+            -- A slot its job kept through a bypassed trigger (see free_orphans) is reused.
+            ON CONFLICT (job_id) WHERE job_id IS NOT NULL DO NOTHING
         ), taken AS (
             SELECT u.fairness_key AS key, count(*) AS n FROM upd u
              WHERE u.fairness_key <> '' GROUP BY 1
