@@ -1,14 +1,15 @@
 //! The daemon's HTTP servers (axum). The internal listener (`http.bind`) serves `/metrics`,
-//! `/healthz`, `/readyz` and the `/admin` JSON API; the public one (`http.public_bind`)
+//! `/healthz`, `/readyz`, the `/admin` JSON API and the `/console` operator pages; the public one (`http.public_bind`)
 //! serves only `/webhooks/*` (and `/healthz`, which reveals nothing, for load balancer
 //! health checks), so an operator exposes that port to the internet and nothing else
-//! (`/readyz` echoes database errors, `/metrics` names queues and kinds, `/admin` controls
-//! the fleet). With a public bind the webhooks are served there only; without one the
+//! (`/readyz` echoes database errors, `/metrics` names queues and kinds, `/admin` and
+//! `/console` control the fleet). With a public bind the webhooks are served there only; without one the
 //! internal listener serves them too. Both outlive the daemon's
 //! drain, so Prometheus can still scrape a daemon that is finishing its last jobs.
 
 pub mod admin;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod health;
 pub mod metrics;
@@ -36,6 +37,9 @@ pub struct HttpState {
     pub admin_token: Option<AdminToken>,
     /// Webhook verification; `None` answers every callback 503.
     pub webhooks: Option<std::sync::Arc<webhooks::Webhooks>>,
+    /// The operator console's read-only token and cookie settings (the admin token above
+    /// also logs in to the console).
+    pub console: console::ConsoleSettings,
 }
 
 /// Which routes a listener serves.
@@ -52,8 +56,8 @@ pub enum Routes {
 impl Routes {
     fn describe(self) -> &'static str {
         match self {
-            Routes::All => "/metrics, /healthz, /readyz, /admin, /webhooks",
-            Routes::Internal => "/metrics, /healthz, /readyz, /admin",
+            Routes::All => "/metrics, /healthz, /readyz, /admin, /console, /webhooks",
+            Routes::Internal => "/metrics, /healthz, /readyz, /admin, /console",
             Routes::Public => "/webhooks, /healthz",
         }
     }
@@ -74,6 +78,7 @@ pub fn routes(state: HttpState, which: Routes) -> Router {
             .merge(health::routes())
             .merge(metrics::routes())
             .nest("/admin", admin::routes(state.clone()))
+            .merge(console::routes(state.clone()))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     }
     if which != Routes::Internal {
