@@ -3,9 +3,11 @@
 //! Scenarios: `queue` (the engine alone, no-op jobs), `generation` (the whole pipeline
 //! against the in-process fake provider), `webhooks` (signed callbacks at a fixed rate),
 //! `retention`, `recovery` (a Postgres crash restart, on a private cluster) and `chaos`
-//! (daemon processes killed and Postgres crash-restarted under load, on a private cluster).
+//! (daemon processes killed and Postgres crash-restarted under load, on a private cluster)
+//! and `console` (page times of the operator console on a large jobs table).
 
 pub mod chaos;
+pub mod console;
 pub mod generation;
 pub mod pg_cluster;
 pub mod queue;
@@ -39,6 +41,8 @@ pub enum Scenario {
     /// `genq run` processes SIGKILLed and Postgres crash-restarted under a mixed load, on a
     /// private cluster: time to full recovery and the invariants afterwards.
     Chaos,
+    /// The operator console's pages on `--jobs` jobs (use 1000000): p50/p95 per page.
+    Console,
 }
 
 /// `genq bench` options.
@@ -74,6 +78,9 @@ pub struct BenchArgs {
     /// generation: the daemon's database pool size.
     #[arg(long, default_value_t = 20)]
     pub pool: u32,
+    /// console: requests per page.
+    #[arg(long, default_value_t = 50)]
+    pub requests: usize,
     /// webhooks: callbacks per second.
     #[arg(long, default_value_t = 500.0)]
     pub rate: f64,
@@ -156,6 +163,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             Scenario::Generation => generation::measure(config, &args, &options, &name).await,
             Scenario::Webhooks => webhooks::measure(config, &args, &options).await,
             Scenario::Retention => retention::measure(config, &args, &options).await,
+            Scenario::Console => console::measure(config, &args, &options).await,
             Scenario::Recovery => unreachable!("runs on its own cluster"),
             Scenario::Chaos => unreachable!("chaos runs on its own cluster, above"),
         }
