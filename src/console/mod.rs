@@ -7,4 +7,6 @@
 pub mod audit;
 pub mod generations;
 pub mod jobs;
+pub mod money;
+pub mod privacy;
 pub mod sessions;

@@ -14,6 +14,9 @@ const NAV: &[(&str, &str)] = &[
     ("overview", "Overview"),
     ("jobs", "Jobs"),
     ("generations", "Generations"),
+    ("providers", "Providers"),
+    ("credits", "Credits"),
+    ("privacy", "Privacy"),
     ("audit", "Audit"),
 ];
 

@@ -14,6 +14,7 @@ pub mod charts;
 pub mod generations;
 pub mod jobs;
 pub mod layout;
+pub mod ops;
 pub mod overview;
 pub mod views;
 
@@ -63,6 +64,17 @@ pub(crate) fn routes(state: HttpState) -> Router<HttpState> {
             "/console/generations/{id}/cancel",
             post(generations::cancel),
         )
+        .route("/console/providers", get(ops::providers))
+        .route(
+            "/console/providers/{provider}/open",
+            post(ops::open_circuit),
+        )
+        .route(
+            "/console/providers/{provider}/close",
+            post(ops::close_circuit),
+        )
+        .route("/console/credits", get(ops::credits))
+        .route("/console/privacy", get(ops::privacy_page))
         .route("/console/audit", get(views::audit))
         .route("/console/logout", post(auth::logout))
         .route_layer(middleware::from_fn_with_state(

@@ -28,6 +28,8 @@ pub const ACTIONS: &[(&str, &[(&str, &str)])] = &[
         "/console/generations/00000000-0000-0000-0000-000000000001/cancel",
         &[],
     ),
+    ("/console/providers/fal/open", &[("minutes", "10")]),
+    ("/console/providers/fal/close", &[]),
 ];
 
 /// Every page, for the auth checks.
@@ -39,6 +41,9 @@ const PAGES: &[&str] = &[
     "/console/queues/default/drain",
     "/console/generations",
     "/console/audit",
+    "/console/providers",
+    "/console/credits?user=u1&check=1",
+    "/console/privacy?check=1",
 ];
 
 #[sqlx::test(migrations = false)]

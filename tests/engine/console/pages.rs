@@ -189,3 +189,81 @@ async fn generations_list_detail_cancel_and_scrubbed(po: PgPoolOptions, co: PgCo
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     env.stop().await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn credits_privacy_and_provider_pages(po: PgPoolOptions, co: PgConnectOptions) {
+    let env = ConsoleEnv::start(TestDb::new(po, co).await).await;
+    let admin = env.login(ADMIN).await;
+    let g = generation(&env, "user-c", "a prompt").await;
+
+    let credits = admin.page("/console/credits?user=user-c").await;
+    assert!(
+        credits.contains("<dd id=\"available\">90</dd>"),
+        "100 granted, 10 held"
+    );
+    assert!(credits.contains(&g.to_string()[..8]) && credits.contains("badge hold"));
+    assert!(
+        !credits.contains("check-result"),
+        "the audit runs only on request"
+    );
+    let checked = admin.page("/console/credits?check=1").await;
+    assert!(checked.contains("check_ledger(): no violation"));
+    let privacy = admin.page("/console/privacy?check=1").await;
+    assert!(privacy.contains("check_retention(): no violation"));
+
+    // A provider's gate appears with its first call; here it is made by hand.
+    sqlx::query("INSERT INTO genq.provider_gates (provider, tokens) VALUES ('fal', 5)")
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    let providers = admin.page("/console/providers").await;
+    assert!(providers.contains("id=\"provider-fal\"") && providers.contains("badge closed"));
+    let r = admin
+        .post("/console/providers/fal/open", &[("minutes", "10")])
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let open: bool = sqlx::query_scalar("SELECT open_until > now() + interval '9 minutes' FROM genq.provider_gates WHERE provider = 'fal'")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert!(open);
+    assert!(admin
+        .page("/console/providers")
+        .await
+        .contains("badge open"));
+    admin.post("/console/providers/fal/close", &[]).await;
+    let closed: bool = sqlx::query_scalar(
+        "SELECT open_until IS NULL FROM genq.provider_gates WHERE provider = 'fal'",
+    )
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert!(closed);
+    for minutes in ["0", "1441", "soon", ""] {
+        let r = admin
+            .post("/console/providers/fal/open", &[("minutes", minutes)])
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "minutes {minutes:?}");
+    }
+    assert_eq!(
+        admin
+            .post("/console/providers/nobody/close", &[])
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    let actions: Vec<(String, i64)> = audit(&env.db)
+        .await
+        .into_iter()
+        .skip(1)
+        .map(|r| (r.1, r.3))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("provider.open_circuit".to_string(), 1),
+            ("provider.close_circuit".to_string(), 1)
+        ]
+    );
+    env.stop().await;
+}
