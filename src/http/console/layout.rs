@@ -64,20 +64,27 @@ impl Ctx<'_> {
     }
 }
 
+/// The `<head>` of every page: the stylesheet, a viewport for phones, an optional refresh.
+fn head(title: &str, refresh: Option<u32>) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            @if let Some(secs) = refresh {
+                meta http-equiv="refresh" content=(secs);
+            }
+            title { (title) " · genq" }
+            link rel="stylesheet" href="/console/assets/console.css";
+        }
+    }
+}
+
 /// A whole page.
 pub fn page(ctx: &Ctx<'_>, here: &str, title: &str, refresh: Option<u32>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                @if let Some(secs) = refresh {
-                    meta http-equiv="refresh" content=(secs);
-                }
-                title { (title) " · genq" }
-                link rel="stylesheet" href="/console/assets/console.css";
-            }
+            (head(title, refresh))
             body {
                 header {
                     span.brand { "genq" }
@@ -112,12 +119,7 @@ pub fn login(error: Option<&str>) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Log in · genq" }
-                link rel="stylesheet" href="/console/assets/console.css";
-            }
+            (head("Log in", None))
             body {
                 main.login {
                     div.card {
@@ -143,12 +145,7 @@ pub fn error_page(status: u16, message: &str) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (status) " · genq" }
-                link rel="stylesheet" href="/console/assets/console.css";
-            }
+            (head(&format!("Error {status}"), None))
             body { main {
                 h1 { "Error " (status) }
                 div.error role="alert" { (message) }

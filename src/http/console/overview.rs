@@ -171,6 +171,20 @@ pub(crate) struct ReasonForm {
     reason: Option<String>,
 }
 
+impl ReasonForm {
+    /// The reason, if any, at most 500 characters.
+    fn reason(&self) -> Result<Option<String>, PageError> {
+        let reason = opt(&self.reason);
+        if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+            return Err(PageError(
+                StatusCode::BAD_REQUEST,
+                "a reason is at most 500 characters".into(),
+            ));
+        }
+        Ok(reason)
+    }
+}
+
 pub(crate) async fn pause(
     State(s): State<HttpState>,
     Extension(session): Extension<Session>,
@@ -178,13 +192,7 @@ pub(crate) async fn pause(
     Form(f): Form<ReasonForm>,
 ) -> PageResult {
     checked_queue(&queue)?;
-    let reason = opt(&f.reason);
-    if reason.as_ref().is_some_and(|r| r.len() > 500) {
-        return Err(PageError(
-            StatusCode::BAD_REQUEST,
-            "a reason is at most 500 characters".into(),
-        ));
-    }
+    let reason = f.reason()?;
     let paused =
         queue_control::pause(s.daemon.pool(), Target::One(&queue), reason.as_deref()).await?;
     record(
@@ -232,7 +240,7 @@ pub(crate) async fn drain(
     Form(f): Form<ReasonForm>,
 ) -> PageResult {
     checked_queue(&queue)?;
-    let reason = opt(&f.reason);
+    let reason = f.reason()?;
     let result = queue_control::drain(
         s.daemon.pool(),
         &queue,

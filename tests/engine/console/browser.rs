@@ -115,6 +115,21 @@ async fn text(c: &Client) -> String {
         .unwrap()
 }
 
+/// Submits the form posting to `action` (its one button) and waits for the action's notice.
+async fn press(c: &Client, action: &str) {
+    c.find(Locator::Css(&format!("form[action='{action}'] button")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("div.notice"))
+        .await
+        .unwrap();
+}
+
 /// Reloads `url` until the element `#state` reads `want`.
 async fn wait_for_state(c: &Client, url: &str, want: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -230,19 +245,7 @@ async fn the_console_works_in_a_real_browser(po: PgPoolOptions, co: PgConnectOpt
         "{row}"
     );
     shots.take(&c, "overview-paused").await;
-    c.find(Locator::Css(
-        "#queue-default form[action='/console/queues/default/resume'] button",
-    ))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
-    c.wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("div.notice"))
-        .await
-        .unwrap();
+    press(&c, "/console/queues/default/resume").await;
     assert!(text(&c).await.contains("queue default resumed"));
     shots.take(&c, "overview-resumed").await;
 
@@ -262,19 +265,7 @@ async fn the_console_works_in_a_real_browser(po: PgPoolOptions, co: PgConnectOpt
         .await
         .unwrap();
     assert!(text(&c).await.contains("e2e: made to fail"));
-    c.find(Locator::Css(&format!(
-        "form[action='/console/jobs/{discarded}/retry'] button"
-    )))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
-    c.wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("div.notice"))
-        .await
-        .unwrap();
+    press(&c, &format!("/console/jobs/{discarded}/retry")).await;
     wait_for_state(&c, &format!("{base}/console/jobs/{discarded}"), "completed").await;
     shots.take(&c, "job-retried").await;
     assert_eq!(db.job(discarded).await.state, JobState::Completed);
@@ -287,19 +278,7 @@ async fn the_console_works_in_a_real_browser(po: PgPoolOptions, co: PgConnectOpt
     c.goto(&format!("{base}/console/generations/{generation}"))
         .await
         .unwrap();
-    c.find(Locator::Css(&format!(
-        "form[action='/console/generations/{generation}/cancel'] button"
-    )))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
-    c.wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("div.notice"))
-        .await
-        .unwrap();
+    press(&c, &format!("/console/generations/{generation}/cancel")).await;
     wait_for_state(
         &c,
         &format!("{base}/console/generations/{generation}"),
