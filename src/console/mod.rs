@@ -10,3 +10,4 @@ pub mod jobs;
 pub mod money;
 pub mod privacy;
 pub mod sessions;
+pub mod webhooks;

@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod charts;
 pub mod generations;
+pub mod inbox;
 pub mod jobs;
 pub mod layout;
 pub mod ops;
@@ -73,6 +74,8 @@ pub(crate) fn routes(state: HttpState) -> Router<HttpState> {
             "/console/providers/{provider}/close",
             post(ops::close_circuit),
         )
+        .route("/console/webhooks", get(inbox::list))
+        .route("/console/webhooks/{id}/redrive", post(inbox::redrive))
         .route("/console/credits", get(ops::credits))
         .route("/console/privacy", get(ops::privacy_page))
         .route("/console/audit", get(views::audit))

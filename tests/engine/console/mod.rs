@@ -30,6 +30,7 @@ pub const ACTIONS: &[(&str, &[(&str, &str)])] = &[
     ),
     ("/console/providers/fal/open", &[("minutes", "10")]),
     ("/console/providers/fal/close", &[]),
+    ("/console/webhooks/1/redrive", &[]),
 ];
 
 /// Every page, for the auth checks.
@@ -44,6 +45,7 @@ const PAGES: &[&str] = &[
     "/console/providers",
     "/console/credits?user=u1&check=1",
     "/console/privacy?check=1",
+    "/console/webhooks?show=orphans",
 ];
 
 #[sqlx::test(migrations = false)]

@@ -267,3 +267,93 @@ async fn credits_privacy_and_provider_pages(po: PgPoolOptions, co: PgConnectOpti
     );
     env.stop().await;
 }
+
+async fn event(
+    env: &ConsoleEnv,
+    provider: &str,
+    key: &str,
+    generation: Option<Uuid>,
+    orphan: bool,
+) -> i64 {
+    sqlx::query_scalar(
+        "INSERT INTO genq.webhook_events (provider, dedupe_key, generation_id, orphan, body)
+         VALUES ($1, $2, $3, $4, '\\x7b7d') RETURNING id",
+    )
+    .bind(provider)
+    .bind(key)
+    .bind(generation)
+    .bind(orphan)
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_webhook_inbox_lists_orphans_and_redrives_one(po: PgPoolOptions, co: PgConnectOptions) {
+    let env = ConsoleEnv::start(TestDb::new(po, co).await).await;
+    let admin = env.login(ADMIN).await;
+    let g = generation(&env, "user-w", "a prompt").await;
+    let known = event(&env, "fal", "k1", Some(g), false).await;
+    let orphan = event(&env, "fal", "k2", Some(Uuid::new_v4()), true).await;
+    let payment = event(&env, "plisio", "k3", None, false).await;
+
+    let all = admin.page("/console/webhooks").await;
+    for id in [known, orphan, payment] {
+        assert!(
+            all.contains(&format!("id=\"event-{id}\"")),
+            "event {id} listed"
+        );
+    }
+    let orphans = admin.page("/console/webhooks?show=orphans").await;
+    assert!(
+        orphans.contains(&format!("id=\"event-{orphan}\""))
+            && !orphans.contains(&format!("id=\"event-{known}\""))
+    );
+
+    let r = admin
+        .post(&format!("/console/webhooks/{known}/redrive"), &[])
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (job, processed): (Option<i64>, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("SELECT job_id, processed_at FROM genq.webhook_events WHERE id = $1")
+            .bind(known)
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    let job = job.expect("a reconcile job");
+    assert!(processed.is_none());
+    assert_eq!(env.db.job(job).await.kind, "generation.reconcile");
+
+    for id in [orphan, payment] {
+        let r = admin
+            .post(&format!("/console/webhooks/{id}/redrive"), &[])
+            .await;
+        assert_eq!(r.status(), StatusCode::CONFLICT, "event {id}");
+    }
+    assert_eq!(
+        admin
+            .post("/console/webhooks/999999/redrive", &[])
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        admin.get("/console/webhooks?show=bogus").await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        admin.get("/console/webhooks?before=x").await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    let actions: Vec<(String, Option<String>, i64)> = audit(&env.db)
+        .await
+        .into_iter()
+        .skip(1)
+        .map(|r| (r.1, r.2, r.3))
+        .collect();
+    assert_eq!(
+        actions,
+        [("webhook.redrive".to_string(), Some(known.to_string()), 1)]
+    );
+    env.stop().await;
+}
