@@ -290,6 +290,12 @@ async fn run(config: Config, migrate: bool) -> anyhow::Result<ExitCode> {
     if admin_token.is_none() {
         tracing::info!("admin API disabled (no GENQ_ADMIN_TOKEN or admin.token_file)");
     }
+    let console = http::console::ConsoleSettings {
+        readonly_token: http::AdminToken::readonly_from_env_or_file(
+            &config.admin.readonly_token_file,
+        )?,
+        secure_cookie: config.admin.console_secure_cookie,
+    };
     if migrate {
         refuse_pooled_migration(&config)?;
         migrate_with_retry(&options, &config.database.role_prefix).await?;
@@ -333,6 +339,7 @@ async fn run(config: Config, migrate: bool) -> anyhow::Result<ExitCode> {
         admin_token,
         webhooks: Some(webhooks),
         events: events.clone(),
+        console,
     };
     let servers = match serve_listeners(&bind, &public_bind, state).await {
         Ok(s) => s,

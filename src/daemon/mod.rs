@@ -406,6 +406,10 @@ impl DaemonHandle {
         if let Some(c) = self.tasks.completer.take() {
             let _ = c.await;
         }
+        if let Err(err) = maintenance::fleet::leave(&self.shared.pool, &self.shared.worker_id).await
+        {
+            tracing::debug!(error = %err, "daemon registry row not removed (pruned within the hour)");
+        }
         self.shared.pool.close().await;
         self.shared.listen_pool.close().await;
         tracing::info!(handed_back = unfinished.len(), "daemon stopped");

@@ -34,18 +34,33 @@ impl AdminToken {
 
     /// Loads the token from `GENQ_ADMIN_TOKEN`, else from `token_file` if set.
     pub fn from_env_or_file(token_file: &str) -> anyhow::Result<Option<Self>> {
-        if let Ok(t) = std::env::var("GENQ_ADMIN_TOKEN") {
+        Self::load("GENQ_ADMIN_TOKEN", "admin.token_file", token_file)
+    }
+
+    /// Loads the console's read-only token from `GENQ_ADMIN_READONLY_TOKEN`, else from
+    /// `token_file` (`admin.readonly_token_file`) if set.
+    pub fn readonly_from_env_or_file(token_file: &str) -> anyhow::Result<Option<Self>> {
+        Self::load(
+            "GENQ_ADMIN_READONLY_TOKEN",
+            "admin.readonly_token_file",
+            token_file,
+        )
+    }
+
+    fn load(variable: &str, setting: &str, token_file: &str) -> anyhow::Result<Option<Self>> {
+        if let Ok(t) = std::env::var(variable) {
             return Ok(Self::new(t));
         }
         if token_file.is_empty() {
             return Ok(None);
         }
         let text = std::fs::read_to_string(token_file)
-            .map_err(|e| anyhow::anyhow!("cannot read admin.token_file {token_file}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot read {setting} {token_file}: {e}"))?;
         Ok(Self::new(text))
     }
 
-    fn matches(&self, presented: &str) -> bool {
+    /// Whether `presented` is this token (constant time).
+    pub(crate) fn matches(&self, presented: &str) -> bool {
         self.0.as_bytes().ct_eq(presented.as_bytes()).into()
     }
 }

@@ -89,13 +89,20 @@ fn secret(env: &str) -> Option<String> {
     std::env::var(env).ok().filter(|s| !s.is_empty())
 }
 
-/// `[admin]`. The token itself comes from `GENQ_ADMIN_TOKEN`, or from this file.
+/// `[admin]`: the admin API and the operator console. The tokens themselves come from
+/// `GENQ_ADMIN_TOKEN` and `GENQ_ADMIN_READONLY_TOKEN`, or from the files named here.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// File holding the admin API bearer token (e.g. a mounted secret). Defaults to none;
     /// with neither the file nor `GENQ_ADMIN_TOKEN`, the admin API is off.
     pub token_file: String,
+    /// File holding the console's read-only token (sees every page, may not act). Defaults
+    /// to none; `GENQ_ADMIN_READONLY_TOKEN` also sets it.
+    pub readonly_token_file: String,
+    /// Marks the console's session cookie `Secure` even when the request did not say it
+    /// came over TLS (`X-Forwarded-Proto: https`). Defaults to false.
+    pub console_secure_cookie: bool,
 }
 
 impl Default for HttpConfig {

@@ -1,15 +1,17 @@
 //! The daemon's HTTP servers (axum). The internal listener (`http.bind`) serves `/metrics`,
-//! `/healthz`, `/readyz` and the `/admin` JSON API; the public one (`http.public_bind`)
-//! serves only `/webhooks/*`, the browsers' live event streams (`/v1/.../events`, when
-//! `[events]` is configured) and `/healthz` (which reveals nothing, for load balancer
-//! health checks), so an operator exposes that port to the internet and nothing else
-//! (`/readyz` echoes database errors, `/metrics` names queues and kinds, `/admin` controls
-//! the fleet). With a public bind the webhooks and event streams are served there only;
-//! without one the internal listener serves them too. Both outlive the daemon's
+//! `/healthz`, `/readyz`, the `/admin` JSON API and the `/console` operator pages; the public
+//! one (`http.public_bind`) serves only `/webhooks/*`, the browsers' live event streams
+//! (`/v1/.../events`, when `[events]` is configured) and `/healthz` (which reveals nothing,
+//! for load balancer health checks), so an operator exposes that port to the internet and
+//! nothing else (`/readyz` echoes database errors, `/metrics` names queues and kinds,
+//! `/admin` and `/console` control the fleet). With a public bind the webhooks and event
+//! streams are served there only; without one the internal listener serves them too. Both
+//! outlive the daemon's
 //! drain, so Prometheus can still scrape a daemon that is finishing its last jobs.
 
 pub mod admin;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod health;
@@ -40,6 +42,9 @@ pub struct HttpState {
     pub webhooks: Option<std::sync::Arc<webhooks::Webhooks>>,
     /// Live event streams; `None` answers them 404.
     pub events: Option<std::sync::Arc<crate::events::Events>>,
+    /// The operator console's read-only token and cookie settings (the admin token above
+    /// also logs in to the console).
+    pub console: console::ConsoleSettings,
 }
 
 /// Which routes a listener serves.
@@ -56,8 +61,10 @@ pub enum Routes {
 impl Routes {
     fn describe(self) -> &'static str {
         match self {
-            Routes::All => "/metrics, /healthz, /readyz, /admin, /webhooks, /v1/.../events",
-            Routes::Internal => "/metrics, /healthz, /readyz, /admin",
+            Routes::All => {
+                "/metrics, /healthz, /readyz, /admin, /console, /webhooks, /v1/.../events"
+            }
+            Routes::Internal => "/metrics, /healthz, /readyz, /admin, /console",
             Routes::Public => "/webhooks, /v1/.../events, /healthz",
         }
     }
@@ -78,6 +85,7 @@ pub fn routes(state: HttpState, which: Routes) -> Router {
             .merge(health::routes())
             .merge(metrics::routes())
             .nest("/admin", admin::routes(state.clone()))
+            .merge(console::routes(state.clone()))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     }
     if which != Routes::Internal {

@@ -3,6 +3,7 @@
 //! daemons at once. Product duties reach it only through the registry (periodic jobs,
 //! start and sample hooks), so nothing here names a product job.
 
+pub mod fleet;
 pub mod periodic;
 pub mod prune;
 pub mod rescuer;

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::daemon::{sleep_or_stop, Shared};
+use crate::maintenance::fleet;
 use crate::metrics as m;
 use crate::queue::queue_control;
 
@@ -78,8 +79,17 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let interval = shared.config.metrics.sample_interval;
     loop {
         export_local(&shared);
-        if let Err(err) = sample_and_export(&shared.pool, interval.as_secs_f64() * 0.9).await {
-            tracing::debug!(error = %err, "queue statistics not sampled this time");
+        match sample_and_export(&shared.pool, interval.as_secs_f64() * 0.9).await {
+            Ok(true) => {
+                if let Err(err) = fleet::record_history(&shared.pool).await {
+                    tracing::debug!(error = %err, "queue history not recorded this time");
+                }
+            }
+            Ok(false) => {}
+            Err(err) => tracing::debug!(error = %err, "queue statistics not sampled this time"),
+        }
+        if let Err(err) = report_alive(&shared).await {
+            tracing::debug!(error = %err, "daemon registry not updated this time");
         }
         for hook in &shared.registry.hooks.on_sample {
             if let Err(err) = (hook.run)(shared.pool.clone()).await {
@@ -104,8 +114,24 @@ fn export_local(shared: &Shared) {
     metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "idle").set(idle);
 }
 
-async fn sample_and_export(pool: &PgPool, min_interval_secs: f64) -> Result<(), sqlx::Error> {
-    let _won: bool = crate::db::query_scalar(SAMPLE)
+/// This daemon's row in `genq.daemons` (what the console lists as alive).
+async fn report_alive(shared: &Shared) -> Result<(), sqlx::Error> {
+    let mut queues: Vec<String> = shared.config.queues.keys().cloned().collect();
+    queues.sort();
+    let draining = shared.draining.load(std::sync::atomic::Ordering::SeqCst);
+    fleet::beat(
+        &shared.pool,
+        &shared.worker_id,
+        &queues,
+        shared.running_count(),
+        draining,
+    )
+    .await
+}
+
+/// Samples (when this daemon wins the interval) and exports; returns whether it won.
+async fn sample_and_export(pool: &PgPool, min_interval_secs: f64) -> Result<bool, sqlx::Error> {
+    let won: bool = crate::db::query_scalar(SAMPLE)
         .bind(min_interval_secs)
         .fetch_one(pool)
         .await?;
@@ -163,5 +189,5 @@ async fn sample_and_export(pool: &PgPool, min_interval_secs: f64) -> Result<(), 
         metrics::counter!(m::JOBS_ENQUEUED, "queue" => queue, "kind" => kind)
             .absolute(total.max(0) as u64);
     }
-    Ok(())
+    Ok(won)
 }

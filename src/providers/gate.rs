@@ -125,3 +125,66 @@ pub async fn release(
         .record(slot.started.elapsed().as_secs_f64());
     Ok(open)
 }
+
+// Operators' view and hand control of the gates (the console's Providers page).
+const GATES: &str = r#"
+SELECT g.provider, g.tokens, g.consecutive_failures, g.open_until,
+       g.open_until IS NOT NULL AND g.open_until > now() AS open,
+       g.updated_at,
+       (SELECT count(*) FROM genq.provider_calls c
+         WHERE c.provider = g.provider AND c.expires_at >= now()) AS in_flight
+  FROM genq.provider_gates g ORDER BY g.provider
+"#;
+
+const OPEN_CIRCUIT: &str = r#"
+UPDATE genq.provider_gates SET open_until = now() + make_interval(secs => $2), updated_at = now()
+ WHERE provider = $1
+"#;
+
+const CLOSE_CIRCUIT: &str = r#"
+UPDATE genq.provider_gates SET open_until = NULL, consecutive_failures = 0, updated_at = now()
+ WHERE provider = $1
+"#;
+
+/// One provider's gate as operators see it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct GateRow {
+    /// Provider.
+    pub provider: String,
+    /// Rate-limit tokens at the last refill.
+    pub tokens: f64,
+    /// Failures in a row (the breaker opens past its threshold).
+    pub consecutive_failures: i32,
+    /// Until when calls are refused, if the circuit opened.
+    pub open_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whether the circuit is open now.
+    pub open: bool,
+    /// Last change (since when the circuit is in its state, near enough).
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// Calls holding a slot now.
+    pub in_flight: i64,
+}
+
+/// Every provider's gate.
+pub async fn gates(pool: &PgPool) -> Result<Vec<GateRow>, sqlx::Error> {
+    crate::db::query_as(GATES).fetch_all(pool).await
+}
+
+/// Opens `provider`'s circuit by hand for `secs` seconds; false if it has no gate yet.
+pub async fn open_circuit(pool: &PgPool, provider: &str, secs: f64) -> Result<bool, sqlx::Error> {
+    let done = crate::db::query(OPEN_CIRCUIT)
+        .bind(provider)
+        .bind(secs)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Closes `provider`'s circuit by hand (failures forgotten); false if it has no gate.
+pub async fn close_circuit(pool: &PgPool, provider: &str) -> Result<bool, sqlx::Error> {
+    let done = crate::db::query(CLOSE_CIRCUIT)
+        .bind(provider)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -154,3 +154,61 @@ pub async fn mark_processed_in(conn: &mut PgConnection, id: Uuid) -> Result<(), 
     }
     Ok(())
 }
+
+// Redrive: the event, and whether its generation exists now (an orphan may have arrived
+// before its generation was committed).
+const REDRIVE_EVENT: &str = r#"
+SELECT e.provider, e.generation_id,
+       EXISTS (SELECT 1 FROM genq.generations g WHERE g.id = e.generation_id) AS known
+  FROM genq.webhook_events e WHERE e.id = $1 FOR UPDATE
+"#;
+
+const REDRIVE_SET: &str = r#"
+UPDATE genq.webhook_events SET job_id = $2, orphan = false, processed_at = NULL WHERE id = $1
+"#;
+
+/// Why a callback cannot be redriven.
+#[derive(Debug, thiserror::Error)]
+pub enum RedriveError {
+    /// No such event.
+    #[error("webhook event {0} not found")]
+    NotFound(i64),
+    /// A Plisio callback, or one naming no existing generation.
+    #[error("webhook event {0} cannot be redriven: {1}")]
+    NotRedrivable(i64, &'static str),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Runs a stored generation callback again: enqueues its `generation.reconcile` job (the
+/// unique key keeps it to one pending job per generation), points the event at it and marks
+/// it unprocessed (and no longer an orphan, if its generation exists now). Returns the job.
+pub async fn redrive(pool: &PgPool, event_id: i64) -> Result<i64, RedriveError> {
+    let mut tx = crate::db::begin(pool).await?;
+    let row: Option<(String, Option<Uuid>, bool)> = crate::db::query_as(REDRIVE_EVENT)
+        .bind(event_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let (provider, generation, known) = row.ok_or(RedriveError::NotFound(event_id))?;
+    if provider == "plisio" {
+        return Err(RedriveError::NotRedrivable(
+            event_id,
+            "payment callbacks are applied when stored; the payments.poll job re-reads open invoices",
+        ));
+    }
+    let Some(id) = generation.filter(|_| known) else {
+        return Err(RedriveError::NotRedrivable(
+            event_id,
+            "it names no existing generation",
+        ));
+    };
+    let job_id = record::enqueue_follow_up(&mut tx, reconcile::KIND, id, 0.0).await?;
+    crate::db::query(REDRIVE_SET)
+        .bind(event_id)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(job_id)
+}

@@ -236,6 +236,7 @@ pub fn spawn_daemon(url: &str, env: &[(&str, &str)]) -> Child {
     cmd.spawn().expect("spawn genq run")
 }
 
+pub mod console;
 pub mod pgbouncer;
 pub mod privileges;
 pub mod prom;

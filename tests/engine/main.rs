@@ -9,6 +9,7 @@ mod common;
 mod binary;
 mod bounds;
 mod chaos;
+mod console;
 mod control;
 mod credits;
 mod dev_tools;

@@ -5,10 +5,12 @@
 //! `retention`, `events` (open live event streams: memory and commit-to-event latency),
 //! `recovery` (a Postgres crash restart, on a private cluster), `chaos`
 //! (daemon processes killed and Postgres crash-restarted under load, on a private cluster),
-//! `fairness` (a heavy user and light ones on one provider account, fairness on and off)
-//! and `fair-claim` (claim throughput with fairness on and off on deep backlogs).
+//! `fairness` (a heavy user and light ones on one provider account, fairness on and off),
+//! `fair-claim` (claim throughput with fairness on and off on deep backlogs) and `console`
+//! (page times of the operator console on a large jobs table).
 
 pub mod chaos;
+pub mod console;
 pub mod events;
 pub mod fair_claim;
 pub mod fairness;
@@ -55,6 +57,8 @@ pub enum Scenario {
     /// Claim throughput with fairness on and off on the same backlogs (one key with many
     /// jobs, many keys with a few each), and their ratio.
     FairClaim,
+    /// The operator console's pages on `--jobs` jobs (use 1000000): p50/p95 per page.
+    Console,
 }
 
 /// `genq bench` options.
@@ -95,6 +99,9 @@ pub struct BenchArgs {
     /// generation: the daemon's database pool size.
     #[arg(long, default_value_t = 20)]
     pub pool: u32,
+    /// console: requests per page.
+    #[arg(long, default_value_t = 50)]
+    pub requests: usize,
     /// webhooks: callbacks per second.
     #[arg(long, default_value_t = 500.0)]
     pub rate: f64,
@@ -195,6 +202,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             Scenario::Webhooks => webhooks::measure(config, &args, &options).await,
             Scenario::Retention => retention::measure(config, &args, &options).await,
             Scenario::Events => events::measure(config, &args, &options, &name).await,
+            Scenario::Console => console::measure(config, &args, &options).await,
             Scenario::Recovery => unreachable!("runs on its own cluster"),
             Scenario::Chaos => unreachable!("chaos runs on its own cluster, above"),
             Scenario::Fairness => fairness::measure(config, &args, &options).await,

@@ -92,6 +92,7 @@ pub async fn measure(
         http::HttpState {
             daemon: daemon.control(),
             admin_token: None,
+            console: Default::default(),
             webhooks: Some(webhooks),
             events: None,
         },

@@ -87,6 +87,7 @@ pub(crate) async fn serve_webhooks(
         HttpState {
             daemon: daemon.control(),
             admin_token: None,
+            console: Default::default(),
             webhooks: Some(webhooks),
             events: None,
         },

@@ -20,6 +20,7 @@ async fn plisio_callbacks_grant_credits_once_and_send_mismatches_to_review(
         HttpState {
             daemon: daemon.control(),
             admin_token: None,
+            console: Default::default(),
             webhooks: Some(webhooks),
             events: None,
         },
