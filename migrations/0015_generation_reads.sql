@@ -260,7 +260,8 @@ BEGIN
 END
 $$;
 
--- secure_objects as in 0011, with the three reads above in the backend's list.
+-- secure_objects as in 0014 (0011 plus set_user_limits and get_user_limits), with the three
+-- reads above in the backend's list.
 CREATE OR REPLACE FUNCTION genq.secure_objects(p_prefix text DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -411,6 +412,7 @@ BEGIN
            AND p.proname IN ('enqueue', 'enqueue_many', 'enqueue_generation', 'grant_credits',
                              'credit_balance', 'cancel_generation', 'record_invoice', 'register_blob',
                              'request_erasure', 'request_export', 'delete_generation',
+                             'set_user_limits', 'get_user_limits',
                              'get_generation', 'list_generations', 'recreate_generation')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', r.sig, v_backend);

@@ -38,6 +38,7 @@ impl ConsoleEnv {
             daemon: daemon.control(),
             admin_token: admin.and_then(AdminToken::new),
             webhooks: None,
+            events: None,
             console: ConsoleSettings {
                 readonly_token: readonly.and_then(AdminToken::new),
                 secure_cookie,

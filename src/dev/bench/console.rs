@@ -95,6 +95,7 @@ pub async fn measure(
             daemon: daemon.control(),
             admin_token: AdminToken::new(token.clone()),
             webhooks: None,
+            events: None,
             console: Default::default(),
         },
     )

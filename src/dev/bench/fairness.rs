@@ -202,6 +202,7 @@ async fn run_mode(
             admin_token: None,
             webhooks: Some(webhooks),
             events: None,
+            console: Default::default(),
         },
     )
     .await?;
