@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod metrics;
+mod serve;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -134,16 +135,7 @@ pub async fn serve_routes(
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
     let app = routes(state, which);
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await;
-        if let Err(err) = served {
-            tracing::error!(error = %err, "HTTP server failed");
-        }
-    });
+    let task = tokio::spawn(serve::serve(listener, app, stopped));
     tracing::info!(%addr, routes = which.describe(), "HTTP listening");
     Ok(HttpServer { addr, stop, task })
 }
