@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod config;
 pub mod error;
+mod event_edge;
 pub mod events;
 pub mod health;
 pub mod metrics;
@@ -134,8 +135,9 @@ pub async fn serve_routes(
         .map_err(|e| anyhow::anyhow!("cannot listen on {bind} ({setting}): {e}"))?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
+    let event_edge = which != Routes::Internal && state.events.is_some();
     let app = routes(state, which);
-    let task = tokio::spawn(serve::serve(listener, app, stopped));
+    let task = tokio::spawn(serve::serve(listener, app, stopped, event_edge));
     tracing::info!(%addr, routes = which.describe(), "HTTP listening");
     Ok(HttpServer { addr, stop, task })
 }

@@ -6,7 +6,9 @@
 //! at the next write instead: the next event or keep-alive comment), `max_buf_size(8192)` caps
 //! the read buffer at hyper's minimum (request heads, webhook bodies stream through it), and
 //! `writev(true)` writes the small SSE frames without copying them into a flat buffer.
-//! Measured in docs/benchmarks.md ("Live events"), decision 49.
+//! With `event_edge` on (listeners serving event streams), `GET /v1/...` requests skip
+//! hyper altogether (`super::event_edge`). Measured in docs/benchmarks.md ("Live events"),
+//! decision 49.
 
 use std::time::Duration;
 
@@ -16,7 +18,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+
+use super::event_edge;
 
 /// hyper's smallest allowed read buffer cap.
 const MAX_BUF_SIZE: usize = 8192;
@@ -33,10 +37,17 @@ fn builder() -> http1::Builder {
 }
 
 /// Serves `app` on `listener` until `stopped` fires, then stops accepting and waits for the
-/// open connections to finish their in-flight responses.
-pub(crate) async fn serve(listener: TcpListener, app: Router, stopped: oneshot::Receiver<()>) {
+/// open connections to finish their in-flight responses (event streams on the lean path end
+/// at once). `event_edge`: serve `GET /v1/...` on the lean path.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    stopped: oneshot::Receiver<()>,
+    event_edge: bool,
+) {
     let builder = builder();
     let graceful = GracefulShutdown::new();
+    let (stop_edge, edge_stopped) = watch::channel(false);
     tokio::pin!(stopped);
     loop {
         let stream = tokio::select! {
@@ -53,14 +64,26 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, stopped: oneshot::
         };
         // Event frames are small and must leave at once.
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let app = app.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let edge_stopped = edge_stopped.clone();
         tokio::spawn(async move {
+            if event_edge {
+                match event_edge::is_event_request(&stream).await {
+                    None => return,
+                    Some(true) => return event_edge::serve(stream, app, edge_stopped).await,
+                    Some(false) => {}
+                }
+            }
+            let service = TowerToHyperService::new(app);
+            let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
             if let Err(err) = conn.await {
                 tracing::debug!(error = %err, "HTTP connection ended with an error");
             }
         });
     }
     drop(listener);
+    let _ = stop_edge.send(true);
     graceful.shutdown().await;
 }
