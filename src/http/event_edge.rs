@@ -66,6 +66,8 @@ pub(crate) async fn serve(mut stream: TcpStream, app: Router, mut stop: watch::R
         head.extend_from_slice(b"\r\n");
     }
     match length {
+        // 204 (a finished generation) carries no length (RFC 9110 8.6).
+        Some(_) if parts.status == StatusCode::NO_CONTENT => {}
         Some(n) => head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
         None if chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         None => {}
