@@ -13,9 +13,11 @@ pub mod admin;
 pub mod config;
 pub mod console;
 pub mod error;
+mod event_edge;
 pub mod events;
 pub mod health;
 pub mod metrics;
+mod serve;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -141,17 +143,9 @@ pub async fn serve_routes(
         .map_err(|e| anyhow::anyhow!("cannot listen on {bind} ({setting}): {e}"))?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
+    let event_edge = which != Routes::Internal && state.events.is_some();
     let app = routes(state, which);
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await;
-        if let Err(err) = served {
-            tracing::error!(error = %err, "HTTP server failed");
-        }
-    });
+    let task = tokio::spawn(serve::serve(listener, app, stopped, event_edge));
     tracing::info!(%addr, routes = which.describe(), "HTTP listening");
     Ok(HttpServer { addr, stop, task })
 }

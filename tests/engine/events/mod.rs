@@ -1,9 +1,10 @@
 //! Live events (Server-Sent Events on the public listener) through the real binary with a
 //! real HTTP client: a generation's changes in order and its final state after reconnects
-//! ([`stream`]), who may read what and CORS ([`auth`]), and streams that outlive the LISTEN
-//! connection ([`listen`]).
+//! ([`stream`]), who may read what and CORS ([`auth`]), streams that outlive the LISTEN
+//! connection ([`listen`]), and the lean HTTP path streams take ([`edge`]).
 
 mod auth;
+mod edge;
 mod listen;
 mod stream;
 
