@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, Version};
+use axum::http::{header, HeaderName, HeaderValue, Method, Request, StatusCode, Version};
 use axum::Router;
 use futures::StreamExt;
 use hyper::service::Service as _;
@@ -60,6 +60,14 @@ pub(crate) async fn serve(mut stream: TcpStream, app: Router, mut stop: watch::R
     let chunked = length.is_none() && !http10;
     let mut head = format!("HTTP/1.1 {}\r\n", parts.status).into_bytes();
     for (name, value) in &parts.headers {
+        // Framing is this writer's own (below): a length the router set would be sent twice,
+        // which HTTP/1.1 clients such as undici (Node's fetch) refuse.
+        if matches!(
+            *name,
+            header::CONTENT_LENGTH | header::TRANSFER_ENCODING | header::CONNECTION
+        ) {
+            continue;
+        }
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());

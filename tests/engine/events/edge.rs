@@ -82,6 +82,10 @@ async fn event_requests_take_the_lean_path_and_bad_heads_are_refused(
         "{got}"
     );
     assert!(got.contains("connection: close\r\n"), "{got}");
+    // One framing header: the router's own content-length is not sent twice (Node's fetch
+    // refuses a duplicate).
+    assert_eq!(got.matches("content-length:").count(), 1, "{got}");
+    assert_eq!(got.matches("connection:").count(), 1, "{got}");
     assert!(got.ends_with("}"), "{got}");
     let got = exchange(
         &live,
