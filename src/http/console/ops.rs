@@ -36,6 +36,26 @@ fn violations(rows: &[(String, String)], what: &str) -> Markup {
     }
 }
 
+/// A whole-table audit's section: its result when the operator asked for it (`?check=1`),
+/// else the link that runs it and what it reads.
+fn invariants(
+    title: &str,
+    check: Option<&[(String, String)]>,
+    what: &str,
+    href: &str,
+    reads: &str,
+) -> Markup {
+    html! {
+        h2 { (title) }
+        div.card {
+            @match check {
+                Some(rows) => (violations(rows, what)),
+                None => p { a href=(href) { "Run " (what) } span.muted { " (reads " (reads) ")" } },
+            }
+        }
+    }
+}
+
 pub(crate) async fn credits(
     State(s): State<HttpState>,
     Extension(session): Extension<Session>,
@@ -105,13 +125,7 @@ pub(crate) async fn credits(
                 }
             } }
         }
-        h2 { "Ledger invariants" }
-        div.card {
-            @match &check {
-                Some(rows) => (violations(rows, "check_ledger()")),
-                None => p { a href="/console/credits?check=1" { "Run check_ledger()" } span.muted { " (reads every ledger and account row)" } },
-            }
-        }
+        (invariants("Ledger invariants", check.as_deref(), "check_ledger()", "/console/credits?check=1", "every ledger and account row"))
     };
     Ok(html(page(&ctx, "credits", "Credits", None, body)))
 }
@@ -168,13 +182,7 @@ pub(crate) async fn privacy_page(
                 td { (d.role.clone().unwrap_or_default()) } td { (d.store.clone().unwrap_or_default()) }
             } } }
         } }
-        h2 { "Retention invariants" }
-        div.card {
-            @match &check {
-                Some(rows) => (violations(rows, "check_retention()")),
-                None => p { a href="/console/privacy?check=1" { "Run check_retention()" } span.muted { " (reads every blob and deletion row)" } },
-            }
-        }
+        (invariants("Retention invariants", check.as_deref(), "check_retention()", "/console/privacy?check=1", "every blob and deletion row"))
     };
     Ok(html(page(&ctx, "privacy", "Privacy", None, body)))
 }
