@@ -12,7 +12,7 @@ SELECT q.name, q.fair, q.key_max_active,
        (SELECT count(*) FROM genq.fair_keys k WHERE k.queue = q.name AND k.waiting) AS keys_waiting,
        (SELECT count(*) FROM genq.fair_slots s WHERE s.queue = q.name) AS slots
   FROM genq.queues q
- ORDER BY q.fair DESC, q.name
+ ORDER BY q.name
  LIMIT $1
 "#;
 const GROUPS: &str = r#"
@@ -110,7 +110,7 @@ pub struct KeyLine {
     pub at_limit: bool,
 }
 
-/// Queues, fair ones first (at most `limit`).
+/// Queues by name (at most `limit`).
 pub async fn queues(pool: &PgPool, limit: i64) -> Result<Vec<QueueLine>, sqlx::Error> {
     crate::db::query_as(QUEUES)
         .bind(limit)
