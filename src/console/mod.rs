@@ -5,6 +5,7 @@
 //! themselves are in `src/http/console/`. Why and how: docs/console.md.
 
 pub mod audit;
+pub mod fairness;
 pub mod generations;
 pub mod jobs;
 pub mod money;

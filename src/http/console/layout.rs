@@ -15,6 +15,7 @@ const NAV: &[(&str, &str)] = &[
     ("jobs", "Jobs"),
     ("generations", "Generations"),
     ("providers", "Providers"),
+    ("fairness", "Fairness"),
     ("webhooks", "Webhooks"),
     ("credits", "Credits"),
     ("privacy", "Privacy"),

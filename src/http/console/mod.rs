@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod charts;
+pub mod fairness;
 pub mod generations;
 pub mod inbox;
 pub mod jobs;
@@ -76,6 +77,7 @@ pub(crate) fn routes(state: HttpState) -> Router<HttpState> {
         )
         .route("/console/webhooks", get(inbox::list))
         .route("/console/webhooks/{id}/redrive", post(inbox::redrive))
+        .route("/console/fairness", get(fairness::show))
         .route("/console/credits", get(ops::credits))
         .route("/console/privacy", get(ops::privacy_page))
         .route("/console/audit", get(views::audit))

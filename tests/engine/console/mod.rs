@@ -43,6 +43,7 @@ const PAGES: &[&str] = &[
     "/console/generations",
     "/console/audit",
     "/console/providers",
+    "/console/fairness",
     "/console/credits?user=u1&check=1",
     "/console/privacy?check=1",
     "/console/webhooks?show=orphans",

@@ -357,3 +357,78 @@ async fn the_webhook_inbox_lists_orphans_and_redrives_one(po: PgPoolOptions, co:
     );
     env.stop().await;
 }
+
+/// The table row with HTML id `id`.
+fn row<'a>(page: &'a str, id: &str) -> &'a str {
+    let at = page
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no row {id}"));
+    let end = page[at..].find("</tr>").expect("row end");
+    &page[at..at + end]
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_fairness_page_shows_keys_held_back_and_groups(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    use genq::queue::fairness;
+    let env = ConsoleEnv::start(TestDb::new(po, co).await).await;
+    let pool = &env.db.pool;
+    fairness::set_queue(pool, "fq", true, Some(1))
+        .await
+        .unwrap();
+    fairness::set_group(pool, "render:fal", Some(4))
+        .await
+        .unwrap();
+    fairness::set_key(pool, "fq", "key-b", Some(2.0), Some(3))
+        .await
+        .unwrap();
+    for key in ["key-a", "key-a", "key-b"] {
+        env.db
+            .enqueue(
+                NewJob::new("noop", json!({}))
+                    .queue("fq")
+                    .fairness_key(key)
+                    .limit_group("render:fal"),
+            )
+            .await;
+    }
+    // key-a holds its one slot (the default limit): a kept render, as a generation keeps it.
+    sqlx::query(
+        "INSERT INTO genq.fair_slots (queue, key, grp, kept_at) VALUES ('fq', 'key-a', 'render:fal', now())",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+
+    let readonly = env.login(crate::common::console::READONLY).await;
+    let page = readonly.page("/console/fairness").await;
+    assert!(page.contains("href=\"/console/fairness\""), "in the nav");
+    let q = row(&page, "fair-queue-fq");
+    assert!(q.contains("<td>on</td>"), "{q}");
+    assert!(
+        q.contains("<td class=\"num\">1</td><td class=\"num\">2</td><td class=\"num\">1</td>"),
+        "default limit 1, two keys waiting, one slot: {q}"
+    );
+    let a = row(&page, "key-fq-key-a");
+    assert!(a.contains("badge held") && a.contains("at limit"), "{a}");
+    assert!(a.contains("1 (default)"), "{a}");
+    assert!(a.contains("<td class=\"num\">2</td>"), "two due jobs: {a}");
+    let b = row(&page, "key-fq-key-b");
+    assert!(!b.contains("held") && b.contains("waiting"), "{b}");
+    assert!(
+        b.contains("<td class=\"num\">2</td><td class=\"num\">3</td>"),
+        "weight 2, own limit 3: {b}"
+    );
+    let g = row(&page, "group-render:fal");
+    assert!(
+        g.contains("<td class=\"num\">4</td><td class=\"num\">1</td>"),
+        "max 4, one active: {g}"
+    );
+    assert!(
+        !page.contains("<form method=\"post\" action=\"/console/fair"),
+        "read-only page"
+    );
+    env.stop().await;
+}
