@@ -7,6 +7,7 @@
 mod common;
 
 mod binary;
+mod bulk_enqueue;
 mod bounds;
 mod chaos;
 mod console;

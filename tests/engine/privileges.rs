@@ -279,6 +279,7 @@ async fn a_noinherit_role_granted_as_the_supabase_guide_says_performs_each_docum
     let calls = [
         "SELECT genq.enqueue('noop', '{}'::jsonb)",
         r#"SELECT genq.enqueue_many('[{"kind": "noop"}]')"#,
+        "SELECT genq.enqueue_many(ARRAY['noop'], NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
         "SELECT genq.grant_credits('u1', 100, 'pay:1')",
         "SELECT * FROM genq.credit_balance('u1')",
         "SELECT genq.enqueue_generation('u1', 'fal', 'm', '{\"prompt\": \"x\"}', 10, 'req:1')",
