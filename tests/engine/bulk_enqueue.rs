@@ -37,7 +37,11 @@ async fn bulk_enqueue_skips_keys_held_in_the_table_and_repeated_in_the_batch(
         NewJob::new("noop", json!({"n": 3})).unique_key("fresh"),
         NewJob::new("noop", json!({"n": 4})),
     ];
-    assert_eq!(bulk(&db, &jobs).await.unwrap(), 2, "held and repeated keys skipped");
+    assert_eq!(
+        bulk(&db, &jobs).await.unwrap(),
+        2,
+        "held and repeated keys skipped"
+    );
     let rows: Vec<(Option<String>, serde_json::Value)> =
         sqlx::query_as("SELECT unique_key, payload FROM genq.jobs WHERE id <> $1 ORDER BY id")
             .bind(held)
@@ -46,7 +50,10 @@ async fn bulk_enqueue_skips_keys_held_in_the_table_and_repeated_in_the_batch(
             .unwrap();
     assert_eq!(
         rows,
-        vec![(Some("fresh".into()), json!({"n": 2})), (None, json!({"n": 4}))],
+        vec![
+            (Some("fresh".into()), json!({"n": 2})),
+            (None, json!({"n": 4}))
+        ],
         "the first job of a repeated key wins"
     );
 
@@ -81,19 +88,37 @@ async fn bulk_enqueue_marks_each_fair_key_once_with_and_without_unique_keys(
         .await
         .unwrap();
     let jobs = vec![
-        NewJob::new("noop", json!({})).queue("fair").fairness_key("a"),
-        NewJob::new("noop", json!({})).queue("fair").fairness_key("a"),
-        NewJob::new("noop", json!({})).queue("fair").fairness_key("b"),
+        NewJob::new("noop", json!({}))
+            .queue("fair")
+            .fairness_key("a"),
+        NewJob::new("noop", json!({}))
+            .queue("fair")
+            .fairness_key("a"),
+        NewJob::new("noop", json!({}))
+            .queue("fair")
+            .fairness_key("b"),
         NewJob::new("noop", json!({})).queue("fair"),
-        NewJob::new("noop", json!({})).queue("plain").fairness_key("c"),
-        NewJob::new("noop", json!({})).queue("fair").fairness_key("d").limit_group("g1"),
+        NewJob::new("noop", json!({}))
+            .queue("plain")
+            .fairness_key("c"),
+        NewJob::new("noop", json!({}))
+            .queue("fair")
+            .fairness_key("d")
+            .limit_group("g1"),
     ];
     assert_eq!(bulk(&db, &jobs).await.unwrap(), 6);
     // With unique keys (the ON CONFLICT path): a skipped job marks nothing.
-    db.enqueue(NewJob::new("noop", json!({})).unique_key("u")).await;
+    db.enqueue(NewJob::new("noop", json!({})).unique_key("u"))
+        .await;
     let keyed = vec![
-        NewJob::new("noop", json!({})).queue("fair").fairness_key("e").unique_key("u"),
-        NewJob::new("noop", json!({})).queue("fair").fairness_key("f").unique_key("v"),
+        NewJob::new("noop", json!({}))
+            .queue("fair")
+            .fairness_key("e")
+            .unique_key("u"),
+        NewJob::new("noop", json!({}))
+            .queue("fair")
+            .fairness_key("f")
+            .unique_key("v"),
     ];
     assert_eq!(bulk(&db, &keyed).await.unwrap(), 1);
 
@@ -103,7 +128,10 @@ async fn bulk_enqueue_marks_each_fair_key_once_with_and_without_unique_keys(
             .await
             .unwrap();
     let expect = |k: &str| ("fair".to_string(), k.to_string(), true);
-    assert_eq!(keys, vec![expect("a"), expect("b"), expect("d"), expect("f")]);
+    assert_eq!(
+        keys,
+        vec![expect("a"), expect("b"), expect("d"), expect("f")]
+    );
     let stored: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT queue, fairness_key, limit_group FROM genq.jobs WHERE unique_key IS DISTINCT FROM 'u' ORDER BY id",
     )
@@ -157,11 +185,15 @@ async fn bulk_enqueue_wakes_each_due_queue_once_at_commit_and_never_on_rollback(
     let mut tx = db.pool.begin().await.unwrap();
     assert_eq!(enqueue_many_in(&mut tx, &jobs).await.unwrap(), 5);
     assert!(
-        drain(&mut listener, Duration::from_millis(300)).await.is_empty(),
+        drain(&mut listener, Duration::from_millis(300))
+            .await
+            .is_empty(),
         "nothing before commit"
     );
     tx.rollback().await.unwrap();
-    assert!(drain(&mut listener, Duration::from_millis(500)).await.is_empty());
+    assert!(drain(&mut listener, Duration::from_millis(500))
+        .await
+        .is_empty());
 
     let mut tx = db.pool.begin().await.unwrap();
     enqueue_many_in(&mut tx, &jobs).await.unwrap();
@@ -180,13 +212,19 @@ async fn bulk_enqueue_wakes_each_due_queue_once_at_commit_and_never_on_rollback(
         NewJob::new("noop", json!({})).queue("q4").unique_key("j"),
     ];
     assert_eq!(bulk(&db, &keyed).await.unwrap(), 1);
-    assert_eq!(drain(&mut listener, Duration::from_millis(1000)).await, vec!["q4"]);
+    assert_eq!(
+        drain(&mut listener, Duration::from_millis(1000)).await,
+        vec!["q4"]
+    );
 }
 
 /// The SQLSTATE and message of a failed bulk enqueue.
 fn failure(err: sqlx::Error) -> (String, String) {
     let e = err.as_database_error().expect("a database error");
-    (e.code().unwrap_or_default().to_string(), e.message().to_string())
+    (
+        e.code().unwrap_or_default().to_string(),
+        e.message().to_string(),
+    )
 }
 
 #[sqlx::test(migrations = false)]
@@ -198,28 +236,67 @@ async fn bulk_enqueue_rejects_bad_jobs_with_the_errors_of_0013_and_writes_nothin
     let ok = NewJob::new("noop", json!({}));
     let big = json!({ "x": "y".repeat(1_048_577) });
     let cases = [
-        (NewJob::new("", json!({})), "22023", r#"every job needs a non-empty "kind""#),
-        (ok.clone().max_attempts(0), "22023", "max_attempts must be at least 1"),
-        (NewJob::new("noop", big), "54000", "a payload is over 1 MiB (1048576 bytes)"),
+        (
+            NewJob::new("", json!({})),
+            "22023",
+            r#"every job needs a non-empty "kind""#,
+        ),
+        (
+            ok.clone().max_attempts(0),
+            "22023",
+            "max_attempts must be at least 1",
+        ),
+        (
+            NewJob::new("noop", big),
+            "54000",
+            "a payload is over 1 MiB (1048576 bytes)",
+        ),
         (
             ok.clone().unique_key("k".repeat(256)),
             "22023",
             "a kind, unique_key, fairness_key or limit_group is over 255 bytes",
         ),
-        (ok.clone().limit_group(""), "22023", "limit_group must be null or a non-empty string"),
+        (
+            ok.clone().limit_group(""),
+            "22023",
+            "limit_group must be null or a non-empty string",
+        ),
     ];
     for (bad, code, message) in cases {
         let err = bulk(&db, &[ok.clone(), bad]).await.unwrap_err();
-        assert_eq!(failure(err), (code.into(), format!("genq.enqueue_many: {message}")));
+        assert_eq!(
+            failure(err),
+            (code.into(), format!("genq.enqueue_many: {message}"))
+        );
     }
 
     // From SQL, including documents jsonb_to_recordset cannot read.
     let sql_cases = [
-        (r#"[{"kind": "a"}, 1]"#, "22023", r#"every job needs a non-empty "kind""#),
-        (r#"[{"kind": "a"}, {"payload": {}}]"#, "22023", r#"every job needs a non-empty "kind""#),
-        (r#"[{"kind": "a", "max_attempts": 0.5}]"#, "22023", "max_attempts must be at least 1"),
-        (r#"[{"kind": "a", "max_attempts": 0}]"#, "22023", "max_attempts must be at least 1"),
-        (r#"[{"kind": "a", "limit_group": ""}]"#, "22023", "limit_group must be null or a non-empty string"),
+        (
+            r#"[{"kind": "a"}, 1]"#,
+            "22023",
+            r#"every job needs a non-empty "kind""#,
+        ),
+        (
+            r#"[{"kind": "a"}, {"payload": {}}]"#,
+            "22023",
+            r#"every job needs a non-empty "kind""#,
+        ),
+        (
+            r#"[{"kind": "a", "max_attempts": 0.5}]"#,
+            "22023",
+            "max_attempts must be at least 1",
+        ),
+        (
+            r#"[{"kind": "a", "max_attempts": 0}]"#,
+            "22023",
+            "max_attempts must be at least 1",
+        ),
+        (
+            r#"[{"kind": "a", "limit_group": ""}]"#,
+            "22023",
+            "limit_group must be null or a non-empty string",
+        ),
         (r#"{"kind": "a"}"#, "22023", "expected a JSON array of jobs"),
     ];
     for (doc, code, message) in sql_cases {
@@ -228,7 +305,11 @@ async fn bulk_enqueue_rejects_bad_jobs_with_the_errors_of_0013_and_writes_nothin
             .execute(&db.pool)
             .await
             .unwrap_err();
-        assert_eq!(failure(err), (code.into(), format!("genq.enqueue_many: {message}")), "{doc}");
+        assert_eq!(
+            failure(err),
+            (code.into(), format!("genq.enqueue_many: {message}")),
+            "{doc}"
+        );
     }
     // A value of the wrong type with nothing else wrong: Postgres' own error, as before.
     let err = sqlx::query(r#"SELECT genq.enqueue_many('[{"kind": "a", "priority": "high"}]')"#)
@@ -256,10 +337,13 @@ async fn bulk_enqueue_of_50k_jobs_round_trips_every_field_in_order(
     let at: DateTime<Utc> = "2030-01-02T03:04:05.678901Z".parse().unwrap();
     let jobs: Vec<NewJob> = (0..50_000)
         .map(|i| {
-            let mut job = NewJob::new(format!("kind{}", i % 7), json!({ "i": i, "s": "é\u{1F600}" }))
-                .queue(format!("bulk{}", i % 3))
-                .priority(i % 11 - 5)
-                .max_attempts(1 + i % 5);
+            let mut job = NewJob::new(
+                format!("kind{}", i % 7),
+                json!({ "i": i, "s": "é\u{1F600}" }),
+            )
+            .queue(format!("bulk{}", i % 3))
+            .priority(i % 11 - 5)
+            .max_attempts(1 + i % 5);
             if i % 10 == 0 {
                 job = job.run_at(at).unique_key(format!("u{i}"));
             }
@@ -292,9 +376,18 @@ async fn bulk_enqueue_of_50k_jobs_round_trips_every_field_in_order(
     for (job, row) in jobs.iter().zip(&rows) {
         assert_eq!(
             (&row.0, &row.1, &row.2, row.3, row.4),
-            (&job.kind, &job.payload, &job.queue, job.priority, job.max_attempts)
+            (
+                &job.kind,
+                &job.payload,
+                &job.queue,
+                job.priority,
+                job.max_attempts
+            )
         );
-        assert_eq!((&row.5, &row.6, &row.7), (&job.unique_key, &job.fairness_key, &job.limit_group));
+        assert_eq!(
+            (&row.5, &row.6, &row.7),
+            (&job.unique_key, &job.fairness_key, &job.limit_group)
+        );
         if let Some(at) = job.run_at {
             assert_eq!(row.8, at);
         }
@@ -319,7 +412,11 @@ async fn bulk_enqueue_in_a_rolled_back_transaction_leaves_nothing(
     tx.rollback().await.unwrap();
     assert_eq!(count(&db, "SELECT count(*) FROM genq.jobs").await, 0);
     assert_eq!(
-        count(&db, "SELECT count(*) FROM genq.queues WHERE name = 'rolled-back'").await,
+        count(
+            &db,
+            "SELECT count(*) FROM genq.queues WHERE name = 'rolled-back'"
+        )
+        .await,
         0
     );
     // The keys were never held.
@@ -336,7 +433,10 @@ async fn the_backend_role_calls_both_bulk_enqueues_and_cannot_insert_directly(
     let name = format!("{}_bulk", roles.prefix);
     let options = login(&db, &name, Some(&roles.backend()), "").await;
     let mut conn = connect(&options).await;
-    let jobs = [NewJob::new("noop", json!({})), NewJob::new("noop", json!({})).unique_key("k")];
+    let jobs = [
+        NewJob::new("noop", json!({})),
+        NewJob::new("noop", json!({})).unique_key("k"),
+    ];
     assert_eq!(enqueue_many_in(&mut conn, &jobs).await.unwrap(), 2);
     let n: i64 = sqlx::query_scalar(r#"SELECT genq.enqueue_many('[{"kind": "noop"}]')"#)
         .fetch_one(&mut conn)

@@ -7,8 +7,8 @@
 mod common;
 
 mod binary;
-mod bulk_enqueue;
 mod bounds;
+mod bulk_enqueue;
 mod chaos;
 mod console;
 mod control;
