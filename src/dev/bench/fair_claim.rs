@@ -112,7 +112,10 @@ async fn drain(
         done += n;
     }
     if fair {
-        crate::db::query(MARK).bind(keys as i64).execute(pool).await?;
+        crate::db::query(MARK)
+            .bind(keys as i64)
+            .execute(pool)
+            .await?;
     }
     // One statement each: VACUUM refuses a multi-command string.
     for table in ["genq.jobs", "genq.fair_keys"] {

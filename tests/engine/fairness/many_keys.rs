@@ -94,13 +94,12 @@ async fn with_many_keys_large_claims_serve_a_quantum_per_key_per_turn(
             .await
             .unwrap();
     assert_eq!(waiting, 0, "drained keys are parked");
-    let running: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM genq.jobs WHERE queue = $1 AND state = 'running'",
-    )
-    .bind(Q)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let running: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM genq.jobs WHERE queue = $1 AND state = 'running'")
+            .bind(Q)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(running, 250 * 25);
 }
 
@@ -128,7 +127,10 @@ async fn a_weight_two_key_gets_two_quanta_per_turn_in_large_claims(
         .map(|(_, n)| *n)
         .collect();
     let (least, most) = (*light.iter().min().unwrap(), *light.iter().max().unwrap());
-    assert!(most - least <= 10, "weight-1 keys within a quantum: {least}..{most}");
+    assert!(
+        most - least <= 10,
+        "weight-1 keys within a quantum: {least}..{most}"
+    );
     assert!(
         heavy >= 2 * least && heavy <= 2 * most,
         "weight 2: {heavy} against {least}..{most}"
@@ -156,15 +158,26 @@ async fn keys_without_a_limit_take_no_slots_and_a_limit_set_later_counts_running
     assert_eq!(slots_of(&db, "a").await, 5, "running work counted");
     assert_eq!(slots_of(&db, "b").await, 0, "other keys untouched");
     let next = keys(&claim_some(&db.pool, 10).await);
-    assert_eq!(next.iter().filter(|k| *k == "a").count(), 1, "room for one: {next:?}");
+    assert_eq!(
+        next.iter().filter(|k| *k == "a").count(),
+        1,
+        "room for one: {next:?}"
+    );
     assert_eq!(slots_of(&db, "a").await, 6);
 
     // A queue default set later counts every key's running work.
-    fairness::set_queue(&db.pool, Q, true, Some(5)).await.unwrap();
+    fairness::set_queue(&db.pool, Q, true, Some(5))
+        .await
+        .unwrap();
     assert_eq!(slots_of(&db, "b").await, 8, "b's eight running jobs");
-    assert!(claim_some(&db.pool, 10).await.is_empty(), "both at their limits");
+    assert!(
+        claim_some(&db.pool, 10).await.is_empty(),
+        "both at their limits"
+    );
     // Setting it again adds nothing twice.
-    fairness::set_queue(&db.pool, Q, true, Some(5)).await.unwrap();
+    fairness::set_queue(&db.pool, Q, true, Some(5))
+        .await
+        .unwrap();
     assert_eq!(slots_of(&db, "b").await, 8);
     assert_eq!(slots_of(&db, "a").await, 6);
 }
