@@ -18,6 +18,7 @@ mod claims;
 mod daemons;
 mod generations;
 mod inputs;
+mod many_keys;
 mod slots;
 
 /// The fair queue of these scenarios.
