@@ -22,7 +22,9 @@ async fn the_soak_sampler_reads_a_window_of_finished_jobs_and_the_table_statisti
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    let mut jobs: Vec<NewJob> = (0..20).map(|_| NewJob::new(soak::KIND, json!({}))).collect();
+    let mut jobs: Vec<NewJob> = (0..20)
+        .map(|_| NewJob::new(soak::KIND, json!({})))
+        .collect();
     jobs.push(NewJob::new(soak::KIND, json!({ "discard": true })));
     jobs.push(NewJob::new(soak::KIND, json!({ "fail": 1 })));
     genq::Client::new(db.pool.clone())
@@ -43,14 +45,14 @@ async fn the_soak_sampler_reads_a_window_of_finished_jobs_and_the_table_statisti
     .await;
     daemon.shutdown().await;
     let states: Vec<(String, i32)> = sqlx::query_as(
-        "SELECT state::text, attempt FROM genq.jobs WHERE kind = 'soak' AND payload <> '{}' ORDER BY id",
+        "SELECT state::text, attempt FROM genq.jobs WHERE kind = 'soak' AND payload <> '{}' ORDER BY state::text",
     )
     .fetch_all(&db.pool)
     .await
     .unwrap();
     assert_eq!(
         states,
-        vec![("discarded".into(), 1), ("completed".into(), 2)],
+        vec![("completed".into(), 2), ("discarded".into(), 1)],
         "discard is discarded at once; fail 1 completes on the second attempt"
     );
     let t1: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
@@ -64,7 +66,10 @@ async fn the_soak_sampler_reads_a_window_of_finished_jobs_and_the_table_statisti
     let (p50, p99) = (s.pickup_p50_ms.unwrap(), s.pickup_p99_ms.unwrap());
     assert!(0.0 <= p50 && p50 <= p99 && p99 < 20_000.0, "{s:?}");
     assert!(s.heap_bytes >= 8192 && s.index_bytes >= 8192, "{s:?}");
-    assert!(s.live_tup >= 0 && s.dead_tup >= 0 && s.tup_hot_upd <= s.tup_upd, "{s:?}");
+    assert!(
+        s.live_tup >= 0 && s.dead_tup >= 0 && s.tup_hot_upd <= s.tup_upd,
+        "{s:?}"
+    );
     assert!(s.autovacuum_count >= 0 && s.autoanalyze_count >= 0, "{s:?}");
     // A window before the jobs holds none of them.
     let empty = soak::sample(&db.pool, soak::KIND, t0 - chrono::Duration::hours(1), t0)
@@ -80,24 +85,27 @@ async fn genq_jobs_keeps_its_vacuum_settings_and_prunes_through_the_state_and_ag
     co: PgConnectOptions,
 ) {
     let db = TestDb::new(po, co).await;
-    let reloptions: Vec<String> =
-        sqlx::query_scalar("SELECT unnest(reloptions) FROM pg_class WHERE oid = 'genq.jobs'::regclass")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+    let reloptions: Vec<String> = sqlx::query_scalar(
+        "SELECT unnest(reloptions) FROM pg_class WHERE oid = 'genq.jobs'::regclass",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
     for setting in [
         "autovacuum_vacuum_scale_factor=0",
         "autovacuum_vacuum_threshold=5000",
         "autovacuum_vacuum_insert_scale_factor=0",
     ] {
-        assert!(reloptions.iter().any(|r| r == setting), "{setting} in {reloptions:?}");
+        assert!(
+            reloptions.iter().any(|r| r == setting),
+            "{setting} in {reloptions:?}"
+        );
     }
-    let index: String = sqlx::query_scalar(
-        "SELECT pg_get_indexdef('genq.jobs_finished_idx'::regclass)",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let index: String =
+        sqlx::query_scalar("SELECT pg_get_indexdef('genq.jobs_finished_idx'::regclass)")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert!(
         index.contains("(state, finished_at)") && index.contains("WHERE"),
         "{index}"
@@ -113,7 +121,10 @@ async fn genq_jobs_keeps_its_vacuum_settings_and_prunes_through_the_state_and_ag
     .execute(&db.pool)
     .await
     .unwrap();
-    sqlx::query("ANALYZE genq.jobs").execute(&db.pool).await.unwrap();
+    sqlx::query("ANALYZE genq.jobs")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let plan: Vec<String> = sqlx::query_scalar(
         "EXPLAIN SELECT id, finished_at FROM genq.jobs
           WHERE state = 'completed'::genq.job_state AND finished_at >= '-infinity'::timestamptz
@@ -124,7 +135,10 @@ async fn genq_jobs_keeps_its_vacuum_settings_and_prunes_through_the_state_and_ag
     .await
     .unwrap();
     let plan = plan.join("\n");
-    assert!(plan.contains("jobs_finished_idx") && !plan.contains("Seq Scan"), "{plan}");
+    assert!(
+        plan.contains("jobs_finished_idx") && !plan.contains("Seq Scan"),
+        "{plan}"
+    );
     let deleted = genq::queue::prune::prune(
         &db.pool,
         Duration::from_secs(24 * 3600),
@@ -134,5 +148,8 @@ async fn genq_jobs_keeps_its_vacuum_settings_and_prunes_through_the_state_and_ag
     )
     .await
     .unwrap();
-    assert_eq!(deleted, 20_000, "every completed row in batches of 1000; discarded kept");
+    assert_eq!(
+        deleted, 20_000,
+        "every completed row in batches of 1000; discarded kept"
+    );
 }

@@ -232,7 +232,8 @@ async fn measure(
 
     let mut registry = Registry::new();
     registry.register(Soak);
-    let daemon = Daemon::with_connect_options(daemon_config.clone(), registry, options.clone()).start();
+    let daemon =
+        Daemon::with_connect_options(daemon_config.clone(), registry, options.clone()).start();
 
     let enqueued = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -245,7 +246,18 @@ async fn measure(
 
     println!(
         "{:>3} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>4} {:>4} {:>5}",
-        "min", "enqueued", "done/s", "p50 ms", "p99 ms", "heap MB", "idx MB", "live", "dead", "av", "aa", "hot%"
+        "min",
+        "enqueued",
+        "done/s",
+        "p50 ms",
+        "p99 ms",
+        "heap MB",
+        "idx MB",
+        "live",
+        "dead",
+        "av",
+        "aa",
+        "hot%"
     );
     let start = Instant::now();
     let mut from: DateTime<Utc> = db::query_scalar(NOW).fetch_one(&pool).await?;
@@ -273,7 +285,12 @@ async fn measure(
                 s.tup_upd - l.tup_upd,
                 s.tup_hot_upd - l.tup_hot_upd,
             ),
-            None => (s.autovacuum_count, s.autoanalyze_count, s.tup_upd, s.tup_hot_upd),
+            None => (
+                s.autovacuum_count,
+                s.autoanalyze_count,
+                s.tup_upd,
+                s.tup_hot_upd,
+            ),
         };
         println!(
             "{minute:>3} {:>8} {:>7.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9} {:>9} {av:>4} {aa:>4} {:>5.1}",
@@ -327,9 +344,7 @@ async fn enqueue_loop(
             _ = stop.changed() => return Ok(()),
         }
         let now_ms = Utc::now().timestamp_millis();
-        let batch: Vec<NewJob> = (0..per_tick)
-            .map(|i| job(n + i as u64, now_ms))
-            .collect();
+        let batch: Vec<NewJob> = (0..per_tick).map(|i| job(n + i as u64, now_ms)).collect();
         let mut conn = pool.acquire().await?;
         enqueue_many_in(&mut conn, &batch).await?;
         n += per_tick as u64;
