@@ -97,6 +97,10 @@ SELECT relname::text, n_live_tup, n_dead_tup, n_tup_ins, n_tup_upd, n_tup_hot_up
 
 const NOW: &str = "SELECT clock_timestamp()";
 
+/// A row of [`CHURN`]: name, live, dead, inserted, updated, HOT-updated, deleted,
+/// autovacuums, total size.
+type ChurnRow = (String, i64, i64, i64, i64, i64, i64, i64, i64);
+
 /// Samples the window `[from, to)` (Postgres' clock) of kind `kind`.
 pub async fn sample(
     pool: &PgPool,
@@ -314,8 +318,7 @@ async fn measure(
     daemon.shutdown().await;
     enqueue_result?;
     summary(&rows, args, &daemon_config.prune.interval);
-    let churn: Vec<(String, i64, i64, i64, i64, i64, i64, i64, i64)> =
-        db::query_as(CHURN).fetch_all(&pool).await?;
+    let churn: Vec<ChurnRow> = db::query_as(CHURN).fetch_all(&pool).await?;
     println!("churn by table: name, live, dead, inserted, updated (HOT), deleted, autovacuums, total size");
     for (name, live, dead, ins, upd, hot, del, av, size) in churn {
         println!(
