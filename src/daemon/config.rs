@@ -113,7 +113,7 @@ pub struct PruneConfig {
     /// Age after which discarded jobs are deleted. Defaults to 7 days.
     #[serde(with = "humantime_serde")]
     pub discarded_after: Duration,
-    /// How often the prune job runs. Defaults to 1 min.
+    /// How often the prune job runs; a run deletes for at most this long. Defaults to 1 min.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// Rows per delete statement. Defaults to 1000.

@@ -10,8 +10,8 @@ use crate::queue::prune::prune;
 /// The kind.
 pub const KIND: &str = "genq.prune";
 
-/// Statements per run; a backlog larger than this is finished by the next runs.
-const MAX_BATCHES: u32 = 100;
+/// The least time a run may spend deleting (with a shorter interval).
+const MIN_BUDGET: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The prune worker.
 pub struct Prune {
@@ -44,7 +44,9 @@ impl Worker for Prune {
             self.config.completed_after,
             self.config.discarded_after,
             self.config.batch,
-            MAX_BATCHES,
+            // Up to one interval: a run catches up on any backlog the fleet can produce in
+            // an interval, and never overlaps the next run by much (decision 53).
+            self.config.interval.max(MIN_BUDGET),
         )
         .await?;
         if deleted > 0 {

@@ -165,7 +165,7 @@ async fn pruning_deletes_only_finished_jobs_past_their_age(
         Duration::from_secs(24 * 3600),
         Duration::from_secs(7 * 24 * 3600),
         1,
-        100,
+        Duration::from_secs(60),
     )
     .await
     .unwrap();

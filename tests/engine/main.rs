@@ -38,5 +38,6 @@ mod retention_faults;
 mod retention_stores;
 mod retries;
 mod secrets;
+mod soak;
 mod storage;
 mod webhooks;

@@ -6,8 +6,9 @@
 //! `recovery` (a Postgres crash restart, on a private cluster), `chaos`
 //! (daemon processes killed and Postgres crash-restarted under load, on a private cluster),
 //! `fairness` (a heavy user and light ones on one provider account, fairness on and off),
-//! `fair-claim` (claim throughput with fairness on and off on deep backlogs) and `console`
-//! (page times of the operator console on a large jobs table).
+//! `fair-claim` (claim throughput with fairness on and off on deep backlogs), `console`
+//! (page times of the operator console on a large jobs table) and `soak` (a steady mixed
+//! load for minutes to an hour, on a private cluster: bloat, autovacuum, pickup over time).
 
 pub mod chaos;
 pub mod console;
@@ -19,6 +20,7 @@ pub mod pg_cluster;
 pub mod queue;
 pub mod recovery;
 pub mod retention;
+pub mod soak;
 pub mod webhooks;
 
 use std::process::ExitCode;
@@ -59,6 +61,10 @@ pub enum Scenario {
     FairClaim,
     /// The operator console's pages on `--jobs` jobs (use 1000000): p50/p95 per page.
     Console,
+    /// A steady mixed load at `--rate` jobs/s for `--duration` (5m, 60m) on a private
+    /// cluster, pruning on: per minute pickup p50/p99, rate, `genq.jobs` size, dead tuples,
+    /// autovacuum runs; a first-vs-last summary.
+    Soak,
 }
 
 /// `genq bench` options.
@@ -102,16 +108,20 @@ pub struct BenchArgs {
     /// console: requests per page.
     #[arg(long, default_value_t = 50)]
     pub requests: usize,
-    /// webhooks: callbacks per second.
+    /// webhooks: callbacks per second; soak: jobs enqueued per second.
     #[arg(long, default_value_t = 500.0)]
     pub rate: f64,
+    /// soak: completed, cancelled and discarded jobs are pruned this long after they
+    /// finished (the daemon's `[prune]` ages, shortened so the first prune window ends early).
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub prune_after: std::time::Duration,
     /// events: event streams to open (one generation each, four per user).
     #[arg(long, default_value_t = 10_000)]
     pub streams: usize,
     /// events: generation changes committed per second.
     #[arg(long, default_value_t = 200.0)]
     pub changes_per_sec: f64,
-    /// webhooks, events: how long to send for.
+    /// webhooks, events, soak: how long to send for.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: std::time::Duration,
     /// webhooks: most callbacks in flight at once.
@@ -161,6 +171,11 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
         recovery::run(config, &args).await?;
         return Ok(ExitCode::SUCCESS);
     }
+    if args.scenario == Scenario::Soak {
+        // A private cluster: its autovacuum and statistics serve this run alone.
+        soak::run(config, &args).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.scenario == Scenario::Chaos {
         // Its own private cluster: it restarts Postgres, which the configured one must not see.
         let clean = chaos::measure(&args.chaos).await?;
@@ -205,6 +220,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             Scenario::Console => console::measure(config, &args, &options).await,
             Scenario::Recovery => unreachable!("runs on its own cluster"),
             Scenario::Chaos => unreachable!("chaos runs on its own cluster, above"),
+            Scenario::Soak => unreachable!("soak runs on its own cluster, above"),
             Scenario::Fairness => fairness::measure(config, &args, &options).await,
             Scenario::FairClaim => fair_claim::measure(config, &args, &options).await,
         }
