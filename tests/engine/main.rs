@@ -9,6 +9,7 @@ mod common;
 mod binary;
 mod bounds;
 mod chaos;
+mod claim_ahead;
 mod console;
 mod control;
 mod credits;
