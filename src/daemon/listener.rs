@@ -86,7 +86,10 @@ fn cancel(shared: &Shared, payload: &str) {
         if job.started {
             tracing::info!(job_id = id, "job cancelled while running: attempt aborted");
         } else {
-            tracing::info!(job_id = id, "job cancelled while buffered: it will not start");
+            tracing::info!(
+                job_id = id,
+                "job cancelled while buffered: it will not start"
+            );
         }
         metrics::counter!(crate::metrics::JOBS_FINISHED, "queue" => job.queue, "kind" => job.kind,
             "outcome" => "cancelled")

@@ -117,7 +117,7 @@ impl Shared {
     pub fn hand_back(&self, jobs: impl IntoIterator<Item = (i64, i32)>, why: &str) {
         let mut n = 0;
         for (id, attempt) in jobs {
-            let Some(job) = self.take_running(id) else {
+            let Some(job) = self.take_attempt(id, attempt) else {
                 continue;
             };
             n += 1;
@@ -131,6 +131,18 @@ impl Shared {
         }
         if n > 0 {
             tracing::debug!(jobs = n, why, "buffered jobs handed back");
+        }
+    }
+
+    /// [`Shared::take_running`] for the claim `(id, attempt)` only: a job handed back or lost
+    /// may have been claimed again by this daemon under a newer attempt, and that claim's
+    /// entry is not this caller's to take.
+    pub fn take_attempt(&self, id: i64, attempt: i32) -> Option<RunningJob> {
+        let mut running = self.running.lock().expect("running map poisoned");
+        if running.get(&id).is_some_and(|j| j.attempt == attempt) {
+            running.remove(&id)
+        } else {
+            None
         }
     }
 

@@ -297,7 +297,7 @@ fn spawn_job(shared: &Arc<Shared>, job: ClaimedJob, slot: SlotGuard) {
             }
             metrics::histogram!(crate::metrics::JOB_DURATION, "queue" => queue.clone(), "kind" => kind.clone())
                 .record(elapsed.as_secs_f64());
-            if shared.take_running(id).is_some() {
+            if shared.take_attempt(id, attempt).is_some() {
                 let _ = shared.completions.send(Completion { id, attempt, outcome, queue, kind });
             }
             shared.job_ended.notify_waiters();

@@ -116,7 +116,11 @@ async fn assert_handed_back(db: &TestDb, victims: &[i64], runs: &Runs, max_attem
         assert_eq!(job.state, JobState::Available, "job {v} handed back");
         assert_eq!(job.failures, 0);
         assert_eq!(job.errors.as_array().map_or(0, |e| e.len()), 0);
-        assert_eq!(job.max_attempts - job.attempt, max_attempts, "no attempt spent");
+        assert_eq!(
+            job.max_attempts - job.attempt,
+            max_attempts,
+            "no attempt spent"
+        );
         assert!(job.run_at <= Utc::now(), "claimable at once");
         assert!(job.worker_id.is_none() && job.lease_until.is_none());
         assert_eq!(runs.get(v), 0);
@@ -164,7 +168,10 @@ async fn shutdown_hands_buffered_jobs_back_at_once_without_spending_an_attempt(
     assert_eq!(ids, victims);
     assert!(taken.iter().all(|j| j.failures == 0));
     let report = stopping.await.unwrap();
-    assert_eq!(report.handed_back, 0, "the blocker finished within the grace");
+    assert_eq!(
+        report.handed_back, 0,
+        "the blocker finished within the grace"
+    );
     assert_eq!(db.job(blocker).await.state, JobState::Completed);
 }
 
@@ -267,7 +274,11 @@ async fn fair_queues_and_capped_queues_do_not_buffer(po: PgPoolOptions, co: PgCo
         .unwrap();
     let mut jobs = Vec::new();
     for i in 0..1500 {
-        jobs.push(NewJob::new("fast", json!({})).queue("fairq").fairness_key(format!("u{}", i % 7)));
+        jobs.push(
+            NewJob::new("fast", json!({}))
+                .queue("fairq")
+                .fairness_key(format!("u{}", i % 7)),
+        );
         jobs.push(NewJob::new("fast", json!({})).queue("capped"));
     }
     Client::new(db.pool.clone())
@@ -319,7 +330,10 @@ async fn fair_queues_and_capped_queues_do_not_buffer(po: PgPoolOptions, co: PgCo
         }
     }
     daemon.shutdown().await;
-    assert!(most_buffered > 0, "a plain queue buffers under the same load");
+    assert!(
+        most_buffered > 0,
+        "a plain queue buffers under the same load"
+    );
 }
 
 #[sqlx::test(migrations = false)]
@@ -355,9 +369,7 @@ async fn pausing_a_queue_hands_its_buffered_jobs_back(po: PgPoolOptions, co: PgC
     wait_until(
         Duration::from_secs(3),
         "the paused queue's buffered jobs to go back while the blocker still runs",
-        || async {
-            b.daemon.buffered() == 0 && db.count("fast", JobState::Running).await == 0
-        },
+        || async { b.daemon.buffered() == 0 && db.count("fast", JobState::Running).await == 0 },
     )
     .await;
     assert_eq!(db.job(b.blocker).await.state, JobState::Running);
@@ -390,7 +402,11 @@ async fn a_buffered_job_that_waits_too_long_is_handed_back(
     )
     .await;
     assert_eq!(db.job(b.blocker).await.state, JobState::Running);
-    assert_eq!(b.daemon.buffered(), 0, "not claimed again while the slot is busy");
+    assert_eq!(
+        b.daemon.buffered(),
+        0,
+        "not claimed again while the slot is busy"
+    );
     assert_handed_back(&db, &b.victims, &b.runs, b.max_attempts).await;
     for &v in &b.victims {
         let job = db

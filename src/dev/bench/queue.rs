@@ -60,8 +60,10 @@ pub async fn measure(
     if args.compare_defaults {
         // What `genq run` gets from config/genq.toml: Config::default()'s engine sections
         // (and pool), on the configured server.
-        let mut shipped = Config::default();
-        shipped.database = config.database.clone();
+        let mut shipped = Config {
+            database: config.database.clone(),
+            ..Config::default()
+        };
         shipped.database.max_connections = Config::default().database.max_connections;
         shipped.queues.clear();
         shipped
@@ -70,15 +72,15 @@ pub async fn measure(
         let mut unbuffered = shipped.clone();
         unbuffered.worker.claim_ahead = 0;
         let mut runs = Vec::new();
-        for (label, c) in [("shipped defaults", &shipped), ("defaults, claim_ahead 0", &unbuffered)] {
+        for (label, c) in [
+            ("shipped defaults", &shipped),
+            ("defaults, claim_ahead 0", &unbuffered),
+        ] {
             enqueue_all(&pool, &jobs).await?;
             runs.push((label, process(&pool, c, args, options, label).await?));
         }
         for (label, rate) in runs {
-            println!(
-                "  ratio {label} / bench settings: {:.2}",
-                rate / tuned_rate
-            );
+            println!("  ratio {label} / bench settings: {:.2}", rate / tuned_rate);
         }
     }
 
