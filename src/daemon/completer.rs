@@ -73,6 +73,7 @@ async fn flush(shared: &Shared, batch: &mut Vec<Completion>, deadline: Option<In
                 } else {
                     batch.iter().for_each(count_finished);
                 }
+                wake_for_handed_back(shared, batch).await;
                 batch.clear();
                 return;
             }
@@ -90,6 +91,24 @@ async fn flush(shared: &Shared, batch: &mut Vec<Completion>, deadline: Option<In
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+}
+
+/// Jobs handed back (shutdown, a buffered job's wait, a pause) are claimable at once: wake
+/// the daemons working their queues, as an enqueue would, rather than leave them to polling.
+async fn wake_for_handed_back(shared: &Shared, batch: &[Completion]) {
+    let mut queues: Vec<&str> = batch
+        .iter()
+        .filter(|c| matches!(c.outcome, crate::queue::Outcome::HandBack))
+        .map(|c| c.queue.as_str())
+        .collect();
+    if queues.is_empty() {
+        return;
+    }
+    queues.sort_unstable();
+    queues.dedup();
+    if let Err(err) = crate::queue::lease::wake_queues(&shared.pool, &queues).await {
+        tracing::debug!(error = %err, "no wake-up for handed-back jobs (polling finds them)");
     }
 }
 

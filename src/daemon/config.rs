@@ -78,6 +78,16 @@ pub struct WorkerConfig {
     pub claim_batch: u32,
     /// Most outcomes per completion statement. Defaults to 5000.
     pub complete_batch: u32,
+    /// Most jobs of one queue a daemon holds claimed but not yet started, beyond its
+    /// `concurrency` (decision 51). The buffer is sized from the queue's recent start rate
+    /// (about 100 ms of starts, at most this), so it only fills while jobs move fast.
+    /// 0 turns buffering off. Never used for fair queues or queues with `max_running`.
+    /// Defaults to 1000.
+    pub claim_ahead: u32,
+    /// Longest a buffered job waits for a free slot before it is handed back (available
+    /// at once, no attempt spent). Defaults to 1 s.
+    #[serde(with = "humantime_serde")]
+    pub claim_ahead_wait: Duration,
     /// Shutdown grace period. Defaults to 30 s.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -199,6 +209,8 @@ impl Default for WorkerConfig {
             poll_interval: Duration::from_secs(1),
             claim_batch: 500,
             complete_batch: 5000,
+            claim_ahead: 1000,
+            claim_ahead_wait: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
             job_timeout: Duration::from_secs(600),
             listen: true,

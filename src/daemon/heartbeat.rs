@@ -24,8 +24,12 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             Ok(held) => {
                 if held.len() < ids.len() {
                     let held: std::collections::HashSet<i64> = held.into_iter().collect();
-                    for id in ids.iter().filter(|id| !held.contains(id)) {
-                        if let Some(job) = shared.take_running(*id) {
+                    for (id, attempt) in ids
+                        .iter()
+                        .zip(&attempts)
+                        .filter(|(id, _)| !held.contains(id))
+                    {
+                        if let Some(job) = shared.take_attempt(*id, *attempt) {
                             if let Some(abort) = job.abort {
                                 abort.abort();
                             }

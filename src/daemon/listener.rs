@@ -1,5 +1,6 @@
 //! LISTEN on its own connection: `genq_jobs` wakes the producer of the named queue,
-//! `genq_cancel` aborts a running job this daemon holds. After any reconnect every producer
+//! `genq_cancel` aborts a running job this daemon holds (or drops it from its producer's
+//! buffer), `genq_control`'s pauses make the producer hand its buffered jobs back. After any reconnect every producer
 //! is woken, because notifications sent meanwhile are lost; polling covers the rest.
 
 use std::sync::Arc;
@@ -36,9 +37,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             match next {
                 Ok(Some(n)) if n.channel() == JOBS_CHANNEL => shared.wake(n.payload()),
                 Ok(Some(n)) if n.channel() == CANCEL_CHANNEL => cancel(&shared, n.payload()),
-                Ok(Some(n)) if n.channel() == CONTROL_CHANNEL => {
-                    tracing::info!(control = n.payload(), "queue control received")
-                }
+                Ok(Some(n)) if n.channel() == CONTROL_CHANNEL => control(&shared, n.payload()),
                 Ok(Some(_)) => {}
                 // The connection dropped; the next try_recv reconnects and re-listens.
                 Ok(None) => {
@@ -62,6 +61,20 @@ async fn connect(shared: &Shared) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
+/// A pause makes the queue's producer hand back the jobs it holds unstarted: they were
+/// claimed before the pause, but nothing has run yet, so the pause can hold them too.
+fn control(shared: &Shared, payload: &str) {
+    tracing::info!(control = payload, "queue control received");
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(payload) else {
+        return;
+    };
+    if v["action"] == "pause" {
+        if let Some(queue) = v["queue"].as_str() {
+            shared.flush_buffer(queue);
+        }
+    }
+}
+
 fn cancel(shared: &Shared, payload: &str) {
     let Ok(id) = payload.parse::<i64>() else {
         return;
@@ -70,7 +83,14 @@ fn cancel(shared: &Shared, payload: &str) {
         if let Some(abort) = job.abort {
             abort.abort();
         }
-        tracing::info!(job_id = id, "job cancelled while running: attempt aborted");
+        if job.started {
+            tracing::info!(job_id = id, "job cancelled while running: attempt aborted");
+        } else {
+            tracing::info!(
+                job_id = id,
+                "job cancelled while buffered: it will not start"
+            );
+        }
         metrics::counter!(crate::metrics::JOBS_FINISHED, "queue" => job.queue, "kind" => job.kind,
             "outcome" => "cancelled")
         .increment(1);

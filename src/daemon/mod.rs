@@ -3,10 +3,15 @@
 //! alive, a listener turns NOTIFY into wake-ups, and maintenance services rescue expired
 //! leases and enqueue periodic jobs.
 //!
-//! Shutdown (SIGTERM, SIGINT, [`DaemonHandle::shutdown`]): producers stop claiming at once;
-//! running jobs get `worker.shutdown_grace` to finish; what is still running is aborted and
+//! A producer may also hold a few jobs claimed ahead of free slots (its claim-ahead buffer,
+//! decision 51); they are in [`Shared::running`] unstarted, so heartbeats, cancellation and
+//! shutdown see them like running jobs.
+//!
+//! Shutdown (SIGTERM, SIGINT, [`DaemonHandle::shutdown`]): producers stop claiming at once
+//! and hand back their buffered jobs; running jobs get `worker.shutdown_grace` to finish; what is still running is aborted and
 //! handed back (available again, attempt refunded); the completer flushes; the process exits.
 
+mod buffer;
 pub mod builtin;
 pub mod completer;
 pub mod config;
@@ -33,12 +38,15 @@ use crate::queue::complete::{Completion, Outcome};
 pub use config::{EngineConfig, QueueConfig};
 pub use handler::{JobContext, JobError, Registry, Worker};
 
-/// A job this daemon is running. Whoever removes it from [`Shared::running`] owns its
-/// outcome: the job's own task (normal end), shutdown (hand back) or a cancellation.
+/// A job this daemon holds: running, or claimed ahead and waiting in its producer's buffer
+/// (`started` false). Whoever removes it from [`Shared::running`] owns its outcome: the
+/// job's own task (normal end), its producer (a buffered job handed back), shutdown (hand
+/// back) or a cancellation; a buffered job that was removed is never started.
 pub(crate) struct RunningJob {
     pub attempt: i32,
     pub queue: String,
     pub kind: String,
+    pub started: bool,
     pub abort: Option<AbortHandle>,
 }
 
@@ -53,6 +61,8 @@ pub(crate) struct Shared {
     pub completions: mpsc::UnboundedSender<Completion>,
     /// One wake-up per queue this daemon works.
     pub wakers: HashMap<String, Arc<Notify>>,
+    /// Per queue: tells its producer to hand its buffered jobs back (the queue was paused).
+    pub flushes: HashMap<String, Arc<Notify>>,
     /// Signalled whenever a job task ends.
     pub job_ended: Notify,
     /// Per queue: this daemon's concurrency and the slots its jobs hold.
@@ -78,6 +88,64 @@ impl Shared {
         }
     }
 
+    /// Tells the producer of `queue` to hand back the jobs it holds unstarted.
+    pub fn flush_buffer(&self, queue: &str) {
+        if let Some(flush) = self.flushes.get(queue) {
+            flush.notify_one();
+        }
+    }
+
+    /// Marks a buffered job started; false if it is no longer this daemon's to start
+    /// (cancelled, or its lease was lost).
+    pub fn mark_started(&self, id: i64, attempt: i32) -> bool {
+        match self
+            .running
+            .lock()
+            .expect("running map poisoned")
+            .get_mut(&id)
+        {
+            Some(job) if job.attempt == attempt && !job.started => {
+                job.started = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Hands back jobs held unstarted (buffered): available at once, no attempt spent.
+    /// A job already taken by someone else (a cancellation) is skipped.
+    pub fn hand_back(&self, jobs: impl IntoIterator<Item = (i64, i32)>, why: &str) {
+        let mut n = 0;
+        for (id, attempt) in jobs {
+            let Some(job) = self.take_attempt(id, attempt) else {
+                continue;
+            };
+            n += 1;
+            let _ = self.completions.send(Completion {
+                id,
+                attempt,
+                outcome: Outcome::HandBack,
+                queue: job.queue,
+                kind: job.kind,
+            });
+        }
+        if n > 0 {
+            tracing::debug!(jobs = n, why, "buffered jobs handed back");
+        }
+    }
+
+    /// [`Shared::take_running`] for the claim `(id, attempt)` only: a job handed back or lost
+    /// may have been claimed again by this daemon under a newer attempt, and that claim's
+    /// entry is not this caller's to take.
+    pub fn take_attempt(&self, id: i64, attempt: i32) -> Option<RunningJob> {
+        let mut running = self.running.lock().expect("running map poisoned");
+        if running.get(&id).is_some_and(|j| j.attempt == attempt) {
+            running.remove(&id)
+        } else {
+            None
+        }
+    }
+
     /// Takes ownership of a running job's outcome; false if someone else already did.
     pub fn take_running(&self, id: i64) -> Option<RunningJob> {
         self.running
@@ -86,8 +154,24 @@ impl Shared {
             .remove(&id)
     }
 
+    /// Jobs started and not finished (buffered jobs excluded).
     pub fn running_count(&self) -> usize {
-        self.running.lock().expect("running map poisoned").len()
+        self.running
+            .lock()
+            .expect("running map poisoned")
+            .values()
+            .filter(|j| j.started)
+            .count()
+    }
+
+    /// Jobs claimed ahead and waiting for a slot.
+    pub fn buffered_count(&self) -> usize {
+        self.running
+            .lock()
+            .expect("running map poisoned")
+            .values()
+            .filter(|j| !j.started)
+            .count()
     }
 }
 
@@ -161,6 +245,12 @@ impl Daemon {
             .keys()
             .map(|q| (q.clone(), Arc::new(Notify::new())))
             .collect();
+        let flushes = self
+            .config
+            .queues
+            .keys()
+            .map(|q| (q.clone(), Arc::new(Notify::new())))
+            .collect();
         let slots = self
             .config
             .queues
@@ -185,6 +275,7 @@ impl Daemon {
             running: Mutex::new(HashMap::new()),
             completions,
             wakers,
+            flushes,
             job_ended: Notify::new(),
             slots,
             draining: AtomicBool::new(false),
@@ -299,6 +390,11 @@ impl DaemonControl {
         self.shared.running_count()
     }
 
+    /// Jobs this daemon holds claimed ahead, waiting for a slot (decision 51).
+    pub fn buffered(&self) -> usize {
+        self.shared.buffered_count()
+    }
+
     /// The daemon's pool.
     pub fn pool(&self) -> &PgPool {
         &self.shared.pool
@@ -347,6 +443,11 @@ impl DaemonHandle {
     /// Jobs running right now.
     pub fn running(&self) -> usize {
         self.shared.running_count()
+    }
+
+    /// Jobs claimed ahead and waiting for a slot right now (decision 51).
+    pub fn buffered(&self) -> usize {
+        self.shared.buffered_count()
     }
 
     /// Stops claiming, waits up to the grace period for running jobs, hands back the rest,

@@ -83,11 +83,17 @@ pub async fn rescue_expired(pool: &PgPool, limit: i64) -> Result<Vec<RescuedJob>
         queues.sort_unstable();
         queues.dedup();
         // Any daemon may take the rescued jobs: wake them all, not just this one.
-        crate::db::query(WAKE)
-            .bind(super::JOBS_CHANNEL)
-            .bind(&queues)
-            .execute(pool)
-            .await?;
+        wake_queues(pool, &queues).await?;
     }
     Ok(rescued)
+}
+
+/// Wakes every daemon working `queues` (jobs became claimable without an enqueue).
+pub async fn wake_queues(pool: &PgPool, queues: &[&str]) -> Result<(), sqlx::Error> {
+    crate::db::query(WAKE)
+        .bind(super::JOBS_CHANNEL)
+        .bind(queues)
+        .execute(pool)
+        .await?;
+    Ok(())
 }

@@ -40,6 +40,8 @@ ON CONFLICT (name) DO UPDATE SET max_running = EXCLUDED.max_running, updated_at 
 
 const ENSURE: &str = "INSERT INTO genq.queues (name) VALUES ($1) ON CONFLICT (name) DO NOTHING";
 
+const CLAIM_POLICY: &str = "SELECT fair, max_running FROM genq.queues WHERE name = $1";
+
 const RUNNING: &str = "SELECT count(*) FROM genq.jobs WHERE queue = $1 AND state = 'running'";
 
 // Non-final counts come through the partial indexes; "completed in the last minute" walks
@@ -199,6 +201,24 @@ pub async fn set_max_running(
 pub async fn ensure(pool: &PgPool, queue: &str) -> Result<(), sqlx::Error> {
     crate::db::query(ENSURE).bind(queue).execute(pool).await?;
     Ok(())
+}
+
+/// How a queue is claimed: fairly across keys, and under a fleet-wide cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, sqlx::FromRow)]
+pub struct ClaimPolicy {
+    /// Claimed round-robin across fairness keys (`genq.claim_fair`).
+    pub fair: bool,
+    /// Fleet-wide cap on running jobs.
+    pub max_running: Option<i32>,
+}
+
+/// The claim policy of `queue` (the defaults for a queue without a row).
+pub async fn claim_policy(pool: &PgPool, queue: &str) -> Result<ClaimPolicy, sqlx::Error> {
+    Ok(crate::db::query_as(CLAIM_POLICY)
+        .bind(queue)
+        .fetch_optional(pool)
+        .await?
+        .unwrap_or_default())
 }
 
 /// Jobs of `queue` running now, on any daemon.

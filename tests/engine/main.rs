@@ -10,6 +10,7 @@ mod binary;
 mod bounds;
 mod bulk_enqueue;
 mod chaos;
+mod claim_ahead;
 mod console;
 mod control;
 mod credits;

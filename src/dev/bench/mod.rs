@@ -85,6 +85,12 @@ pub struct BenchArgs {
     /// queue: most jobs per claim statement.
     #[arg(long, default_value_t = 1000)]
     pub claim_batch: u32,
+    /// queue: after the run with the bench's settings, drain the same number of jobs with
+    /// the shipped defaults (`Config::default()`: concurrency 50, claim batch 500, the
+    /// claim-ahead buffer), then with those defaults without the buffer, and print the
+    /// ratios to the first run.
+    #[arg(long)]
+    pub compare_defaults: bool,
     /// queue: jobs enqueued one at a time for the pickup-latency measurement.
     #[arg(long, default_value_t = 200)]
     pub latency_samples: usize,

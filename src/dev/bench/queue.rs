@@ -125,63 +125,43 @@ pub async fn measure(
             copy_secs / secs
         );
     }
-    // Simple protocol, never inside a transaction (also through a pooler).
-    sqlx::raw_sql("VACUUM ANALYZE genq.jobs")
-        .execute(&pool)
-        .await?;
-
-    // 2. Processing.
-    let mut daemon_config = config.clone();
-    daemon_config.queues.clear();
-    daemon_config.queues.insert(
+    // 2. Processing: the bench's settings, then (--compare-defaults) the shipped defaults
+    // with and without the claim-ahead buffer, each on a fresh backlog of the same size.
+    let mut tuned = config.clone();
+    tuned.queues.clear();
+    tuned.queues.insert(
         "default".into(),
         QueueConfig::with_concurrency(args.concurrency),
     );
-    daemon_config.worker.claim_batch = args.claim_batch;
-    daemon_config.database.max_connections = 4;
-    let t0: chrono::DateTime<chrono::Utc> = crate::db::query_scalar("SELECT clock_timestamp()")
-        .fetch_one(&pool)
-        .await?;
-    let daemons: Vec<_> = (0..args.daemons)
-        .map(|_| {
-            Daemon::with_connect_options(daemon_config.clone(), Registry::new(), options.clone())
-                .start()
-        })
-        .collect();
-    let wall = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let pending: bool = crate::db::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM genq.jobs WHERE state IN ('available', 'running', 'retryable') AND kind = 'noop')",
-        )
-        .fetch_one(&pool)
-        .await?;
-        if !pending {
-            break;
+    tuned.worker.claim_batch = args.claim_batch;
+    tuned.database.max_connections = 4;
+    let tuned_rate = process(&pool, &tuned, args, options, "bench settings").await?;
+    if args.compare_defaults {
+        // What `genq run` gets from config/genq.toml: Config::default()'s engine sections
+        // (and pool), on the configured server.
+        let mut shipped = Config {
+            database: config.database.clone(),
+            ..Config::default()
+        };
+        shipped.database.max_connections = Config::default().database.max_connections;
+        shipped.queues.clear();
+        shipped
+            .queues
+            .insert("default".into(), QueueConfig::default());
+        let mut unbuffered = shipped.clone();
+        unbuffered.worker.claim_ahead = 0;
+        let mut runs = Vec::new();
+        for (label, c) in [
+            ("shipped defaults", &shipped),
+            ("defaults, claim_ahead 0", &unbuffered),
+        ] {
+            enqueue_all(&pool, &jobs).await?;
+            runs.push((label, process(&pool, c, args, options, label).await?));
         }
-        if wall.elapsed() > Duration::from_secs(600) {
-            anyhow::bail!("processing did not finish within 10 minutes");
+        for (label, rate) in runs {
+            println!("  ratio {label} / bench settings: {:.2}", rate / tuned_rate);
         }
     }
-    let t1: chrono::DateTime<chrono::Utc> =
-        crate::db::query_scalar("SELECT max(finished_at) FROM genq.jobs WHERE kind = 'noop'")
-            .fetch_one(&pool)
-            .await?;
-    for d in daemons {
-        d.shutdown().await;
-    }
-    let completed: i64 = crate::db::query_scalar(
-        "SELECT count(*) FROM genq.jobs WHERE state = 'completed' AND kind = 'noop'",
-    )
-    .fetch_one(&pool)
-    .await?;
-    let secs = (t1 - t0).num_microseconds().unwrap_or(1) as f64 / 1e6;
-    println!(
-        "processing:     {:>10.0} jobs/s  ({} completed in {:.3} s)",
-        completed as f64 / secs,
-        completed,
-        secs
-    );
 
     // 3. Pickup latency into an idle daemon.
     let mut latency_config = config.clone();
@@ -234,4 +214,77 @@ pub async fn measure(
     }
     pool.close().await;
     Ok(())
+}
+
+async fn enqueue_all(pool: &sqlx::PgPool, jobs: &[NewJob]) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    for chunk in jobs.chunks(BULK_CHUNK) {
+        enqueue_many_in(&mut conn, chunk).await?;
+    }
+    Ok(())
+}
+
+/// Drains the no-op backlog with `--daemons` daemons configured by `config` and prints the
+/// rate: jobs completed over the time from just before the daemons start to the last
+/// `finished_at`. Returns the rate.
+async fn process(
+    pool: &sqlx::PgPool,
+    config: &Config,
+    args: &BenchArgs,
+    options: &sqlx::postgres::PgConnectOptions,
+    label: &str,
+) -> anyhow::Result<f64> {
+    // Simple protocol, never inside a transaction (also through a pooler).
+    sqlx::raw_sql("VACUUM ANALYZE genq.jobs")
+        .execute(pool)
+        .await?;
+    let before: i64 = crate::db::query_scalar(
+        "SELECT count(*) FROM genq.jobs WHERE state = 'completed' AND kind = 'noop'",
+    )
+    .fetch_one(pool)
+    .await?;
+    let t0: chrono::DateTime<chrono::Utc> = crate::db::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(pool)
+        .await?;
+    let daemons: Vec<_> = (0..args.daemons)
+        .map(|_| {
+            Daemon::with_connect_options(config.clone(), Registry::new(), options.clone()).start()
+        })
+        .collect();
+    let wall = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let pending: bool = crate::db::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM genq.jobs WHERE state IN ('available', 'running', 'retryable') AND kind = 'noop')",
+        )
+        .fetch_one(pool)
+        .await?;
+        if !pending {
+            break;
+        }
+        if wall.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("processing did not finish within 10 minutes");
+        }
+    }
+    let t1: chrono::DateTime<chrono::Utc> =
+        crate::db::query_scalar("SELECT max(finished_at) FROM genq.jobs WHERE kind = 'noop'")
+            .fetch_one(pool)
+            .await?;
+    for d in daemons {
+        d.shutdown().await;
+    }
+    let completed: i64 = crate::db::query_scalar(
+        "SELECT count(*) FROM genq.jobs WHERE state = 'completed' AND kind = 'noop'",
+    )
+    .fetch_one(pool)
+    .await?;
+    let completed = completed - before;
+    let secs = (t1 - t0).num_microseconds().unwrap_or(1) as f64 / 1e6;
+    let rate = completed as f64 / secs;
+    let q = &config.queues["default"];
+    println!(
+        "processing:     {rate:>10.0} jobs/s  ({completed} completed in {secs:.3} s; {label}: concurrency {}, claim batch {}, claim_ahead {}, pool {})",
+        q.concurrency, config.worker.claim_batch, config.worker.claim_ahead, config.database.max_connections
+    );
+    Ok(rate)
 }
