@@ -321,8 +321,12 @@ BEGIN
              ORDER BY r.vf, r.tb, r.id
              LIMIT p_limit
         ), locked AS (
+            -- state as text: compared as the enum, the filter matches jobs_claimable_idx's
+            -- predicate, and statistics taken while the queue was empty would have the
+            -- planner drive the join from that index and rescan `chosen` for every waiting
+            -- job; as text each chosen job is one primary key probe (decision 54).
             SELECT j.id, chosen.slot FROM genq.jobs j JOIN chosen ON chosen.id = j.id
-             WHERE j.state IN ('available', 'retryable')
+             WHERE j.state::text IN ('available', 'retryable')
                FOR UPDATE OF j SKIP LOCKED
         ), upd AS (
             UPDATE genq.jobs j

@@ -15,7 +15,13 @@ use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
 
-const COMPLETE_BATCH: &str = r#"
+/// `state::text`, not `state`: compared as an enum, the fence matches the predicate of
+/// `jobs_running_idx`, and with statistics taken while little ran (say, right after a
+/// `VACUUM ANALYZE`) the planner drives the join from that index, estimated at one row,
+/// and rescans the whole unnest for each running job: 70,000 running jobs x 5,000 outcomes
+/// took 61 s (decision 54). As text the fence is a filter, and each outcome is one primary
+/// key probe whatever the statistics say.
+pub const COMPLETE_BATCH: &str = r#"
 UPDATE genq.jobs j
    SET state = u.state::genq.job_state,
        max_attempts = j.max_attempts + u.refund,
@@ -34,7 +40,7 @@ UPDATE genq.jobs j
        AS u(id, attempt, state, delay, message, refund)
  WHERE j.id = u.id
    AND j.attempt = u.attempt
-   AND j.state = 'running'
+   AND j.state::text = 'running'
 RETURNING j.id
 "#;
 

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-const HEARTBEAT: &str = r#"
+/// The fence compares `state::text` so that each job is a primary key probe, never a rescan
+/// of the unnest per running job (see `COMPLETE_BATCH` in complete.rs, decision 54).
+pub const HEARTBEAT: &str = r#"
 UPDATE genq.jobs j
    SET lease_until = now() + make_interval(secs => $3)
   FROM unnest($1::bigint[], $2::int[]) AS u(id, attempt)
- WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'running'
+ WHERE j.id = u.id AND j.attempt = u.attempt AND j.state::text = 'running'
 RETURNING j.id
 "#;
 

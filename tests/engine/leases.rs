@@ -147,3 +147,96 @@ async fn heartbeats_keep_a_job_longer_than_its_lease(po: PgPoolOptions, co: PgCo
     assert_eq!(runs.get(id), 1);
     assert_eq!(job.errors, json!([]));
 }
+
+/// The plan Postgres picks for `statement` as a generic plan (what a cached prepared
+/// statement runs), on one connection of the test's pool.
+async fn generic_plan(db: &TestDb, statement: &str, args: &str) -> String {
+    let mut conn = db.pool.acquire().await.unwrap();
+    sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!("PREPARE probe AS {statement}"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let rows: Vec<String> = genq::db::query_scalar(&format!("EXPLAIN EXECUTE probe({args})"))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql("DEALLOCATE probe; RESET plan_cache_mode")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    rows.join("\n")
+}
+
+#[sqlx::test(migrations = false)]
+async fn outcomes_and_heartbeats_probe_each_job_by_id_whatever_the_statistics_say(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    // Statistics taken while nothing ran (as right after a VACUUM ANALYZE of a fresh
+    // backlog), then many jobs running: the fence `state = 'running'` then looks like one
+    // row through jobs_running_idx, and a join driven from it rescans every outcome per
+    // running job (70,000 x 5,000 took 61 s and stalled a benchmark into lease expiries).
+    let db = TestDb::new(po, co).await;
+    genq::db::query(
+        "INSERT INTO genq.jobs (kind, payload, queue) SELECT 'noop', '{}', 'default' FROM generate_series(1, 20000)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::raw_sql("VACUUM ANALYZE genq.jobs")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let running = claim(&db.pool, "default", "w", 20000, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 20000);
+
+    // A generic plan does not look at the values.
+    let (ids, ones) = ("'{1, 2, 3}'", "'{1, 1, 1}'");
+    let complete = generic_plan(
+        &db,
+        genq::queue::complete::COMPLETE_BATCH,
+        &format!("{ids}, {ones}, NULL, NULL, NULL, NULL"),
+    )
+    .await;
+    let heartbeat = generic_plan(
+        &db,
+        genq::queue::lease::HEARTBEAT,
+        &format!("{ids}, {ones}, 30"),
+    )
+    .await;
+    for (name, plan) in [("completion", &complete), ("heartbeat", &heartbeat)] {
+        assert!(
+            plan.contains("jobs_pkey"),
+            "the {name} probes jobs by primary key:\n{plan}"
+        );
+        assert!(
+            !plan.contains("jobs_running_idx"),
+            "the {name} is not driven from the running jobs:\n{plan}"
+        );
+    }
+
+    // And it does what it did: 5,000 outcomes written, the other running jobs untouched.
+    let batch: Vec<Completion> = running[..5000]
+        .iter()
+        .map(|j| Completion {
+            id: j.id,
+            attempt: j.attempt,
+            outcome: Outcome::Completed,
+            queue: j.queue.clone(),
+            kind: j.kind.clone(),
+        })
+        .collect();
+    assert_eq!(complete_batch(&db.pool, &batch).await.unwrap().len(), 5000);
+    let still: i64 =
+        genq::db::query_scalar("SELECT count(*) FROM genq.jobs WHERE state = 'running'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(still, 15000);
+}
