@@ -130,7 +130,11 @@ pub async fn complete_batch(pool: &PgPool, batch: &[Completion]) -> Result<Vec<i
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for c in batch {
+    // In id order, as the heartbeat locks them (see lease::heartbeat): overlapping
+    // statements wait for each other instead of deadlocking.
+    let mut sorted: Vec<&Completion> = batch.iter().collect();
+    sorted.sort_unstable_by_key(|c| c.id);
+    for c in sorted {
         let (state, delay, message, refund): (&str, Option<f64>, Option<&str>, i32) = match &c
             .outcome
         {

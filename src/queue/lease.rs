@@ -54,9 +54,14 @@ pub async fn heartbeat(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    // Rows are locked in id order, as the batched completion locks them: two statements
+    // over overlapping jobs then wait for each other instead of deadlocking.
+    let mut pairs: Vec<(i64, i32)> = ids.iter().copied().zip(attempts.iter().copied()).collect();
+    pairs.sort_unstable();
+    let (ids, attempts): (Vec<i64>, Vec<i32>) = pairs.into_iter().unzip();
     crate::db::query_scalar(HEARTBEAT)
-        .bind(ids)
-        .bind(attempts)
+        .bind(&ids)
+        .bind(&attempts)
         .bind(lease.as_secs_f64())
         .fetch_all(pool)
         .await
