@@ -3,10 +3,15 @@
 //! wake-ups. Bulk enqueue binds one typed array per column (`genq.enqueue_many(text[],
 //! jsonb[], ...)`, migration 0018) rather than one JSON document: Postgres reads each
 //! payload once instead of parsing a document and taking it apart again (decision 52).
+//! A large batch that needs none of `genq.enqueue_many`'s own work (no unique keys) is
+//! copied instead ([`super::enqueue_copy`], decision 55): the table's checks and its
+//! intake trigger hold the same rules for copied rows.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
+
+use super::enqueue_copy::{copy_jobs, copy_shape};
 
 /// `genq.enqueue(...)`: one job, inside the executor's transaction.
 const ENQUEUE: &str = "SELECT genq.enqueue($1, $2, $3, coalesce($4, now()), $5, $6, $7, $8, $9)";
@@ -177,8 +182,21 @@ pub async fn enqueue_in(conn: &mut PgConnection, job: &NewJob) -> Result<i64, sq
 /// Enqueues many jobs on the caller's connection or transaction, in one statement. Returns
 /// how many were inserted: a job whose unique key is held by a non-final job, or by an
 /// earlier job of the same batch, is skipped. Each queue that got a job due now is woken
-/// once, at commit.
+/// once, at commit. A batch of at least [`super::enqueue_copy::COPY_MIN_JOBS`] jobs without
+/// unique keys is written with `COPY`: same rules and result, faster (docs/benchmarks.md).
 pub async fn enqueue_many_in(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<i64, sqlx::Error> {
+    match copy_shape(jobs) {
+        Some(shape) => copy_jobs(conn, jobs, shape).await,
+        None => enqueue_many_bound(conn, jobs).await,
+    }
+}
+
+/// [`enqueue_many_in`] always as one `genq.enqueue_many` statement with bound arrays,
+/// whatever the batch: what a batch with unique keys, or a small one, takes.
+pub async fn enqueue_many_bound(
+    conn: &mut PgConnection,
+    jobs: &[NewJob],
+) -> Result<i64, sqlx::Error> {
     crate::db::query_scalar(ENQUEUE_MANY)
         .bind(column(jobs, |j| j.kind.as_str()))
         .bind(column(jobs, |j| &j.payload))

@@ -17,6 +17,7 @@ pub mod backoff;
 pub mod claim;
 pub mod complete;
 pub mod enqueue;
+pub mod enqueue_copy;
 pub mod fairness;
 pub mod job_control;
 pub mod lease;

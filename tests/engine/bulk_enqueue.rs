@@ -424,7 +424,7 @@ async fn bulk_enqueue_in_a_rolled_back_transaction_leaves_nothing(
 }
 
 #[sqlx::test(migrations = false)]
-async fn the_backend_role_calls_both_bulk_enqueues_and_cannot_insert_directly(
+async fn the_backend_role_calls_both_bulk_enqueues_and_cannot_insert_unique_keys_directly(
     po: PgPoolOptions,
     co: PgConnectOptions,
 ) {
@@ -443,7 +443,8 @@ async fn the_backend_role_calls_both_bulk_enqueues_and_cannot_insert_directly(
         .await
         .unwrap();
     assert_eq!(n, 1);
-    let err = sqlx::query("INSERT INTO genq.jobs (kind) VALUES ('noop')")
+    // Direct inserts (0020) cannot name a unique key: only the functions skip held keys.
+    let err = sqlx::query("INSERT INTO genq.jobs (kind, unique_key) VALUES ('noop', 'k')")
         .execute(&mut conn)
         .await
         .unwrap_err();

@@ -13,6 +13,7 @@ mod chaos;
 mod claim_ahead;
 mod console;
 mod control;
+mod copy_enqueue;
 mod credits;
 mod dev_tools;
 mod enqueue;

@@ -115,6 +115,18 @@ async fn genq_run_enqueues_claims_completes_and_generates_through_a_transaction_
     .execute(&mut backend)
     .await
     .expect("enqueue and grant through pgbouncer");
+    // A bulk enqueue large enough to be copied (COPY ... FROM STDIN), in the backend's own
+    // transaction through the pooler.
+    let copied: Vec<genq::NewJob> = (0..1000)
+        .map(|n| genq::NewJob::new("noop", serde_json::json!({ "copied": n })))
+        .collect();
+    assert!(genq::queue::enqueue_copy::copy_shape(&copied).is_some());
+    let mut tx = backend.begin().await.unwrap();
+    let n = genq::queue::enqueue::enqueue_many_in(&mut tx, &copied)
+        .await
+        .expect("bulk enqueue by COPY through pgbouncer");
+    assert_eq!(n, 1000);
+    tx.commit().await.unwrap();
     let generation: uuid::Uuid = sqlx::raw_sql(&format!(
         "SELECT genq.enqueue_generation('pooled-user', 'fal', '{}', \
          '{{\"prompt\": \"a red fox running through snow\"}}', 10, 'pooled-1')::text",
@@ -138,8 +150,8 @@ async fn genq_run_enqueues_claims_completes_and_generates_through_a_transaction_
 
     wait_until(
         Duration::from_secs(60),
-        "41 noop jobs completed through the pooler",
-        || async { env.db.count("noop", JobState::Completed).await == 41 },
+        "1,041 noop jobs completed through the pooler",
+        || async { env.db.count("noop", JobState::Completed).await == 1041 },
     )
     .await;
     let g = env.wait_final(generation, Duration::from_secs(60)).await;

@@ -91,6 +91,10 @@ pub struct BenchArgs {
     /// ratios to the first run.
     #[arg(long)]
     pub compare_defaults: bool,
+    /// queue: rounds of the bulk-enqueue comparison (each round runs every path once, in a
+    /// rotated order, after a checkpoint); medians are compared.
+    #[arg(long, default_value_t = 3)]
+    pub enqueue_rounds: usize,
     /// queue: jobs enqueued one at a time for the pickup-latency measurement.
     #[arg(long, default_value_t = 200)]
     pub latency_samples: usize,

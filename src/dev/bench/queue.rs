@@ -1,10 +1,12 @@
 //! `genq bench` (queue scenario): measures the engine on a throwaway database.
 //!
-//! 1. bulk enqueue: N no-op jobs, 100k per statement, three ways side by side, each into an
+//! 1. bulk enqueue: N no-op jobs, 100k per statement, four ways side by side, each into an
 //!    empty table: a SQL caller's JSON document (`genq.enqueue_many(jsonb)`, as the
-//!    TypeScript client sends it), the Rust client (`enqueue_many_in`: typed arrays), and,
-//!    as the reference either is measured against, a raw `COPY` into a scratch table with
-//!    `genq.jobs`' columns, defaults, constraints and indexes;
+//!    TypeScript client sends it), the typed arrays of `genq.enqueue_many(text[], ...)`
+//!    (`enqueue_many_bound`), the Rust client (`enqueue_many_in`: a binary COPY into
+//!    `genq.jobs`, its intake trigger included), and, as the reference all are measured
+//!    against, a raw `COPY` into a scratch table with `genq.jobs`' columns, defaults,
+//!    constraints and indexes (no trigger);
 //! 2. processing: D daemons (each its own pool and worker id, as separate processes would
 //!    be) drain them; the rate is N over the time from start to the last `finished_at`;
 //! 3. pickup latency: jobs enqueued one at a time into an idle daemon; latency is the
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::{peak_rss_mib, percentile, BenchArgs};
 use crate::config::{Config, QueueConfig};
 use crate::daemon::{Daemon, Registry};
-use crate::queue::enqueue::enqueue_many_in;
+use crate::queue::enqueue::{enqueue_many_bound, enqueue_many_in};
 use crate::queue::{Client, NewJob};
 
 /// Jobs per bulk statement.
@@ -63,6 +65,59 @@ async fn copy_reference(conn: &mut sqlx::PgConnection, jobs: &[NewJob]) -> anyho
     Ok(secs)
 }
 
+/// The bulk-enqueue paths the bench compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bulk {
+    /// `Client::enqueue_many` / `enqueue_many_in`: COPY for these batches.
+    Client = 0,
+    /// `genq.enqueue_many(text[], jsonb[], ...)`, bound arrays.
+    Arrays = 1,
+    /// `genq.enqueue_many(jsonb)`, one JSON document (the TypeScript client's path).
+    Json = 2,
+    /// The reference: a raw COPY into a scratch copy of the table.
+    RawCopy = 3,
+}
+
+impl Bulk {
+    const ALL: [Bulk; 4] = [Bulk::Client, Bulk::Arrays, Bulk::Json, Bulk::RawCopy];
+
+    fn label(self) -> &'static str {
+        match self {
+            Bulk::Client => "Rust client (COPY into genq.jobs):  ",
+            Bulk::Arrays => "SQL, typed arrays (enqueue_many):   ",
+            Bulk::Json => "SQL, one JSON document:             ",
+            Bulk::RawCopy => "raw COPY, same columns and indexes: ",
+        }
+    }
+
+    /// Seconds this path takes to enqueue `jobs`, `BULK_CHUNK` per statement.
+    async fn run(self, conn: &mut sqlx::PgConnection, jobs: &[NewJob]) -> anyhow::Result<f64> {
+        if self == Bulk::RawCopy {
+            return copy_reference(conn, jobs).await;
+        }
+        timed(async {
+            for chunk in jobs.chunks(BULK_CHUNK) {
+                match self {
+                    Bulk::Client => {
+                        enqueue_many_in(conn, chunk).await?;
+                    }
+                    Bulk::Arrays => {
+                        enqueue_many_bound(conn, chunk).await?;
+                    }
+                    _ => {
+                        crate::db::query_scalar::<i64>("SELECT genq.enqueue_many($1::jsonb)")
+                            .bind(sqlx::types::Json(chunk))
+                            .fetch_one(&mut *conn)
+                            .await?;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
 /// Runs the queue scenario on a migrated throwaway database.
 pub async fn measure(
     config: &Config,
@@ -82,47 +137,49 @@ pub async fn measure(
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
-    // 1. Bulk enqueue.
+    // 1. Bulk enqueue, every path into an empty table, round after round.
     let jobs: Vec<NewJob> = (0..args.jobs)
         .map(|i| NewJob::new("noop", serde_json::json!({ "i": i })))
         .collect();
     let mut conn = pool.acquire().await?;
-    // The SQL path first; its jobs are then removed so the Rust client's start from the
-    // same empty table (and are the ones processed below).
-    let sql_secs = timed(async {
-        for chunk in jobs.chunks(BULK_CHUNK) {
-            crate::db::query_scalar::<i64>("SELECT genq.enqueue_many($1::jsonb)")
-                .bind(sqlx::types::Json(chunk))
-                .fetch_one(&mut *conn)
+    let mut secs: [Vec<f64>; 4] = Default::default();
+    for round in 0..args.enqueue_rounds.max(1) {
+        for k in 0..Bulk::ALL.len() {
+            let path = Bulk::ALL[(k + round) % Bulk::ALL.len()];
+            crate::db::query("TRUNCATE genq.jobs")
+                .execute(&mut *conn)
                 .await?;
+            // Each path starts after a checkpoint, so none pays for another's (fsync is on).
+            let _ = crate::db::query("CHECKPOINT").execute(&mut *conn).await;
+            secs[path as usize].push(path.run(&mut conn, &jobs).await?);
         }
-        Ok(())
-    })
-    .await?;
+    }
+    // The jobs processed below: the Rust client's.
     crate::db::query("TRUNCATE genq.jobs")
         .execute(&mut *conn)
         .await?;
-    let rust_secs = timed(async {
-        for chunk in jobs.chunks(BULK_CHUNK) {
-            enqueue_many_in(&mut conn, chunk).await?;
-        }
-        Ok(())
-    })
-    .await?;
-    let copy_secs = copy_reference(&mut conn, &jobs).await?;
+    Bulk::Client.run(&mut conn, &jobs).await?;
     drop(conn);
-    let rate = |secs: f64| args.jobs as f64 / secs;
-    for (name, secs) in [
-        ("bulk enqueue (Rust client):          ", rust_secs),
-        ("bulk enqueue (SQL genq.enqueue_many):", sql_secs),
-        ("raw COPY, same columns and indexes:  ", copy_secs),
-    ] {
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let medians: Vec<f64> = secs.iter_mut().map(median).collect();
+    let copy_secs = medians[Bulk::RawCopy as usize];
+    println!(
+        "bulk enqueue: {} jobs per path, {} round(s); median (best) of each path, ratio of medians",
+        args.jobs,
+        args.enqueue_rounds.max(1)
+    );
+    for path in Bulk::ALL {
+        let (mid, best) = (medians[path as usize], secs[path as usize][0]);
         println!(
-            "{name} {:>10.0} jobs/s  ({} jobs in {:.3} s, {:.2} of COPY)",
-            rate(secs),
-            args.jobs,
-            secs,
-            copy_secs / secs
+            "  {} {:>9.0} jobs/s ({:>9.0} best)  {:.3} s  {:.2} of COPY",
+            path.label(),
+            args.jobs as f64 / mid,
+            args.jobs as f64 / best,
+            mid,
+            copy_secs / mid
         );
     }
     // 2. Processing: the bench's settings, then (--compare-defaults) the shipped defaults
