@@ -184,7 +184,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 /// Registers claimed jobs as held unstarted, under one lock.
 fn register(shared: &Shared, jobs: &[ClaimedJob]) {
-    let mut running = shared.running.lock().expect("running map poisoned");
+    let mut running = shared.running();
     for job in jobs {
         running.insert(
             job.id,
@@ -304,12 +304,7 @@ fn spawn_job(shared: &Arc<Shared>, job: ClaimedJob, slot: SlotGuard) {
         }
         .instrument(span),
     );
-    if let Some(running) = shared
-        .running
-        .lock()
-        .expect("running map poisoned")
-        .get_mut(&id)
-    {
+    if let Some(running) = shared.running().get_mut(&id) {
         running.abort = Some(handle.abort_handle());
     }
 }
