@@ -35,6 +35,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use crate::db;
 use crate::maintenance;
 use crate::queue::complete::{Completion, Outcome};
+use buffer::HandBackReason;
 pub use config::{EngineConfig, QueueConfig};
 pub use handler::{JobContext, JobError, Registry, Worker};
 
@@ -119,13 +120,16 @@ impl Shared {
 
     /// Hands back jobs held unstarted (buffered): available at once, no attempt spent.
     /// A job already taken by someone else (a cancellation) is skipped.
-    pub fn hand_back(&self, jobs: impl IntoIterator<Item = (i64, i32)>, why: &str) {
+    pub fn hand_back(&self, jobs: impl IntoIterator<Item = (i64, i32)>, reason: HandBackReason) {
         let mut n = 0;
         for (id, attempt) in jobs {
             let Some(job) = self.take_attempt(id, attempt) else {
                 continue;
             };
             n += 1;
+            metrics::counter!(crate::metrics::JOBS_HANDED_BACK, "queue" => job.queue.clone(),
+                "reason" => reason.label())
+            .increment(1);
             let _ = self.completions.send(Completion {
                 id,
                 attempt,
@@ -135,7 +139,7 @@ impl Shared {
             });
         }
         if n > 0 {
-            tracing::debug!(jobs = n, why, "buffered jobs handed back");
+            tracing::debug!(jobs = n, why = reason.why(), "buffered jobs handed back");
         }
     }
 
@@ -164,6 +168,17 @@ impl Shared {
     /// Jobs claimed ahead and waiting for a slot.
     pub fn buffered_count(&self) -> usize {
         self.running().values().filter(|j| !j.started).count()
+    }
+
+    /// [`Shared::buffered_count`] per queue this daemon works (0 where none).
+    pub fn buffered_per_queue(&self) -> HashMap<&str, usize> {
+        let mut counts: HashMap<&str, usize> = self.slots.keys().map(|q| (q.as_str(), 0)).collect();
+        for job in self.running().values().filter(|j| !j.started) {
+            if let Some(n) = counts.get_mut(job.queue.as_str()) {
+                *n += 1;
+            }
+        }
+        counts
     }
 }
 
