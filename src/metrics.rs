@@ -52,6 +52,13 @@ pub const JOB_DURATION: &str = "genq_job_duration_seconds";
 pub const JOB_QUEUE_LATENCY: &str = "genq_job_queue_latency_seconds";
 /// Jobs this daemon is running, by queue.
 pub const JOBS_RUNNING: &str = "genq_jobs_running";
+/// Jobs claimed ahead and waiting in this daemon's buffer for a free slot, by queue
+/// (decision 51; sampled every `metrics.sample_interval`).
+pub const CLAIM_AHEAD_BUFFERED: &str = "genq_claim_ahead_buffered";
+/// Buffered jobs (claimed ahead, never started) this daemon handed back, by queue and reason
+/// (shutdown: claiming stopped, by a shutdown or a drain; pause: the queue was paused;
+/// overstay: waited longer than `worker.claim_ahead_wait`).
+pub const JOBS_HANDED_BACK: &str = "genq_jobs_handed_back_total";
 /// Jobs by queue and non-final state (fleet-wide, sampled).
 pub const QUEUE_JOBS: &str = "genq_queue_jobs";
 /// Age of the oldest due job waiting to be claimed, by queue (fleet-wide, sampled).
@@ -230,6 +237,16 @@ pub const ALL: &[(&str, &str, &str)] = &[
         JOBS_RUNNING,
         "gauge",
         "Jobs this daemon is running, by queue.",
+    ),
+    (
+        CLAIM_AHEAD_BUFFERED,
+        "gauge",
+        "Jobs claimed ahead and waiting in this daemon's buffer for a free slot, by queue.",
+    ),
+    (
+        JOBS_HANDED_BACK,
+        "counter",
+        "Buffered jobs (claimed ahead, never started) this daemon handed back, by queue and reason (shutdown, pause, overstay).",
     ),
     (
         QUEUE_JOBS,

@@ -17,6 +17,37 @@ use crate::queue::claim::ClaimedJob;
 /// The buffer holds about this long's worth of starts at the recent start rate.
 const HORIZON_PER_SEC: usize = 10; // 1 s / 100 ms
 
+/// Why buffered jobs go back: the `reason` of `genq_jobs_handed_back_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandBackReason {
+    /// Claiming stopped (drain or shutdown).
+    Shutdown,
+    /// The queue was paused.
+    Pause,
+    /// The job waited longer than `worker.claim_ahead_wait`.
+    Overstay,
+}
+
+impl HandBackReason {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Shutdown => "shutdown",
+            Self::Pause => "pause",
+            Self::Overstay => "overstay",
+        }
+    }
+
+    /// What the log says.
+    pub fn why(self) -> &'static str {
+        match self {
+            Self::Shutdown => "claiming stopped (drain or shutdown)",
+            Self::Pause => "queue paused",
+            Self::Overstay => "waited longer than worker.claim_ahead_wait",
+        }
+    }
+}
+
 pub(crate) struct Buffer {
     jobs: VecDeque<(ClaimedJob, Instant)>,
     max: usize,

@@ -14,9 +14,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let worker = &shared.config.worker;
     while sleep_or_stop(worker.heartbeat, &mut stop).await {
         let (ids, attempts): (Vec<i64>, Vec<i32>) = shared
-            .running
-            .lock()
-            .expect("running map poisoned")
+            .running()
             .iter()
             .map(|(id, r)| (*id, r.attempt))
             .unzip();

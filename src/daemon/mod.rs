@@ -24,7 +24,7 @@ pub mod producer;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -35,6 +35,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use crate::db;
 use crate::maintenance;
 use crate::queue::complete::{Completion, Outcome};
+use buffer::HandBackReason;
 pub use config::{EngineConfig, QueueConfig};
 pub use handler::{JobContext, JobError, Registry, Worker};
 
@@ -57,7 +58,8 @@ pub(crate) struct Shared {
     pub listen_pool: PgPool,
     pub worker_id: String,
     pub registry: Registry,
-    pub running: Mutex<HashMap<i64, RunningJob>>,
+    /// The jobs this daemon holds; always locked through [`Shared::running`].
+    running: Mutex<HashMap<i64, RunningJob>>,
     pub completions: mpsc::UnboundedSender<Completion>,
     /// One wake-up per queue this daemon works.
     pub wakers: HashMap<String, Arc<Notify>>,
@@ -74,6 +76,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Locks the map of jobs this daemon holds, recovering it if a thread panicked while
+    /// holding the lock. Recovering is right here: the map holds plain data (ids, attempts,
+    /// labels, abort handles) and every critical section leaves it consistent, so a poisoned
+    /// lock says only that some task panicked, and a panicking handler must not take the
+    /// daemon's bookkeeping (heartbeats, hand-backs, shutdown) down with it.
+    pub fn running(&self) -> MutexGuard<'_, HashMap<i64, RunningJob>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Wakes every producer (after a reconnect, when notifications may have been missed).
     pub fn wake_all(&self) {
         for waker in self.wakers.values() {
@@ -98,12 +109,7 @@ impl Shared {
     /// Marks a buffered job started; false if it is no longer this daemon's to start
     /// (cancelled, or its lease was lost).
     pub fn mark_started(&self, id: i64, attempt: i32) -> bool {
-        match self
-            .running
-            .lock()
-            .expect("running map poisoned")
-            .get_mut(&id)
-        {
+        match self.running().get_mut(&id) {
             Some(job) if job.attempt == attempt && !job.started => {
                 job.started = true;
                 true
@@ -114,13 +120,16 @@ impl Shared {
 
     /// Hands back jobs held unstarted (buffered): available at once, no attempt spent.
     /// A job already taken by someone else (a cancellation) is skipped.
-    pub fn hand_back(&self, jobs: impl IntoIterator<Item = (i64, i32)>, why: &str) {
+    pub fn hand_back(&self, jobs: impl IntoIterator<Item = (i64, i32)>, reason: HandBackReason) {
         let mut n = 0;
         for (id, attempt) in jobs {
             let Some(job) = self.take_attempt(id, attempt) else {
                 continue;
             };
             n += 1;
+            metrics::counter!(crate::metrics::JOBS_HANDED_BACK, "queue" => job.queue.clone(),
+                "reason" => reason.label())
+            .increment(1);
             let _ = self.completions.send(Completion {
                 id,
                 attempt,
@@ -130,7 +139,7 @@ impl Shared {
             });
         }
         if n > 0 {
-            tracing::debug!(jobs = n, why, "buffered jobs handed back");
+            tracing::debug!(jobs = n, why = reason.why(), "buffered jobs handed back");
         }
     }
 
@@ -138,7 +147,7 @@ impl Shared {
     /// may have been claimed again by this daemon under a newer attempt, and that claim's
     /// entry is not this caller's to take.
     pub fn take_attempt(&self, id: i64, attempt: i32) -> Option<RunningJob> {
-        let mut running = self.running.lock().expect("running map poisoned");
+        let mut running = self.running();
         if running.get(&id).is_some_and(|j| j.attempt == attempt) {
             running.remove(&id)
         } else {
@@ -148,30 +157,28 @@ impl Shared {
 
     /// Takes ownership of a running job's outcome; false if someone else already did.
     pub fn take_running(&self, id: i64) -> Option<RunningJob> {
-        self.running
-            .lock()
-            .expect("running map poisoned")
-            .remove(&id)
+        self.running().remove(&id)
     }
 
     /// Jobs started and not finished (buffered jobs excluded).
     pub fn running_count(&self) -> usize {
-        self.running
-            .lock()
-            .expect("running map poisoned")
-            .values()
-            .filter(|j| j.started)
-            .count()
+        self.running().values().filter(|j| j.started).count()
     }
 
     /// Jobs claimed ahead and waiting for a slot.
     pub fn buffered_count(&self) -> usize {
-        self.running
-            .lock()
-            .expect("running map poisoned")
-            .values()
-            .filter(|j| !j.started)
-            .count()
+        self.running().values().filter(|j| !j.started).count()
+    }
+
+    /// [`Shared::buffered_count`] per queue this daemon works (0 where none).
+    pub fn buffered_per_queue(&self) -> HashMap<&str, usize> {
+        let mut counts: HashMap<&str, usize> = self.slots.keys().map(|q| (q.as_str(), 0)).collect();
+        for job in self.running().values().filter(|j| !j.started) {
+            if let Some(n) = counts.get_mut(job.queue.as_str()) {
+                *n += 1;
+            }
+        }
+        counts
     }
 }
 
@@ -480,13 +487,7 @@ impl DaemonHandle {
                 }
             }
         }
-        let unfinished: Vec<(i64, RunningJob)> = self
-            .shared
-            .running
-            .lock()
-            .expect("running map poisoned")
-            .drain()
-            .collect();
+        let unfinished: Vec<(i64, RunningJob)> = self.shared.running().drain().collect();
         for (id, job) in &unfinished {
             if let Some(abort) = &job.abort {
                 abort.abort();
@@ -532,13 +533,7 @@ impl DaemonHandle {
         {
             t.abort();
         }
-        for (_, job) in self
-            .shared
-            .running
-            .lock()
-            .expect("running map poisoned")
-            .drain()
-        {
+        for (_, job) in self.shared.running().drain() {
             if let Some(abort) = job.abort {
                 abort.abort();
             }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
-use super::buffer::Buffer;
+use super::buffer::{Buffer, HandBackReason};
 use super::executor::execute;
 use super::handler::JobContext;
 use super::{error_backoff, RunningJob, Shared};
@@ -91,7 +91,7 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, mut stop: watch::Rec
         }
         let expired = buffer.expired(Instant::now());
         if !expired.is_empty() {
-            shared.hand_back(expired, "waited longer than worker.claim_ahead_wait");
+            shared.hand_back(expired, HandBackReason::Overstay);
         }
         start_buffered(&shared, &slots, &freed, &mut buffer);
         if claiming.is_none() && retry_at.is_none() && more {
@@ -152,7 +152,7 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, mut stop: watch::Rec
             _ = wake.notified() => more = true,
             _ = freed.notified() => {}
             _ = flush.notified() => {
-                shared.hand_back(buffer.drain(), "queue paused");
+                shared.hand_back(buffer.drain(), HandBackReason::Pause);
             }
             _ = sleep_until_opt(deadline), if deadline.is_some() => {}
             _ = sleep_until_opt(retry_at), if retry_at.is_some() => retry_at = None,
@@ -172,7 +172,7 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, mut stop: watch::Rec
             }
         }
     }
-    shared.hand_back(buffer.drain(), "claiming stopped (drain or shutdown)");
+    shared.hand_back(buffer.drain(), HandBackReason::Shutdown);
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -184,7 +184,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 /// Registers claimed jobs as held unstarted, under one lock.
 fn register(shared: &Shared, jobs: &[ClaimedJob]) {
-    let mut running = shared.running.lock().expect("running map poisoned");
+    let mut running = shared.running();
     for job in jobs {
         running.insert(
             job.id,
@@ -304,12 +304,7 @@ fn spawn_job(shared: &Arc<Shared>, job: ClaimedJob, slot: SlotGuard) {
         }
         .instrument(span),
     );
-    if let Some(running) = shared
-        .running
-        .lock()
-        .expect("running map poisoned")
-        .get_mut(&id)
-    {
+    if let Some(running) = shared.running().get_mut(&id) {
         running.abort = Some(handle.abort_handle());
     }
 }

@@ -102,11 +102,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// This daemon's own gauges: running jobs per queue, pool connections.
+/// This daemon's own gauges: running and buffered jobs per queue, pool connections.
 fn export_local(shared: &Shared) {
+    let buffered = shared.buffered_per_queue();
     for (queue, (concurrency, slots)) in &shared.slots {
         let running = (*concurrency as usize).saturating_sub(slots.available_permits());
         metrics::gauge!(m::JOBS_RUNNING, "queue" => queue.clone()).set(running as f64);
+        let waiting = buffered.get(queue.as_str()).copied().unwrap_or(0);
+        metrics::gauge!(m::CLAIM_AHEAD_BUFFERED, "queue" => queue.clone()).set(waiting as f64);
     }
     let size = shared.pool.size() as f64;
     let idle = shared.pool.num_idle() as f64;

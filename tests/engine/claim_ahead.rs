@@ -7,6 +7,10 @@
 //! To get jobs stuck in a buffer, a scenario runs many fast jobs first (the buffer is sized
 //! from the recent start rate), then one slow "blocker" that holds the only slot while the
 //! "victims" claimed with it wait behind it.
+//!
+//! The metrics (`genq_claim_ahead_buffered`, `genq_jobs_handed_back_total`) are read from
+//! the process's recorder, which is what the daemon's `/metrics` renders; nextest runs each
+//! test in its own process, so a test sees only its own daemons' series.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,9 +26,53 @@ use genq::{Client, DaemonHandle, JobState, NewJob, Registry};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use crate::common::prom::{self, Sample};
 use crate::common::{fast_config, wait_until, Runs, TestDb};
 
 const VICTIMS: usize = 10;
+
+/// What `/metrics` would show now.
+fn scrape() -> Vec<Sample> {
+    prom::parse(&genq::metrics::handle().render())
+}
+
+/// Every series of `genq_jobs_handed_back_total`: ((queue, reason), value).
+fn handed_back() -> Vec<((String, String), f64)> {
+    let mut series: Vec<_> = scrape()
+        .into_iter()
+        .filter(|s| s.name == "genq_jobs_handed_back_total")
+        .map(|s| {
+            (
+                (s.labels["queue"].clone(), s.labels["reason"].clone()),
+                s.value,
+            )
+        })
+        .collect();
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    series
+}
+
+/// `genq_claim_ahead_buffered` of the queue `default`, if exported yet.
+fn buffered_gauge() -> Option<f64> {
+    let samples = scrape();
+    samples
+        .iter()
+        .find(|s| {
+            s.name == "genq_claim_ahead_buffered"
+                && s.labels.get("queue").map(String::as_str) == Some("default")
+        })
+        .map(|s| s.value)
+}
+
+fn reason(r: &str) -> Vec<((String, String), f64)> {
+    vec![(("default".into(), r.into()), VICTIMS as f64)]
+}
+
+/// Samples the daemon's own gauges every 100 ms (the buffered gauge among them).
+fn sampled(mut c: Config) -> Config {
+    c.metrics.sample_interval = Duration::from_millis(100);
+    c
+}
 
 /// Handler start times, by job id.
 #[derive(Clone, Default)]
@@ -138,7 +186,7 @@ async fn shutdown_hands_buffered_jobs_back_at_once_without_spending_an_attempt(
     co: PgConnectOptions,
 ) {
     let db = TestDb::new(po, co).await;
-    let mut config = long_wait(fast_config());
+    let mut config = sampled(long_wait(fast_config()));
     config.worker.shutdown_grace = Duration::from_secs(20);
     let Blocked {
         daemon,
@@ -147,7 +195,14 @@ async fn shutdown_hands_buffered_jobs_back_at_once_without_spending_an_attempt(
         victims,
         max_attempts,
         ..
-    } = blocked_buffer(&db, config, Duration::from_secs(4)).await;
+    } = blocked_buffer(&db, config, Duration::from_secs(6)).await;
+    wait_until(
+        Duration::from_secs(2),
+        "the buffered gauge to show the victims",
+        || async { buffered_gauge() == Some(VICTIMS as f64) },
+    )
+    .await;
+    assert!(handed_back().is_empty(), "nothing handed back yet");
     let stopping = tokio::spawn(async move { daemon.shutdown().await });
     wait_until(
         Duration::from_secs(3),
@@ -159,6 +214,13 @@ async fn shutdown_hands_buffered_jobs_back_at_once_without_spending_an_attempt(
     )
     .await;
     assert_handed_back(&db, &victims, &runs, max_attempts).await;
+    assert_eq!(handed_back(), reason("shutdown"));
+    wait_until(
+        Duration::from_secs(3),
+        "the buffered gauge to return to 0 during the grace period",
+        || async { buffered_gauge() == Some(0.0) },
+    )
+    .await;
     // Another daemon can take them at once, while the first is still in its grace period.
     let taken = claim(&db.pool, "default", "other", 100, Duration::from_secs(30))
         .await
@@ -363,6 +425,7 @@ async fn a_cancelled_buffered_job_never_runs(po: PgPoolOptions, co: PgConnectOpt
 async fn pausing_a_queue_hands_its_buffered_jobs_back(po: PgPoolOptions, co: PgConnectOptions) {
     let db = TestDb::new(po, co).await;
     let b = blocked_buffer(&db, long_wait(fast_config()), Duration::from_secs(4)).await;
+    assert!(handed_back().is_empty(), "nothing handed back yet");
     queue_control::pause(&db.pool, Target::One("default"), Some("test"))
         .await
         .unwrap();
@@ -374,6 +437,7 @@ async fn pausing_a_queue_hands_its_buffered_jobs_back(po: PgPoolOptions, co: PgC
     .await;
     assert_eq!(db.job(b.blocker).await.state, JobState::Running);
     assert_handed_back(&db, &b.victims, &b.runs, b.max_attempts).await;
+    assert_eq!(handed_back(), reason("pause"));
     queue_control::resume(&db.pool, Target::One("default"))
         .await
         .unwrap();
@@ -391,7 +455,7 @@ async fn a_buffered_job_that_waits_too_long_is_handed_back(
     co: PgConnectOptions,
 ) {
     let db = TestDb::new(po, co).await;
-    let mut config = fast_config();
+    let mut config = sampled(fast_config());
     config.worker.claim_ahead_wait = Duration::from_millis(500);
     // Long enough for the wait bound to pass, yet the wait-until below may start late.
     let b = blocked_buffer(&db, config, Duration::from_secs(5)).await;
@@ -408,6 +472,13 @@ async fn a_buffered_job_that_waits_too_long_is_handed_back(
         "not claimed again while the slot is busy"
     );
     assert_handed_back(&db, &b.victims, &b.runs, b.max_attempts).await;
+    assert_eq!(handed_back(), reason("overstay"));
+    wait_until(
+        Duration::from_secs(3),
+        "the buffered gauge to return to 0",
+        || async { buffered_gauge() == Some(0.0) },
+    )
+    .await;
     for &v in &b.victims {
         let job = db
             .wait_for_state(v, JobState::Completed, Duration::from_secs(20))

@@ -3,11 +3,16 @@
 //! server use one, so the shared server is never touched. As root (initdb refuses root) the
 //! cluster is created and run as the user `postgres`, like `scripts/pg-env.sh` does.
 
+use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use sqlx::postgres::PgConnectOptions;
+
+use crate::db::{self, DatabaseConfig};
 
 /// A running (or stopped) private cluster. Dropping it stops the server and deletes it.
 pub struct PgCluster {
@@ -135,6 +140,25 @@ impl PgCluster {
         cmd.args(args).current_dir("/");
         run(&mut cmd)
     }
+}
+
+/// Runs `body` on a fresh private cluster, migrated, with connection options made from
+/// `database` (genq's session settings); the cluster is stopped and deleted afterwards
+/// whatever `body` returned. The benchmarks that restart or crash Postgres run this way.
+pub async fn with_migrated<T, F, Fut>(database: &DatabaseConfig, body: F) -> anyhow::Result<T>
+where
+    F: FnOnce(Arc<PgCluster>, PgConnectOptions) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let cluster = Arc::new(tokio::task::spawn_blocking(PgCluster::start_new).await??);
+    let options = db::connect_options(&cluster.url(), database)?;
+    db::migrate(&options, "")
+        .await
+        .context("cannot migrate the private cluster")?;
+    let result = body(cluster.clone(), options).await;
+    // Dropping the last handle stops the server and deletes it (blocking).
+    tokio::task::spawn_blocking(move || drop(cluster)).await?;
+    result
 }
 
 impl Drop for PgCluster {

@@ -19,11 +19,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::generation::{grant_credits, pipeline_config, print_ledger, serve_fake, ENQUEUE};
-use super::pg_cluster::PgCluster;
+use super::pg_cluster::{self, PgCluster};
 use super::{percentile, BenchArgs};
 use crate::config::{Config, QueueConfig};
 use crate::daemon::{Daemon, Registry};
-use crate::db;
 use crate::dev::fake_provider::{FakeOp, FaultKind, FaultSpec};
 use crate::jobs::generation::Pipeline;
 use crate::providers::ProviderKind;
@@ -79,14 +78,10 @@ SELECT count(*) FILTER (WHERE run_at > (errors -> -1 ->> 'at')::timestamptz
 
 /// Runs the recovery scenario on its own private cluster.
 pub async fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
-    let cluster = Arc::new(tokio::task::spawn_blocking(PgCluster::start_new).await??);
-    let options: PgConnectOptions = cluster.url().parse()?;
-    let options = db::session_options(options, &config.database);
-    db::migrate(&options, "").await?;
-    let result = measure(config, args, &options, &cluster).await;
-    // Dropping the last handle stops the server and deletes it (blocking).
-    tokio::task::spawn_blocking(move || drop(cluster)).await?;
-    result
+    pg_cluster::with_migrated(&config.database, |cluster, options| async move {
+        measure(config, args, &options, &cluster).await
+    })
+    .await
 }
 
 async fn measure(

@@ -1,7 +1,7 @@
 //! `genq bench --scenario soak`: a steady mixed load for a long time, to show whether
 //! `genq.jobs` bloats, autovacuum keeps up and pickup latency holds (issue 17). Runs on a
-//! private cluster ([`PgCluster`]: stock settings but `fsync = off`), so autovacuum works
-//! for this database alone and its counters are this run's.
+//! private cluster ([`PgCluster`](pg_cluster::PgCluster): stock settings but `fsync = off`),
+//! so autovacuum works for this database alone and its counters are this run's.
 //!
 //! Every 100 ms a batch of `rate / 10` jobs of kind `soak` is enqueued (one
 //! `enqueue_many` statement): 85 % succeed at once, 5 % fail once and 3 % twice before
@@ -21,7 +21,7 @@ use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use super::pg_cluster::PgCluster;
+use super::pg_cluster;
 use super::BenchArgs;
 use crate::config::{Config, QueueConfig};
 use crate::daemon::{Daemon, JobContext, JobError, Registry, Worker};
@@ -174,13 +174,10 @@ pub async fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
         args.duration >= Duration::from_secs(60),
         "the soak prints one row a minute: give --duration of at least 1m (e.g. 5m or 60m)"
     );
-    let cluster = Arc::new(tokio::task::spawn_blocking(PgCluster::start_new).await??);
-    let options: PgConnectOptions = cluster.url().parse()?;
-    let options = db::session_options(options, &config.database);
-    db::migrate(&options, "").await?;
-    let result = measure(config, args, &options, cluster.port()).await;
-    tokio::task::spawn_blocking(move || drop(cluster)).await?;
-    result
+    pg_cluster::with_migrated(&config.database, |cluster, options| async move {
+        measure(config, args, &options, cluster.port()).await
+    })
+    .await
 }
 
 async fn measure(

@@ -21,14 +21,13 @@ use anyhow::Context;
 use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 pub use checks::Findings;
 pub use report::render;
 
-use super::pg_cluster::PgCluster;
-use crate::db;
+use super::pg_cluster::{self, PgCluster};
 use crate::dev::fake_provider::{self as fake, FakeConfig, FakeServer, FakeStats};
 use crate::providers::ProviderKind;
 use fleet::Fleet;
@@ -146,11 +145,20 @@ impl ChaosReport {
 /// Runs the chaos scenario with `exe` as the `genq` binary of the daemons.
 pub async fn run(args: &ChaosArgs, exe: &Path) -> anyhow::Result<ChaosReport> {
     let started = Instant::now();
-    let cluster = Arc::new(tokio::task::spawn_blocking(PgCluster::start_new).await??);
-    let options = db::connect_options(&cluster.url(), &Default::default())?;
-    db::migrate(&options, "")
-        .await
-        .context("cannot migrate the private cluster")?;
+    pg_cluster::with_migrated(&Default::default(), |cluster, options| {
+        on_cluster(args, exe, started, cluster, options)
+    })
+    .await
+}
+
+/// The scenario on its private cluster, migrated (deleted by [`run`] afterwards).
+async fn on_cluster(
+    args: &ChaosArgs,
+    exe: &Path,
+    started: Instant,
+    cluster: Arc<PgCluster>,
+    options: PgConnectOptions,
+) -> anyhow::Result<ChaosReport> {
     let pool = PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(5))
@@ -193,7 +201,6 @@ pub async fn run(args: &ChaosArgs, exe: &Path) -> anyhow::Result<ChaosReport> {
         let kept = dir.keep();
         eprintln!("chaos: daemon logs kept in {}", kept.display());
     }
-    drop(cluster);
     Ok(report)
 }
 
