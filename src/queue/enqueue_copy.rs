@@ -12,7 +12,7 @@
 //! small one (two round trips are not worth it), goes through `genq.enqueue_many`, which
 //! reports what is wrong with its own messages.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::NewJob;
@@ -47,9 +47,10 @@ pub enum CopyShape {
 
 /// Whether `jobs` can be copied without changing what `genq.enqueue_many` would do.
 pub fn copy_shape(jobs: &[NewJob]) -> Option<CopyShape> {
-    let first = jobs
-        .get(COPY_MIN_JOBS - 1)
-        .map(|_| jobs[0].run_at.is_some())?;
+    if jobs.len() < COPY_MIN_JOBS {
+        return None;
+    }
+    let first = jobs[0].run_at.is_some();
     let name_ok = |s: &str| !s.is_empty() && s.len() <= MAX_NAME_BYTES;
     let plain = jobs.iter().all(|j| {
         j.unique_key.is_none()
@@ -158,9 +159,8 @@ impl BinaryRows {
 
     /// `timestamptz`: microseconds since 2000-01-01 00:00:00 UTC.
     fn timestamptz(&mut self, at: DateTime<Utc>) {
-        let epoch = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single();
-        let micros = epoch.map_or(0, |e| (at - e).num_microseconds().unwrap_or(i64::MAX));
-        self.field(&micros.to_be_bytes());
+        const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+        self.field(&(at.timestamp_micros() - POSTGRES_EPOCH_MICROS).to_be_bytes());
     }
 }
 
