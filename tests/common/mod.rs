@@ -236,6 +236,18 @@ pub fn spawn_daemon(url: &str, env: &[(&str, &str)]) -> Child {
     cmd.spawn().expect("spawn genq run")
 }
 
+/// The payloads of the notifications `listener` receives until none arrives for `wait`.
+pub async fn notifications(
+    listener: &mut sqlx::postgres::PgListener,
+    wait: Duration,
+) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Ok(n) = tokio::time::timeout(wait, listener.recv()).await {
+        got.push(n.expect("listener connection").payload().to_string());
+    }
+    got
+}
+
 pub mod console;
 pub mod pgbouncer;
 pub mod privileges;

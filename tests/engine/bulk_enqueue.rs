@@ -12,7 +12,7 @@ use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
 use crate::common::privileges::{connect, login, Roles};
-use crate::common::TestDb;
+use crate::common::{notifications, TestDb};
 
 async fn count(db: &TestDb, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
@@ -156,15 +156,6 @@ async fn bulk_enqueue_marks_each_fair_key_once_with_and_without_unique_keys(
     );
 }
 
-/// Notifications on `genq_jobs` that arrive within `wait`.
-async fn drain(listener: &mut PgListener, wait: Duration) -> Vec<String> {
-    let mut got = Vec::new();
-    while let Ok(n) = tokio::time::timeout(wait, listener.recv()).await {
-        got.push(n.unwrap().payload().to_string());
-    }
-    got
-}
-
 #[sqlx::test(migrations = false)]
 async fn bulk_enqueue_wakes_each_due_queue_once_at_commit_and_never_on_rollback(
     po: PgPoolOptions,
@@ -185,27 +176,27 @@ async fn bulk_enqueue_wakes_each_due_queue_once_at_commit_and_never_on_rollback(
     let mut tx = db.pool.begin().await.unwrap();
     assert_eq!(enqueue_many_in(&mut tx, &jobs).await.unwrap(), 5);
     assert!(
-        drain(&mut listener, Duration::from_millis(300))
+        notifications(&mut listener, Duration::from_millis(300))
             .await
             .is_empty(),
         "nothing before commit"
     );
     tx.rollback().await.unwrap();
-    assert!(drain(&mut listener, Duration::from_millis(500))
+    assert!(notifications(&mut listener, Duration::from_millis(500))
         .await
         .is_empty());
 
     let mut tx = db.pool.begin().await.unwrap();
     enqueue_many_in(&mut tx, &jobs).await.unwrap();
     tx.commit().await.unwrap();
-    let mut got = drain(&mut listener, Duration::from_millis(1000)).await;
+    let mut got = notifications(&mut listener, Duration::from_millis(1000)).await;
     got.sort();
     assert_eq!(got, vec!["q1", "q2"], "one wake-up per due queue");
 
     // The unique-key path: a queue whose only job was skipped is not woken.
     db.enqueue(NewJob::new("noop", json!({})).queue("q3").unique_key("k"))
         .await;
-    drain(&mut listener, Duration::from_millis(500)).await;
+    notifications(&mut listener, Duration::from_millis(500)).await;
     let keyed = vec![
         NewJob::new("noop", json!({})).queue("q3").unique_key("k"),
         NewJob::new("noop", json!({})).queue("q4").unique_key("j"),
@@ -213,7 +204,7 @@ async fn bulk_enqueue_wakes_each_due_queue_once_at_commit_and_never_on_rollback(
     ];
     assert_eq!(bulk(&db, &keyed).await.unwrap(), 1);
     assert_eq!(
-        drain(&mut listener, Duration::from_millis(1000)).await,
+        notifications(&mut listener, Duration::from_millis(1000)).await,
         vec!["q4"]
     );
 }

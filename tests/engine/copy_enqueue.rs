@@ -15,7 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
 use crate::common::privileges::{assert_denied, connect, login, refused, Roles};
-use crate::common::TestDb;
+use crate::common::{notifications, TestDb};
 
 async fn count(db: &TestDb, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
@@ -267,16 +267,6 @@ async fn copied_jobs_mark_fair_keys_once_and_take_the_keyless_bucket(
     );
 }
 
-/// Notifications on `genq_jobs` that arrive within `wait`.
-async fn drain(listener: &mut PgListener, wait: Duration) -> Vec<String> {
-    let mut got = Vec::new();
-    while let Ok(n) = tokio::time::timeout(wait, listener.recv()).await {
-        got.push(n.unwrap().payload().to_string());
-    }
-    got.sort();
-    got
-}
-
 #[sqlx::test(migrations = false)]
 async fn a_copied_batch_wakes_each_due_queue_once_at_commit_and_never_on_rollback(
     po: PgPoolOptions,
@@ -299,13 +289,13 @@ async fn a_copied_batch_wakes_each_due_queue_once_at_commit_and_never_on_rollbac
     let mut tx = db.pool.begin().await.unwrap();
     assert_eq!(enqueue_many_in(&mut tx, &due).await.unwrap(), 1000);
     assert!(
-        drain(&mut listener, Duration::from_millis(300))
+        notifications(&mut listener, Duration::from_millis(300))
             .await
             .is_empty(),
         "nothing before commit"
     );
     tx.rollback().await.unwrap();
-    assert!(drain(&mut listener, Duration::from_millis(500))
+    assert!(notifications(&mut listener, Duration::from_millis(500))
         .await
         .is_empty());
     assert_eq!(count(&db, "SELECT count(*) FROM genq.jobs").await, 0);
@@ -322,8 +312,10 @@ async fn a_copied_batch_wakes_each_due_queue_once_at_commit_and_never_on_rollbac
     enqueue_many_in(&mut tx, &due).await.unwrap();
     enqueue_many_in(&mut tx, &later).await.unwrap();
     tx.commit().await.unwrap();
+    let mut woken = notifications(&mut listener, Duration::from_millis(500)).await;
+    woken.sort();
     assert_eq!(
-        drain(&mut listener, Duration::from_millis(500)).await,
+        woken,
         vec!["q1".to_string(), "q2".to_string()],
         "one wake-up per due queue; none for a queue whose jobs start later"
     );
