@@ -15,7 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
 use crate::common::privileges::{assert_denied, connect, login, refused, Roles};
-use crate::common::{notifications, TestDb};
+use crate::common::{genq_output, notifications, TestDb};
 
 async fn count(db: &TestDb, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
@@ -473,4 +473,45 @@ async fn the_backend_copies_and_inserts_jobs_with_the_same_rules_and_no_more_col
         "23514"
     );
     assert_eq!(count(&db, "SELECT count(*) FROM genq.jobs").await, 1003);
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_queue_bench_compares_the_four_bulk_paths(po: PgPoolOptions, co: PgConnectOptions) {
+    let db = TestDb::new(po, co).await;
+    let url = db.url().await;
+    let args = [
+        "bench",
+        "--jobs",
+        "3000",
+        "--enqueue-rounds",
+        "2",
+        "--concurrency",
+        "100",
+        "--latency-samples",
+        "3",
+    ];
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || genq_output(&url, &args))
+        .await
+        .unwrap();
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("3000 jobs per path, 2 round(s)"),
+        "{stdout}"
+    );
+    for path in [
+        "Rust client (COPY",
+        "typed arrays",
+        "one JSON document",
+        "raw COPY",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(path))
+            .unwrap_or_else(|| panic!("{path}: {stdout}"));
+        assert!(
+            line.contains("jobs/s") && line.contains("of COPY"),
+            "{line}"
+        );
+    }
+    assert!(stdout.contains("processing:"), "{stdout}");
 }

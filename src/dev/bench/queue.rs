@@ -104,6 +104,7 @@ impl Bulk {
                     Bulk::Arrays => {
                         enqueue_many_bound(conn, chunk).await?;
                     }
+                    // Json (RawCopy returned above).
                     _ => {
                         crate::db::query_scalar::<i64>("SELECT genq.enqueue_many($1::jsonb)")
                             .bind(sqlx::types::Json(chunk))
