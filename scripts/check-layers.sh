@@ -13,7 +13,7 @@ paths=("$@")
 [[ ${#paths[@]} -gt 0 ]] || paths=(src/queue src/daemon src/maintenance src/db src/db.rs)
 
 # Modules the engine may use: itself and the shared plumbing under it.
-export GENQ_ENGINE_ALLOWED='queue|daemon|maintenance|db|metrics|telemetry'
+export GENQ_ENGINE_ALLOWED='queue|daemon|maintenance|db|metrics|telemetry|sync'
 
 find "${paths[@]}" -name '*.rs' -print0 |
     xargs -0 perl -0777 -ne '

@@ -29,6 +29,7 @@ pub mod providers;
 pub mod queue;
 pub mod retention;
 pub mod storage;
+pub mod sync;
 pub mod telemetry;
 pub mod webhooks;
 

@@ -24,7 +24,7 @@ pub mod producer;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -76,13 +76,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Locks the map of jobs this daemon holds, recovering it if a thread panicked while
-    /// holding the lock. Recovering is right here: the map holds plain data (ids, attempts,
-    /// labels, abort handles) and every critical section leaves it consistent, so a poisoned
-    /// lock says only that some task panicked, and a panicking handler must not take the
-    /// daemon's bookkeeping (heartbeats, hand-backs, shutdown) down with it.
+    /// Locks the map of jobs this daemon holds ([`crate::sync::lock`]: a panicking handler
+    /// must not take the daemon's bookkeeping down with it).
     pub fn running(&self) -> MutexGuard<'_, HashMap<i64, RunningJob>> {
-        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.running)
     }
 
     /// Wakes every producer (after a reconnect, when notifications may have been missed).

@@ -115,7 +115,7 @@ pub async fn copy_output(
         source_failure.clone(),
     );
     let stored = store.put(key, body, content_type.as_deref()).await;
-    let source_failure = source_failure.lock().expect("not poisoned").take();
+    let source_failure = crate::sync::lock(&source_failure).take();
     match (stored, source_failure) {
         (Ok(stored), _) => Ok(stored),
         (Err(_), Some(source_failure)) => Err(CopyFailure::Source(source_failure)),
@@ -145,7 +145,7 @@ fn limited(
                 Err(e) => from_reqwest(e, &what),
             };
             let io = std::io::Error::other(error.message().to_string());
-            failure.lock().expect("not poisoned").get_or_insert(error);
+            crate::sync::lock(&failure).get_or_insert(error);
             Err(io)
         })
         .boxed()

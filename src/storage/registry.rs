@@ -30,10 +30,7 @@ impl Stores {
 
     /// Adds (or replaces) a store under its own name, e.g. one pointed at a test server.
     pub fn with(self, store: Arc<dyn BlobStore>) -> Self {
-        self.built
-            .lock()
-            .expect("stores lock")
-            .insert(store.name().to_string(), store);
+        crate::sync::lock(&self.built).insert(store.name().to_string(), store);
         self
     }
 
@@ -46,7 +43,7 @@ impl Stores {
     /// store whose section is incomplete is a retryable error: the blob stays due (and
     /// counts as overdue) until an operator configures the store.
     pub fn get(&self, name: &str) -> Result<Arc<dyn BlobStore>, StorageError> {
-        if let Some(store) = self.built.lock().expect("stores lock").get(name) {
+        if let Some(store) = crate::sync::lock(&self.built).get(name) {
             return Ok(store.clone());
         }
         let store = build(name, &self.config).map_err(|e| {
@@ -54,10 +51,7 @@ impl Stores {
                 "store {name:?} is not usable in this daemon: {e:#} (configure [storage.{name}])"
             ))
         })?;
-        Ok(self
-            .built
-            .lock()
-            .expect("stores lock")
+        Ok(crate::sync::lock(&self.built)
             .entry(name.to_string())
             .or_insert(store)
             .clone())

@@ -94,10 +94,7 @@ pub async fn measure(
             let _ = ready.send(first);
             while let Some(event) = reader.next().await {
                 if let Some(version) = event.id.and_then(|v| v.parse::<i64>().ok()) {
-                    arrivals
-                        .lock()
-                        .unwrap()
-                        .insert((i, version), Instant::now());
+                    crate::sync::lock(&arrivals).insert((i, version), Instant::now());
                 }
             }
         });
@@ -121,7 +118,7 @@ pub async fn measure(
 
     let sent = drive_changes(&pool, &rows, args).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let arrived = arrivals.lock().unwrap().clone();
+    let arrived = crate::sync::lock(&arrivals).clone();
     let mut latencies: Vec<f64> = sent
         .iter()
         .filter_map(|(key, at)| arrived.get(key).map(|got| (*got - *at).as_secs_f64() * 1e3))

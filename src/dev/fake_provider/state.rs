@@ -318,7 +318,7 @@ impl State {
     /// The state, with the render slots freed since the last look handed over first.
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panicking handler must not take the whole fake down with a poisoned lock.
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = crate::sync::lock(&self.inner);
         let Inner { jobs, accounts, .. } = &mut *inner;
         accounts.advance(jobs, Instant::now(), self.cfg.render_time);
         inner

@@ -87,7 +87,7 @@ impl Signing {
     }
 
     fn lock(&self) -> MutexGuard<'_, SigningState> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.0)
     }
 
     /// fal's JWKS: the current key and the one it replaced, if any.

@@ -91,7 +91,7 @@ impl FakeSupabase {
 
     /// Answers delete call number `call` (1-based, counting authorized calls) with `fault`.
     pub fn fail_call(&self, call: usize, fault: Fault) {
-        self.inner.faults.lock().unwrap().insert(call, fault);
+        crate::sync::lock(&self.inner.faults).insert(call, fault);
     }
 
     /// Lets one held call (or the next one to be held) through.
@@ -101,31 +101,30 @@ impl FakeSupabase {
 
     /// Stores an object directly.
     pub fn insert(&self, key: &str, bytes: &[u8]) {
-        self.inner
-            .objects
-            .lock()
-            .unwrap()
-            .insert(key.to_string(), bytes.to_vec());
+        crate::sync::lock(&self.inner.objects).insert(key.to_string(), bytes.to_vec());
     }
 
     /// Removes an object directly (deleted out of band).
     pub fn remove(&self, key: &str) -> bool {
-        self.inner.objects.lock().unwrap().remove(key).is_some()
+        crate::sync::lock(&self.inner.objects).remove(key).is_some()
     }
 
     /// The object's bytes.
     pub fn object(&self, key: &str) -> Option<Vec<u8>> {
-        self.inner.objects.lock().unwrap().get(key).cloned()
+        crate::sync::lock(&self.inner.objects).get(key).cloned()
     }
 
     /// Keys stored, sorted.
     pub fn keys(&self) -> Vec<String> {
-        self.inner.objects.lock().unwrap().keys().cloned().collect()
+        crate::sync::lock(&self.inner.objects)
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// The keys (`prefixes`) of every authorized delete call so far, in order.
     pub fn delete_calls(&self) -> Vec<Vec<String>> {
-        self.inner.deletes.lock().unwrap().clone()
+        crate::sync::lock(&self.inner.deletes).clone()
     }
 
     /// Waits until at least `n` authorized delete calls have reached the fake (as counted
@@ -169,14 +168,14 @@ async fn remove(
         "1 to 1000 prefixes per call"
     );
     let call = {
-        let mut deletes = inner.deletes.lock().unwrap();
+        let mut deletes = crate::sync::lock(&inner.deletes);
         deletes.push(prefixes.clone());
         deletes.len()
     };
     inner.delete_count.bump();
-    let fault = inner.faults.lock().unwrap().remove(&call);
+    let fault = crate::sync::lock(&inner.faults).remove(&call);
     let remove_all = |prefixes: &[String]| -> Vec<serde_json::Value> {
-        let mut objects = inner.objects.lock().unwrap();
+        let mut objects = crate::sync::lock(&inner.objects);
         prefixes
             .iter()
             .filter(|p| objects.remove(p.as_str()).is_some())
@@ -188,7 +187,7 @@ async fn remove(
             let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "try again");
             if let Some(secs) = retry_after_secs {
                 r.headers_mut()
-                    .insert("retry-after", secs.to_string().parse().unwrap());
+                    .insert("retry-after", axum::http::HeaderValue::from(secs));
             }
             return r;
         }
@@ -200,7 +199,12 @@ async fn remove(
                 "the storage backend failed midway",
             );
         }
-        Some(Fault::Hold) => inner.gate.acquire().await.unwrap().forget(),
+        // Held until released; the gate is never closed.
+        Some(Fault::Hold) => {
+            if let Ok(permit) = inner.gate.acquire().await {
+                permit.forget();
+            }
+        }
         None => {}
     }
     Json(remove_all(&prefixes)).into_response()
@@ -216,7 +220,7 @@ async fn upload(
         return error(StatusCode::FORBIDDEN, "Unauthorized", "invalid signature");
     }
     let upsert = headers.get("x-upsert").and_then(|v| v.to_str().ok()) == Some("true");
-    let mut objects = inner.objects.lock().unwrap();
+    let mut objects = crate::sync::lock(&inner.objects);
     if objects.contains_key(&key) && !upsert {
         return error(
             StatusCode::CONFLICT,
@@ -240,7 +244,7 @@ async fn sign(
     if !authorized(&inner, &headers) {
         return error(StatusCode::FORBIDDEN, "Unauthorized", "invalid signature");
     }
-    if !inner.objects.lock().unwrap().contains_key(&key) {
+    if !crate::sync::lock(&inner.objects).contains_key(&key) {
         return error(StatusCode::NOT_FOUND, "not_found", "Object not found");
     }
     let expires = body["expiresIn"].as_u64().unwrap_or(0);

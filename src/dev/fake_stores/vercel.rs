@@ -101,7 +101,7 @@ impl FakeVercel {
 
     /// Answers the next request (after the auth check) with `fault`.
     pub fn fail_next(&self, fault: Fault) {
-        self.inner.faults.lock().unwrap().push_back(fault);
+        crate::sync::lock(&self.inner.faults).push_back(fault);
     }
 
     /// Lets one held request (or the next one to be held) through.
@@ -111,12 +111,12 @@ impl FakeVercel {
 
     /// The blob at `pathname`.
     pub fn blob(&self, pathname: &str) -> Option<Blob> {
-        self.inner.blobs.lock().unwrap().get(pathname).cloned()
+        crate::sync::lock(&self.inner.blobs).get(pathname).cloned()
     }
 
     /// Stores a blob directly.
     pub fn insert(&self, pathname: &str, bytes: &[u8]) {
-        self.inner.blobs.lock().unwrap().insert(
+        crate::sync::lock(&self.inner.blobs).insert(
             pathname.to_string(),
             Blob {
                 bytes: bytes.to_vec(),
@@ -127,24 +127,29 @@ impl FakeVercel {
 
     /// Removes a blob directly (deleted out of band).
     pub fn remove(&self, pathname: &str) -> bool {
-        self.inner.blobs.lock().unwrap().remove(pathname).is_some()
+        crate::sync::lock(&self.inner.blobs)
+            .remove(pathname)
+            .is_some()
     }
 
     /// Pathnames stored, sorted.
     pub fn pathnames(&self) -> Vec<String> {
-        let mut p: Vec<_> = self.inner.blobs.lock().unwrap().keys().cloned().collect();
+        let mut p: Vec<_> = crate::sync::lock(&self.inner.blobs)
+            .keys()
+            .cloned()
+            .collect();
         p.sort();
         p
     }
 
     /// "METHOD path" of every request that passed the auth check, in order.
     pub fn requests(&self) -> Vec<String> {
-        self.inner.requests.lock().unwrap().clone()
+        crate::sync::lock(&self.inner.requests).clone()
     }
 
     /// The `urls` of every `POST /delete` that passed the auth check, in order.
     pub fn deletes(&self) -> Vec<Vec<String>> {
-        self.inner.deletes.lock().unwrap().clone()
+        crate::sync::lock(&self.inner.deletes).clone()
     }
 
     /// Waits until at least `n` delete requests have reached the fake (as counted by
@@ -175,8 +180,8 @@ async fn refuse(inner: &Inner, headers: &HeaderMap, request: String) -> Option<R
     if let Some(r) = check(inner, headers) {
         return Some(r);
     }
-    inner.requests.lock().unwrap().push(request);
-    let fault = inner.faults.lock().unwrap().pop_front();
+    crate::sync::lock(&inner.requests).push(request);
+    let fault = crate::sync::lock(&inner.faults).pop_front();
     match fault {
         None => None,
         Some(Fault::RateLimited { retry_after_secs }) => {
@@ -185,9 +190,10 @@ async fn refuse(inner: &Inner, headers: &HeaderMap, request: String) -> Option<R
                 "rate_limited",
                 "Too many requests",
             );
-            response
-                .headers_mut()
-                .insert("retry-after", retry_after_secs.to_string().parse().unwrap());
+            response.headers_mut().insert(
+                "retry-after",
+                axum::http::HeaderValue::from(retry_after_secs),
+            );
             Some(response)
         }
         Some(Fault::Unavailable) => Some(api_error(
@@ -196,7 +202,10 @@ async fn refuse(inner: &Inner, headers: &HeaderMap, request: String) -> Option<R
             "The blob service is currently not available.",
         )),
         Some(Fault::Hold) => {
-            inner.gate.acquire().await.unwrap().forget();
+            // Held until released; the gate is never closed.
+            if let Ok(permit) = inner.gate.acquire().await {
+                permit.forget();
+            }
             None
         }
     }
@@ -240,7 +249,7 @@ async fn put_blob(
     let content_type = header("x-content-type")
         .unwrap_or("application/octet-stream")
         .to_string();
-    let mut blobs = inner.blobs.lock().unwrap();
+    let mut blobs = crate::sync::lock(&inner.blobs);
     if blobs.contains_key(&pathname) && header("x-allow-overwrite") != Some("1") {
         return api_error(
             StatusCode::BAD_REQUEST,
@@ -277,14 +286,14 @@ async fn delete(
     Json(body): Json<DeleteBody>,
 ) -> Response {
     if check(&inner, &headers).is_none() {
-        inner.deletes.lock().unwrap().push(body.urls.clone());
+        crate::sync::lock(&inner.deletes).push(body.urls.clone());
         inner.delete_count.bump();
     }
     if let Some(r) = refuse(&inner, &headers, "POST /delete".into()).await {
         return r;
     }
     let prefix = format!("{}/public/", inner.base_url);
-    let mut blobs = inner.blobs.lock().unwrap();
+    let mut blobs = crate::sync::lock(&inner.blobs);
     for url in body.urls {
         // Blob URLs and pathnames are both accepted; a missing blob is not an error.
         let pathname = url.strip_prefix(&prefix).unwrap_or(&url);
