@@ -1,12 +1,14 @@
 //! The fair claim with many keys (migration 0017): every key is served before any key gets a
 //! second turn, a turn is one job in small claims and a quantum of up to 10 jobs in claims
 //! of 200 or more, weights hold with the quantum, and slots are taken only where a limit
-//! applies, with a limit set later counting the work already running.
+//! applies, with a limit set later counting the work already running; a queue turned fair
+//! with a backlog marks all its keys in one statement (migration 0021).
 
 use std::collections::HashMap;
 
 use genq::queue::fairness;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection};
 
 use super::{claim_some, enqueue_for, fair_queue, keys, slots_of, Q};
 use crate::common::TestDb;
@@ -180,4 +182,116 @@ async fn keys_without_a_limit_take_no_slots_and_a_limit_set_later_counts_running
         .unwrap();
     assert_eq!(slots_of(&db, "b").await, 8);
     assert_eq!(slots_of(&db, "a").await, 6);
+}
+
+/// How often the genq function `name` ran in `conn`'s transaction (`track_functions` on).
+async fn calls_in_tx(conn: &mut PgConnection, name: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(pg_stat_get_xact_function_calls(p.oid)), 0)::int8
+           FROM pg_proc p WHERE p.pronamespace = 'genq'::regnamespace AND p.proname = $1",
+    )
+    .bind(name)
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_queue_turned_fair_marks_its_backlog_keys_in_one_statement(
+    po: PgPoolOptions,
+    co: PgConnectOptions,
+) {
+    let db = TestDb::new(po, co).await;
+    // The queue was fair once: its clock moved on, one key parked behind it, one ahead.
+    fair_queue(&db, None).await;
+    for sql in [
+        "UPDATE genq.queues SET fair_clock = 50 WHERE name = 'fair'",
+        "INSERT INTO genq.fair_keys (queue, key, vtime, waiting) VALUES ('fair', 'parked', 10, false), ('fair', 'ahead', 80, false)",
+    ] {
+        sqlx::query(sql).execute(&db.pool).await.unwrap();
+    }
+    fairness::set_queue(&db.pool, Q, false, None).await.unwrap();
+
+    // A backlog built while the queue is plain: nothing is marked, keyless jobs keep NULL.
+    let backlog_keys = 1000;
+    enqueue_keys(&db, backlog_keys, 2).await;
+    enqueue_for(&db, "noop", "parked", 1).await;
+    enqueue_for(&db, "noop", "ahead", 1).await;
+    sqlx::query("SELECT genq.enqueue_many(jsonb_build_array(jsonb_build_object('kind', 'noop', 'queue', 'fair')))")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let marked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM genq.fair_keys WHERE queue = 'fair'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(marked, 2, "no key marked while the queue is plain");
+
+    let mut conn = db.pool.acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SET LOCAL track_functions = 'all'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("SELECT genq.set_queue_fairness('fair', true, NULL)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            calls_in_tx(&mut tx, "mark_fair_key").await,
+            calls_in_tx(&mut tx, "mark_fair_keys").await
+        ),
+        (0, 1),
+        "one set-based marking, no call per key"
+    );
+    tx.commit().await.unwrap();
+
+    let new_keys: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM genq.fair_keys WHERE queue = 'fair' AND key LIKE 'k%' AND waiting AND vtime = 50",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        new_keys, backlog_keys,
+        "every key of the backlog waiting, at the queue's clock"
+    );
+    let old: Vec<(String, f64, bool)> = sqlx::query_as(
+        "SELECT key, vtime, waiting FROM genq.fair_keys WHERE key IN ('parked', 'ahead') ORDER BY key",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        old,
+        vec![("ahead".into(), 80.0, true), ("parked".into(), 50.0, true)],
+        "a known key wakes no earlier than the clock and keeps a later time"
+    );
+
+    // Claims (small ones: a turn is one job): the keyless job first, then every key once
+    // (the one ahead not yet) before any twice.
+    assert_eq!(keys(&claim_some(&db.pool, 1).await), vec![String::new()]);
+    let round = backlog_keys as usize + 1;
+    let mut first = Vec::new();
+    while first.len() < round {
+        let want = (round - first.len()).min(100) as u32;
+        let claimed = keys(&claim_some(&db.pool, want).await);
+        assert_eq!(claimed.len(), want as usize, "the backlog is claimable");
+        first.extend(claimed);
+    }
+    let mut distinct = first.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        first.len(),
+        "no key twice in the first round"
+    );
+    assert!(first.contains(&"parked".to_string()));
+    assert!(
+        !first.contains(&"ahead".to_string()),
+        "the key ahead waits its turn"
+    );
 }
