@@ -249,6 +249,7 @@ pub async fn notifications(
 }
 
 pub mod console;
+pub mod fair_keys;
 pub mod pgbouncer;
 pub mod privileges;
 pub mod prom;

@@ -12,8 +12,12 @@ use genq::queue::fairness;
 use genq::NewJob;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 
+use crate::common::fair_keys::{
+    assert_woken_no_earlier_than_the_clock, counting_calls, function_calls, park_behind_and_ahead,
+    CLOCK,
+};
 use crate::common::privileges::{assert_denied, connect, login, refused, Roles};
 use crate::common::{genq_output, notifications, TestDb};
 
@@ -21,37 +25,15 @@ async fn count(db: &TestDb, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
 }
 
-/// How often `function` ran on `conn` by the session's own count (`track_functions` on).
-async fn calls(conn: &mut PgConnection, function: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT coalesce(sum(pg_stat_get_xact_function_calls(p.oid)), 0)::int8
-           FROM pg_proc p WHERE p.pronamespace = 'genq'::regnamespace AND p.proname = $1",
-    )
-    .bind(function)
-    .fetch_one(conn)
-    .await
-    .unwrap()
-}
-
 /// Enqueues `jobs` in a transaction on `conn` and returns how many were inserted, and
 /// whether they were copied (the intake trigger ran, `genq.enqueue_many` did not).
 async fn enqueue_counting(conn: &mut PgConnection, jobs: &[NewJob]) -> (i64, bool) {
-    let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SET LOCAL track_functions = 'all'")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    // Counts not yet flushed to the shared statistics add up across transactions: compare.
-    let before = (
-        calls(&mut tx, "jobs_intake").await,
-        calls(&mut tx, "enqueue_many").await,
-    );
+    const COUNTED: [&str; 2] = ["jobs_intake", "enqueue_many"];
+    let mut tx = counting_calls(conn).await;
+    let before = function_calls(&mut tx, &COUNTED).await;
     let n = enqueue_many_in(&mut tx, jobs).await.unwrap();
-    let after = (
-        calls(&mut tx, "jobs_intake").await,
-        calls(&mut tx, "enqueue_many").await,
-    );
-    let copied = after.0 - before.0 == 1 && after.1 == before.1;
+    let after = function_calls(&mut tx, &COUNTED).await;
+    let copied = after[0] - before[0] == 1 && after[1] == before[1];
     tx.commit().await.unwrap();
     (n, copied)
 }
@@ -187,13 +169,8 @@ async fn copied_jobs_mark_fair_keys_once_and_take_the_keyless_bucket(
     fairness::set_queue(&db.pool, "fair", true, None)
         .await
         .unwrap();
-    // A key that waited before and was parked: marking wakes it no earlier than the clock.
-    for sql in [
-        "UPDATE genq.queues SET fair_clock = 50 WHERE name = 'fair'",
-        "INSERT INTO genq.fair_keys (queue, key, vtime, waiting) VALUES ('fair', 'parked', 10, false), ('fair', 'ahead', 80, false)",
-    ] {
-        sqlx::query(sql).execute(&db.pool).await.unwrap();
-    }
+    // Keys that waited before and were parked: marking wakes them no earlier than the clock.
+    park_behind_and_ahead(&db, "fair").await;
     let keys = 2000;
     let mut jobs: Vec<NewJob> = (0..2 * keys)
         .map(|i| {
@@ -226,23 +203,14 @@ async fn copied_jobs_mark_fair_keys_once_and_take_the_keyless_bucket(
 
     let waiting = count(
         &db,
-        "SELECT count(*) FROM genq.fair_keys WHERE queue = 'fair' AND waiting AND key LIKE 'u%' AND vtime = 50",
+        &format!("SELECT count(*) FROM genq.fair_keys WHERE queue = 'fair' AND waiting AND key LIKE 'u%' AND vtime = {CLOCK}"),
     )
     .await;
     assert_eq!(
         waiting, keys as i64,
         "every new key marked once, at the queue's clock"
     );
-    let old: Vec<(String, f64, bool)> = sqlx::query_as(
-        "SELECT key, vtime, waiting FROM genq.fair_keys WHERE key IN ('parked', 'ahead') ORDER BY key",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        old,
-        vec![("ahead".into(), 80.0, true), ("parked".into(), 50.0, true)]
-    );
+    assert_woken_no_earlier_than_the_clock(&db, "fair").await;
     assert_eq!(
         count(
             &db,

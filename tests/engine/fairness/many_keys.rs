@@ -8,9 +8,12 @@ use std::collections::HashMap;
 
 use genq::queue::fairness;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection};
 
 use super::{claim_some, enqueue_for, fair_queue, keys, slots_of, Q};
+use crate::common::fair_keys::{
+    assert_woken_no_earlier_than_the_clock, counting_calls, function_calls, park_behind_and_ahead,
+    CLOCK,
+};
 use crate::common::TestDb;
 
 /// Enqueues `per_key` no-op jobs for each of `keys` keys named `k0..`, interleaved (job `g`
@@ -184,18 +187,6 @@ async fn keys_without_a_limit_take_no_slots_and_a_limit_set_later_counts_running
     assert_eq!(slots_of(&db, "a").await, 6);
 }
 
-/// How often the genq function `name` ran in `conn`'s transaction (`track_functions` on).
-async fn calls_in_tx(conn: &mut PgConnection, name: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT coalesce(sum(pg_stat_get_xact_function_calls(p.oid)), 0)::int8
-           FROM pg_proc p WHERE p.pronamespace = 'genq'::regnamespace AND p.proname = $1",
-    )
-    .bind(name)
-    .fetch_one(conn)
-    .await
-    .unwrap()
-}
-
 #[sqlx::test(migrations = false)]
 async fn a_queue_turned_fair_marks_its_backlog_keys_in_one_statement(
     po: PgPoolOptions,
@@ -204,12 +195,7 @@ async fn a_queue_turned_fair_marks_its_backlog_keys_in_one_statement(
     let db = TestDb::new(po, co).await;
     // The queue was fair once: its clock moved on, one key parked behind it, one ahead.
     fair_queue(&db, None).await;
-    for sql in [
-        "UPDATE genq.queues SET fair_clock = 50 WHERE name = 'fair'",
-        "INSERT INTO genq.fair_keys (queue, key, vtime, waiting) VALUES ('fair', 'parked', 10, false), ('fair', 'ahead', 80, false)",
-    ] {
-        sqlx::query(sql).execute(&db.pool).await.unwrap();
-    }
+    park_behind_and_ahead(&db, Q).await;
     fairness::set_queue(&db.pool, Q, false, None).await.unwrap();
 
     // A backlog built while the queue is plain: nothing is marked, keyless jobs keep NULL.
@@ -229,28 +215,25 @@ async fn a_queue_turned_fair_marks_its_backlog_keys_in_one_statement(
     assert_eq!(marked, 2, "no key marked while the queue is plain");
 
     let mut conn = db.pool.acquire().await.unwrap();
-    let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SET LOCAL track_functions = 'all'")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let mut tx = counting_calls(&mut conn).await;
+    const COUNTED: [&str; 2] = ["mark_fair_key", "mark_fair_keys"];
+    let before = function_calls(&mut tx, &COUNTED).await;
     sqlx::query("SELECT genq.set_queue_fairness('fair', true, NULL)")
         .execute(&mut *tx)
         .await
         .unwrap();
+    let after = function_calls(&mut tx, &COUNTED).await;
     assert_eq!(
-        (
-            calls_in_tx(&mut tx, "mark_fair_key").await,
-            calls_in_tx(&mut tx, "mark_fair_keys").await
-        ),
+        (after[0] - before[0], after[1] - before[1]),
         (0, 1),
         "one set-based marking, no call per key"
     );
     tx.commit().await.unwrap();
 
     let new_keys: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM genq.fair_keys WHERE queue = 'fair' AND key LIKE 'k%' AND waiting AND vtime = 50",
+        "SELECT count(*) FROM genq.fair_keys WHERE queue = 'fair' AND key LIKE 'k%' AND waiting AND vtime = $1",
     )
+    .bind(CLOCK)
     .fetch_one(&db.pool)
     .await
     .unwrap();
@@ -258,17 +241,7 @@ async fn a_queue_turned_fair_marks_its_backlog_keys_in_one_statement(
         new_keys, backlog_keys,
         "every key of the backlog waiting, at the queue's clock"
     );
-    let old: Vec<(String, f64, bool)> = sqlx::query_as(
-        "SELECT key, vtime, waiting FROM genq.fair_keys WHERE key IN ('parked', 'ahead') ORDER BY key",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        old,
-        vec![("ahead".into(), 80.0, true), ("parked".into(), 50.0, true)],
-        "a known key wakes no earlier than the clock and keeps a later time"
-    );
+    assert_woken_no_earlier_than_the_clock(&db, Q).await;
 
     // Claims (small ones: a turn is one job): the keyless job first, then every key once
     // (the one ahead not yet) before any twice.
