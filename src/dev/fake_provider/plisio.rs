@@ -121,11 +121,12 @@ async fn set_fault(
     Path(txn_id): Path<String>,
     Json(fault): Json<Fault>,
 ) -> Response {
+    let reply = json!({ "txn_id": txn_id, "status": fault.status });
     state.plisio(|ops| ops.faults.insert(txn_id, fault.status));
-    StatusCode::NO_CONTENT.into_response()
+    Json(reply).into_response()
 }
 
 async fn clear_fault(AxState(state): AxState<Shared>, Path(txn_id): Path<String>) -> Response {
-    state.plisio(|ops| ops.faults.remove(&txn_id));
-    StatusCode::NO_CONTENT.into_response()
+    let removed = state.plisio(|ops| ops.faults.remove(&txn_id));
+    Json(json!({ "txn_id": txn_id, "status": removed })).into_response()
 }
