@@ -94,9 +94,7 @@ impl PlisioClient {
             format!("Plisio operations {txn_id}: HTTP {status}: the answer is not JSON ({e})")
         })?;
         if body["status"] != "success" {
-            if status.is_server_error()
-                || matches!(status.as_u16(), 401 | 403 | 429)
-            {
+            if status.is_server_error() || matches!(status.as_u16(), 401 | 403 | 429) {
                 // Plisio's message is left out: it may echo the request.
                 return Err(format!(
                     "Plisio operations {txn_id}: HTTP {status}: error code {}",

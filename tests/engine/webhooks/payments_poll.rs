@@ -70,7 +70,10 @@ async fn a_payment_that_stays_pending_is_polled_less_and_less_often(
     let mut seen: Vec<PollState> = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while seen.last().is_none_or(|s| s.polls < 6) {
-        assert!(tokio::time::Instant::now() < deadline, "six polls: {seen:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "six polls: {seen:?}"
+        );
         let state = poll_state(&env, "waiting").await;
         if state.polls > 0 && seen.last().is_none_or(|s| s.polls != state.polls) {
             seen.push(state);
@@ -229,7 +232,10 @@ async fn a_callback_between_polls_applies_and_a_poll_never_overwrites_it(
         plisio_body(&plisio_fields("paid", "completed"), PLISIO_SECRET),
     )
     .await;
-    assert_eq!((status, reply["result"].as_str()), (StatusCode::OK, Some("accepted")));
+    assert_eq!(
+        (status, reply["result"].as_str()),
+        (StatusCode::OK, Some("accepted"))
+    );
     let polled = poll_state(&env, "paid").await.polls;
     // Plisio's API still says pending (it lags): later runs leave the payment alone.
     let others = poll_state(&env, "other").await.polls;
@@ -256,13 +262,22 @@ async fn a_callback_between_polls_applies_and_a_poll_never_overwrites_it(
         poll::record(&mut conn, "other", Answer::Known, backoff).await
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!poll.is_finished(), "the poll waits for the callback's lock");
+    assert!(
+        !poll.is_finished(),
+        "the poll waits for the callback's lock"
+    );
     callback.commit().await.unwrap();
     poll.await.unwrap().unwrap();
     let other = poll_state(&env, "other").await;
-    assert_eq!((other.status.as_str(), other.polls), ("completed", others + 1));
+    assert_eq!(
+        (other.status.as_str(), other.polls),
+        ("completed", others + 1)
+    );
     assert_eq!(env.balance("payer").await.available, 310);
-    assert_eq!((grants(&env, "paid").await, grants(&env, "other").await), (1, 1));
+    assert_eq!(
+        (grants(&env, "paid").await, grants(&env, "other").await),
+        (1, 1)
+    );
     env.assert_ledger_clean().await;
 }
 
@@ -364,17 +379,24 @@ struct PollState {
 }
 
 async fn poll_state(env: &GenEnv, txn: &str) -> PollState {
-    let row: (String, i64, i32, Option<f64>, Option<DateTime<Utc>>, bool, bool) =
-        sqlx::query_as(
-            "SELECT status, jsonb_array_length(history)::int8, polls,
+    let row: (
+        String,
+        i64,
+        i32,
+        Option<f64>,
+        Option<DateTime<Utc>>,
+        bool,
+        bool,
+    ) = sqlx::query_as(
+        "SELECT status, jsonb_array_length(history)::int8, polls,
                     extract(epoch FROM next_poll_at - last_polled_at)::float8,
                     last_polled_at, plisio_seen_at IS NOT NULL, poll_given_up_at IS NOT NULL
                FROM genq.payments WHERE txn_id = $1",
-        )
-        .bind(txn)
-        .fetch_one(&env.db.pool)
-        .await
-        .unwrap();
+    )
+    .bind(txn)
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
     PollState {
         status: row.0,
         history: row.1,
