@@ -10,10 +10,10 @@
 --
 -- Now each poll is recorded on its payment, whatever its result: polls + 1,
 -- last_polled_at, and next_poll_at = now + [payments] poll_interval × 2^(polls − 1), capped
--- at [payments] poll_max_backoff (1 h). The poll takes the payments due first by
--- coalesce(next_poll_at, updated_at): a never-polled payment from its last change (so it
--- comes before ones already asked), a polled one from its next poll time, which every
--- poll moves into the future; so every open payment is reached. plisio_seen_at is when a
+-- at [payments] poll_max_backoff (1 h). The poll takes the payments due first (within
+-- half an interval) by coalesce(next_poll_at, updated_at): a never-polled payment from its
+-- last change (so it comes before ones already asked), a polled one from its next poll
+-- time, which every poll moves into the future; so every open payment is reached. plisio_seen_at is when a
 -- poll first found the operation at Plisio. A payment Plisio never knew (no poll found it,
 -- no callback came) created longer than [payments] give_up_unknown_after (7 days) ago gets
 -- poll_given_up_at and is not polled again; its status stays what it was (decision 56).

@@ -60,6 +60,7 @@ impl Worker for PaymentsPoll {
             &mut *ctx.pool.acquire().await?,
             self.config.poll_after.as_secs_f64(),
             i64::from(self.config.poll_batch),
+            self.config.poll_interval / 2,
         )
         .await?;
         for txn_id in &due {

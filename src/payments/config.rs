@@ -22,7 +22,9 @@ pub struct PaymentsConfig {
     /// Payments polled per run at most; the rest wait for later runs. Defaults to 200.
     pub poll_batch: u32,
     /// The longest wait between two polls of a payment: the wait doubles from
-    /// `poll_interval` after each poll that leaves it open, up to this. Defaults to 1 h.
+    /// `poll_interval` after each poll that leaves it open, up to this (or `poll_interval`
+    /// if that is longer: a config that set only a long interval keeps working). Defaults
+    /// to 1 h.
     #[serde(with = "humantime_serde")]
     pub poll_max_backoff: Duration,
     /// A payment Plisio has never known (every poll answered "no such operation", no
@@ -46,11 +48,12 @@ impl Default for PaymentsConfig {
 }
 
 impl PaymentsConfig {
-    /// The poll's backoff: from `poll_interval`, capped at `poll_max_backoff`.
+    /// The poll's backoff: from `poll_interval`, capped at `poll_max_backoff` (at least
+    /// `poll_interval`).
     pub fn backoff(&self) -> crate::payments::poll::Backoff {
         crate::payments::poll::Backoff {
             base: self.poll_interval,
-            max: self.poll_max_backoff,
+            max: self.poll_max_backoff.max(self.poll_interval),
         }
     }
 
@@ -62,11 +65,8 @@ impl PaymentsConfig {
         if self.poll_batch == 0 {
             return Err("payments.poll_batch must be at least 1".into());
         }
-        if self.poll_max_backoff < self.poll_interval {
-            return Err(format!(
-                "payments.poll_max_backoff ({:?}) must be at least payments.poll_interval ({:?})",
-                self.poll_max_backoff, self.poll_interval
-            ));
+        if self.poll_max_backoff.is_zero() {
+            return Err("payments.poll_max_backoff must be more than 0".into());
         }
         if self.give_up_unknown_after.is_zero() {
             return Err("payments.give_up_unknown_after must be more than 0".into());
@@ -89,7 +89,12 @@ mod tests {
         };
         assert!(refused(|c| c.poll_interval = Duration::ZERO));
         assert!(refused(|c| c.poll_batch = 0));
-        assert!(refused(|c| c.poll_max_backoff = Duration::from_secs(60)));
+        assert!(refused(|c| c.poll_max_backoff = Duration::ZERO));
+        // A long interval alone still works: the cap is never below it.
+        let mut c = PaymentsConfig::default();
+        c.poll_interval = Duration::from_secs(2 * 3600);
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.backoff().max, c.poll_interval);
         assert!(refused(|c| c.give_up_unknown_after = Duration::ZERO));
     }
 }

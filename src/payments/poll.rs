@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use sqlx::PgConnection;
 
-// Open payments unchanged for $1 seconds whose next poll is due, due first, at most $2.
-// `coalesce(next_poll_at, updated_at)` is the key of `payments_poll_due_idx`; bounded by
-// now() so the index scan stops there.
+// Open payments unchanged for $1 seconds whose next poll is due within $3 seconds, due
+// first, at most $2. `coalesce(next_poll_at, updated_at)` is the key of
+// `payments_poll_due_idx`; the bound lets the index scan stop there.
 const DUE: &str = r#"
 SELECT txn_id FROM genq.payments
  WHERE status IN ('new', 'pending') AND poll_given_up_at IS NULL
-   AND coalesce(next_poll_at, updated_at) <= now()
+   AND coalesce(next_poll_at, updated_at) <= now() + make_interval(secs => $3)
    AND updated_at < now() - make_interval(secs => $1)
  ORDER BY coalesce(next_poll_at, updated_at) LIMIT $2
 "#;
@@ -70,15 +70,20 @@ pub enum Answer {
 
 /// Open payments unchanged for `unchanged_secs` whose next poll is due, due first (never
 /// polled ones from their last change, the others from their next poll time), at most
-/// `limit`.
+/// `limit`. A next poll up to `early` ahead counts as due: runs are `poll_interval` apart
+/// and a poll is recorded a little after its run began, so a payment due one interval
+/// later would otherwise just miss the next run and wait for the one after (with half an
+/// interval, each payment is polled at the run nearest its time).
 pub async fn due(
     conn: &mut PgConnection,
     unchanged_secs: f64,
     limit: i64,
+    early: Duration,
 ) -> Result<Vec<String>, sqlx::Error> {
     crate::db::query_scalar(DUE)
         .bind(unchanged_secs)
         .bind(limit)
+        .bind(early.as_secs_f64())
         .fetch_all(conn)
         .await
 }

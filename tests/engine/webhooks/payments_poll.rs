@@ -93,12 +93,12 @@ async fn a_payment_that_stays_pending_is_polled_less_and_less_often(
         assert_eq!((state.status.as_str(), state.history), ("new", 0));
     }
     assert!(seen.iter().any(|s| s.delay_secs == Some(1.0)), "{seen:?}");
-    // No poll came before its time.
+    // No poll came before its time (a run takes what is due within half an interval).
     for pair in seen.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
         if b.polls == a.polls + 1 {
             let gap = seconds(b.last_polled_at.zip(a.last_polled_at).map(|(b, a)| b - a));
-            assert!(gap >= a.delay_secs.unwrap_or(0.0), "{a:?} then {b:?}");
+            assert!(gap >= a.delay_secs.unwrap_or(0.0) - 0.1, "{a:?} then {b:?}");
         }
     }
     env.assert_ledger_clean().await;
