@@ -91,8 +91,10 @@ mod tests {
         assert!(refused(|c| c.poll_batch = 0));
         assert!(refused(|c| c.poll_max_backoff = Duration::ZERO));
         // A long interval alone still works: the cap is never below it.
-        let mut c = PaymentsConfig::default();
-        c.poll_interval = Duration::from_secs(2 * 3600);
+        let c = PaymentsConfig {
+            poll_interval: Duration::from_secs(2 * 3600),
+            ..Default::default()
+        };
         assert_eq!(c.validate(), Ok(()));
         assert_eq!(c.backoff().max, c.poll_interval);
         assert!(refused(|c| c.give_up_unknown_after = Duration::ZERO));
