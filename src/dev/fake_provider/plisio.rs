@@ -10,12 +10,12 @@
 //! ([`crate::dev::fake_provider::FakeServer::plisio_polls_of`]): payments-poll tests check
 //! which payments were asked about.
 
+use std::collections::HashMap;
+
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use std::collections::HashMap;
-
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
