@@ -278,6 +278,7 @@ impl Config {
             }
         }
         self.users.validate()?;
+        self.payments.validate()?;
         let generation = self.queues.get(crate::jobs::generation::QUEUE);
         if let Some(key_max) = generation.and_then(|q| q.key_max_active) {
             let users = self.users.max_in_flight;

@@ -18,9 +18,13 @@ pub const WEBHOOK_RECONCILE_LAG: &str = "genq_webhook_reconcile_lag_seconds";
 /// Plisio callbacks applied to payments, by our status (pending, completed, review,
 /// expired, cancelled, error).
 pub const PAYMENTS: &str = "genq_payments_total";
+/// Open Plisio payments the poll stopped asking about: Plisio never knew them and they
+/// are older than `[payments] give_up_unknown_after` (status kept, decision 56).
+pub const PAYMENTS_POLL_GIVEN_UP: &str = "genq_payments_poll_given_up_total";
 /// Credits granted by completed payments.
 pub const CREDITS_GRANTED: &str = "genq_credits_granted_total";
-/// What the generation sweeper did, by action (polled, expired).
+/// What the generation sweeper did, by action (polled, expired, unsubmitted), and Plisio
+/// payments the payments poll asked about (payment_polled: Plisio answered with a status).
 pub const SWEEPER_ACTIONS: &str = "genq_sweeper_actions_total";
 
 /// Blob deletions attempted by the retention jobs, by store, role and outcome (deleted,
@@ -203,6 +207,11 @@ pub const ALL: &[(&str, &str, &str)] = &[
         "Plisio callbacks applied to payments, by status (pending, completed, review, expired, cancelled, error).",
     ),
     (
+        PAYMENTS_POLL_GIVEN_UP,
+        "counter",
+        "Open Plisio payments no longer polled: Plisio never knew them and they are older than payments.give_up_unknown_after (status kept).",
+    ),
+    (
         CREDITS_GRANTED,
         "counter",
         "Credits granted by completed payments.",
@@ -210,7 +219,7 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (
         SWEEPER_ACTIONS,
         "counter",
-        "Generations the sweeper acted on, by action (polled: given a poll job again; expired: failed past the retention window).",
+        "Generations the sweeper acted on, by action (polled: given a poll job again; expired: failed past the retention window), and Plisio payments polled (payment_polled).",
     ),
     (BUILD_INFO, "gauge", "Build information, always 1."),
     (

@@ -1,6 +1,7 @@
 //! Payments through Plisio: the state changes its callbacks and polls cause on
 //! `genq.payments` (`migrations/0006_payments.sql`), every statement on that table, and a
-//! typed [`PaymentStatus`]. [`plisio`] verifies callbacks and asks Plisio's API.
+//! typed [`PaymentStatus`]. [`plisio`] verifies callbacks and asks Plisio's API; [`poll`]
+//! holds the `payments.poll` job's bookkeeping (which payments are due, what a poll leaves).
 //!
 //! - `completed` grants the invoice's credits once (ledger idempotency key
 //!   `plisio:<txn_id>`, in the transaction that records the status);
@@ -11,6 +12,7 @@
 
 pub mod config;
 pub mod plisio;
+pub mod poll;
 
 pub use plisio::{plisio_hash, plisio_signed_bytes, plisio_verify};
 
@@ -33,27 +35,6 @@ UPDATE genq.payments
  WHERE txn_id = $1";
 
 const MARK_GRANTED: &str = "UPDATE genq.payments SET granted_at = now() WHERE txn_id = $1";
-
-// Payments still waiting for the payer and unchanged for a while, for the poll job.
-const DUE: &str = r#"
-SELECT txn_id FROM genq.payments
- WHERE status IN ('new', 'pending') AND updated_at < now() - make_interval(secs => $1)
- ORDER BY updated_at LIMIT $2
-"#;
-
-/// Payments still `new`/`pending` and unchanged for `unchanged_secs`, oldest first, at
-/// most `limit`.
-pub async fn due_for_poll(
-    conn: &mut PgConnection,
-    unchanged_secs: f64,
-    limit: i64,
-) -> Result<Vec<String>, sqlx::Error> {
-    crate::db::query_scalar(DUE)
-        .bind(unchanged_secs)
-        .bind(limit)
-        .fetch_all(conn)
-        .await
-}
 
 const EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM genq.payments WHERE txn_id = $1)";
 

@@ -66,7 +66,12 @@ impl PlisioClient {
         })
     }
 
-    /// Plisio's status of an operation, with its data (`None`: Plisio answered an error).
+    /// Plisio's status of an operation, with its data. `None`: Plisio answered that it
+    /// has no such operation (an error answer other than the ones below). An error answer
+    /// with HTTP 401, 403, 429 or 5xx says nothing about the operation (a wrong key, a
+    /// limit, an outage) and is an `Err`, as is a failed request: the poll gives up on
+    /// payments Plisio does not know, and must not give up on all of them because its key
+    /// was wrong for a week.
     pub async fn fetch(&self, txn_id: &str) -> Result<Option<(String, Value)>, String> {
         let url = format!("{}/operations/{}", self.base_url, urlencoding(txn_id));
         let reply = self
@@ -89,6 +94,13 @@ impl PlisioClient {
             format!("Plisio operations {txn_id}: HTTP {status}: the answer is not JSON ({e})")
         })?;
         if body["status"] != "success" {
+            if status.is_server_error() || matches!(status.as_u16(), 401 | 403 | 429) {
+                // Plisio's message is left out: it may echo the request.
+                return Err(format!(
+                    "Plisio operations {txn_id}: HTTP {status}: error code {}",
+                    body["data"]["code"]
+                ));
+            }
             tracing::warn!(%txn_id, %status, body = %body["data"], "Plisio operations: error");
             return Ok(None);
         }

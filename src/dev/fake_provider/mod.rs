@@ -235,7 +235,23 @@ impl FakeServer {
     /// object with at least `status`.
     pub fn set_plisio_operation(&self, txn_id: &str, mut data: serde_json::Value) {
         data["txn_id"] = serde_json::Value::String(txn_id.to_string());
-        self.state.set_plisio_operation(txn_id, data);
+        self.state
+            .plisio(|ops| ops.operations.insert(txn_id.to_string(), data));
+    }
+
+    /// Makes Plisio answer requests for `txn_id` with HTTP `status` and its error body
+    /// (`None`: normally again), as `POST`/`DELETE /_fake/plisio/faults/{txn_id}`.
+    pub fn set_plisio_fault(&self, txn_id: &str, status: Option<u16>) {
+        self.state.plisio(|ops| match status {
+            Some(status) => ops.faults.insert(txn_id.to_string(), status),
+            None => ops.faults.remove(txn_id),
+        });
+    }
+
+    /// Requests to Plisio's operations API for `txn_id` so far (faulted ones included).
+    pub fn plisio_polls_of(&self, txn_id: &str) -> u64 {
+        self.state
+            .plisio(|ops| ops.polls.get(txn_id).copied().unwrap_or(0))
     }
 
     /// Removes every scripted fault (as `DELETE /_fake/faults`).

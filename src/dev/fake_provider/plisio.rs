@@ -3,8 +3,14 @@
 //! or `{"status":"error","data":{"name","message","code"}}` for a missing key or an unknown
 //! operation. Operations are set through the control API:
 //! `POST /_fake/plisio/operations/{txn_id}` with a JSON object (at least `status`), which
-//! replaces the operation's fields (`txn_id` is filled in). Every operations request is
-//! counted (`GET /_fake/stats`, `plisio_polls`).
+//! replaces the operation's fields (`txn_id` is filled in). A scripted fault makes one
+//! operation's requests fail until it is removed: `POST /_fake/plisio/faults/{txn_id}` with
+//! `{"status": 500}` (any HTTP status; Plisio's error body), `DELETE` the same path. Every
+//! operations request is counted (`GET /_fake/stats`, `plisio_polls`) and per operation
+//! ([`crate::dev::fake_provider::FakeServer::plisio_polls_of`]): payments-poll tests check
+//! which payments were asked about.
+
+use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State as AxState};
@@ -24,6 +30,19 @@ pub(super) fn routes() -> Router<Shared> {
     Router::new()
         .route(&format!("{PREFIX}/operations/{{txn_id}}"), get(operation))
         .route("/_fake/plisio/operations/{txn_id}", post(set_operation))
+        .route(
+            "/_fake/plisio/faults/{txn_id}",
+            post(set_fault).delete(clear_fault),
+        )
+}
+
+/// Plisio's side: operations by txn id, faulted operations (the HTTP status they answer)
+/// and the requests for each operation.
+#[derive(Debug, Default)]
+pub(crate) struct PlisioOps {
+    pub operations: HashMap<String, Value>,
+    pub faults: HashMap<String, u16>,
+    pub polls: HashMap<String, u64>,
 }
 
 #[derive(Deserialize)]
@@ -46,10 +65,22 @@ async fn operation(
     Query(key): Query<Key>,
 ) -> Response {
     state.count_plisio_poll();
+    let (fault, data) = state.plisio(|ops| {
+        *ops.polls.entry(txn_id.clone()).or_default() += 1;
+        (
+            ops.faults.get(&txn_id).copied(),
+            ops.operations.get(&txn_id).cloned(),
+        )
+    });
     if key.api_key.as_deref().is_none_or(str::is_empty) {
         return error(StatusCode::UNAUTHORIZED, 401, "api_key is required");
     }
-    match state.plisio_operation(&txn_id) {
+    if let Some(status) = fault {
+        state.count_fault();
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error(status, u32::from(status.as_u16()), "Internal error");
+    }
+    match data {
         Some(data) => Json(json!({ "status": "success", "data": data })).into_response(),
         None => error(StatusCode::NOT_FOUND, 404, "Operation not found"),
     }
@@ -76,6 +107,26 @@ async fn set_operation(
     }
     data.insert("txn_id".into(), Value::String(txn_id.clone()));
     let data = Value::Object(data);
-    state.set_plisio_operation(&txn_id, data.clone());
+    state.plisio(|ops| ops.operations.insert(txn_id, data.clone()));
     Json(data).into_response()
+}
+
+#[derive(Deserialize)]
+struct Fault {
+    status: u16,
+}
+
+async fn set_fault(
+    AxState(state): AxState<Shared>,
+    Path(txn_id): Path<String>,
+    Json(fault): Json<Fault>,
+) -> Response {
+    let reply = json!({ "txn_id": txn_id, "status": fault.status });
+    state.plisio(|ops| ops.faults.insert(txn_id, fault.status));
+    Json(reply).into_response()
+}
+
+async fn clear_fault(AxState(state): AxState<Shared>, Path(txn_id): Path<String>) -> Response {
+    let removed = state.plisio(|ops| ops.faults.remove(&txn_id));
+    Json(json!({ "txn_id": txn_id, "status": removed })).into_response()
 }

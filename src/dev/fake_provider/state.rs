@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use super::account::{Accounts, Load};
 use super::faults::{FakeOp, Faults};
+use super::plisio::PlisioOps;
 use super::redelivery::Refusals;
 use super::webhooks::Signing;
 use super::FakeConfig;
@@ -45,8 +46,8 @@ struct Inner {
     /// Ids in creation order (deleted BytePlus tasks are skipped when listing).
     order: Vec<String>,
     stats: FakeStats,
-    /// Plisio operations by txn id (set through the control API).
-    plisio: HashMap<String, Value>,
+    /// Plisio operations, their scripted faults and polls.
+    plisio: PlisioOps,
     /// Render slots and waiting queues per provider.
     accounts: Accounts,
 }
@@ -299,7 +300,7 @@ impl State {
                 jobs: HashMap::new(),
                 order: Vec::new(),
                 stats: FakeStats::default(),
-                plisio: HashMap::new(),
+                plisio: PlisioOps::default(),
                 accounts: Accounts::new(cfg.account_concurrency),
             }),
             signing: Signing::new(&cfg),
@@ -340,14 +341,9 @@ impl State {
         inner.accounts.load(kind, &inner.jobs, Instant::now())
     }
 
-    /// A Plisio operation's data.
-    pub fn plisio_operation(&self, txn_id: &str) -> Option<Value> {
-        self.lock().plisio.get(txn_id).cloned()
-    }
-
-    /// Sets a Plisio operation's data.
-    pub fn set_plisio_operation(&self, txn_id: &str, data: Value) {
-        self.lock().plisio.insert(txn_id.to_string(), data);
+    /// Reads or changes the Plisio operations.
+    pub fn plisio<R>(&self, f: impl FnOnce(&mut PlisioOps) -> R) -> R {
+        f(&mut self.lock().plisio)
     }
 
     /// Changes the stats, then wakes whoever waits on them.

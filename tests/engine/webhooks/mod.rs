@@ -25,6 +25,7 @@ use crate::common::{free_port, wait_until, TestDb};
 
 mod callbacks;
 mod payments;
+mod payments_poll;
 mod sweeper;
 
 const BYTEPLUS_SECRET: &str = "test-byteplus-callback-secret";
