@@ -193,7 +193,8 @@ async fn an_open_circuit_snoozes_jobs_without_burning_attempts(
         .entry("fal".into())
         .or_insert_with(Default::default);
     limits.failure_threshold = 2;
-    limits.cooldown = Duration::from_secs(3);
+    // Long enough that the 2 s looked at below end well before the probe.
+    limits.cooldown = Duration::from_secs(5);
     env.grant("u1", 100).await;
     let mut outage = FaultSpec::new(ProviderKind::Fal, FakeOp::Submit, FaultKind::HttpStatus);
     outage.status = Some(503);
@@ -203,6 +204,15 @@ async fn an_open_circuit_snoozes_jobs_without_burning_attempts(
     let ids: Vec<_> = futures::future::join_all((0..4).map(|_| env.request("u1", "fal", 10))).await;
     wait_until(Duration::from_secs(10), "the circuit to open", || async {
         sqlx::query_scalar::<_, bool>("SELECT coalesce((SELECT open_until > now() FROM genq.provider_gates WHERE provider = 'fal'), false)")
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap()
+    })
+    .await;
+    // A call let through before the circuit opened may still be on its way: count from
+    // when no submit job is running (those behind the open circuit are snoozed).
+    wait_until(Duration::from_secs(10), "calls let through before to end", || async {
+        sqlx::query_scalar::<_, bool>("SELECT NOT EXISTS (SELECT 1 FROM genq.jobs WHERE kind = 'generation.submit' AND state = 'running')")
             .fetch_one(&env.db.pool)
             .await
             .unwrap()
