@@ -12,7 +12,8 @@ SELECT id, kind::text AS kind, amount, generation_id, note, created_at
 "#;
 
 const PAYMENTS: &str = r#"
-SELECT txn_id, order_number, credits, status, amount, currency, granted_at, created_at
+SELECT txn_id, order_number, credits, status, amount, currency, granted_at, created_at,
+       polls, next_poll_at, poll_given_up_at
   FROM genq.payments WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2
 "#;
 
@@ -52,6 +53,12 @@ pub struct PaymentLine {
     pub granted_at: Option<DateTime<Utc>>,
     /// When the invoice was recorded.
     pub created_at: DateTime<Utc>,
+    /// Times `payments.poll` asked Plisio about it (migration 0022).
+    pub polls: i32,
+    /// When it is asked next (NULL: once unchanged for `[payments] poll_after`).
+    pub next_poll_at: Option<DateTime<Utc>>,
+    /// When polling stopped because Plisio never knew it (decision 56).
+    pub poll_given_up_at: Option<DateTime<Utc>>,
 }
 
 /// A user's latest `limit` ledger rows, newest first.

@@ -114,14 +114,24 @@ pub(crate) async fn credits(
             } }
             h2 { "Payments" }
             div.card { table {
-                thead { tr { th { "Transaction" } th { "Order" } th.num { "Credits" } th { "Status" } th { "Paid" } th { "Granted" } th { "Created" } } }
+                thead { tr { th { "Transaction" } th { "Order" } th.num { "Credits" } th { "Status" } th { "Paid" } th { "Granted" } th { "Created" } th.num { "Polls" } th { "Next poll" } } }
                 tbody {
-                    @for p in payments { tr {
+                    @for p in payments { tr id=(format!("payment-{}", p.txn_id)) {
                         td { (p.txn_id) } td { (p.order_number) } td.num { (p.credits) } td { (badge(&p.status)) }
                         td { (p.amount.clone().unwrap_or_default()) " " (p.currency.clone().unwrap_or_default()) }
                         td { (maybe_time(p.granted_at)) } td { (time(p.created_at)) }
+                        td.num { (p.polls) }
+                        td {
+                            @if let Some(at) = p.poll_given_up_at {
+                                span.badge.poll-given-up title="Plisio never knew this payment: no longer polled (decision 56)" { "poll given up" } " " (time(at))
+                            } @else if matches!(p.status.as_str(), "new" | "pending") {
+                                (maybe_time(p.next_poll_at))
+                            } @else {
+                                span.muted { "–" }
+                            }
+                        }
                     } }
-                    @if payments.is_empty() { tr { td colspan="7" .muted { "no payment" } } }
+                    @if payments.is_empty() { tr { td colspan="9" .muted { "no payment" } } }
                 }
             } }
         }

@@ -206,6 +206,33 @@ async fn credits_privacy_and_provider_pages(po: PgPoolOptions, co: PgConnectOpti
         !credits.contains("check-result"),
         "the audit runs only on request"
     );
+    // Payments show how the poll treats them (migration 0022): polls so far and the next
+    // one, or that polling stopped because Plisio never knew the payment.
+    for sql in [
+        "SELECT genq.record_invoice('txn-open', 'order-1', 'user-c', 50)",
+        "SELECT genq.record_invoice('txn-unknown', 'order-2', 'user-c', 60)",
+        "UPDATE genq.payments SET polls = 3, next_poll_at = now() + interval '8 minutes' WHERE txn_id = 'txn-open'",
+        "UPDATE genq.payments SET polls = 9, poll_given_up_at = now() WHERE txn_id = 'txn-unknown'",
+    ] {
+        sqlx::query(sql).execute(&env.db.pool).await.unwrap();
+    }
+    let credits = admin.page("/console/credits?user=user-c").await;
+    let row = |txn: &str| {
+        let start = credits
+            .find(&format!("id=\"payment-{txn}\""))
+            .unwrap_or_else(|| panic!("{txn} listed"));
+        let end = credits[start..].find("</tr>").unwrap() + start;
+        credits[start..end].to_string()
+    };
+    let open = row("txn-open");
+    assert!(open.contains("<td class=\"num\">3</td>") && !open.contains("poll given up"));
+    assert_eq!(
+        open.matches("<time").count(),
+        2,
+        "created, and the next poll"
+    );
+    let unknown = row("txn-unknown");
+    assert!(unknown.contains("<td class=\"num\">9</td>") && unknown.contains("poll given up"));
     let checked = admin.page("/console/credits?check=1").await;
     assert!(checked.contains("check_ledger(): no violation"));
     let privacy = admin.page("/console/privacy?check=1").await;
