@@ -75,26 +75,47 @@ pub(crate) async fn serve_webhooks(
     daemon: &DaemonHandle,
 ) -> HttpServer {
     // Secrets come from the environment in production; here they are handed over directly.
-    let webhooks = Arc::new(
-        Webhooks::with_secrets(
-            &config.webhooks,
-            Some(env.fake.replicate_webhook_secret()),
-            Some(BYTEPLUS_SECRET.as_bytes().to_vec()),
-        )
-        .unwrap(),
-    );
+    let webhooks = Webhooks::with_secrets(
+        &config.webhooks,
+        Some(env.fake.replicate_webhook_secret()),
+        Some(BYTEPLUS_SECRET.as_bytes().to_vec()),
+    )
+    .unwrap();
+    serve(daemon, port, webhooks).await
+}
+
+/// Serves `daemon`'s HTTP server on `port`, verifying Plisio callbacks only.
+pub(crate) async fn serve_plisio(env: &GenEnv, daemon: &DaemonHandle, port: u16) -> HttpServer {
+    let webhooks = Webhooks::with_secrets(&env.config.webhooks, None, None)
+        .unwrap()
+        .with_plisio_secret(Some(PLISIO_SECRET.as_bytes().to_vec()));
+    serve(daemon, port, webhooks).await
+}
+
+/// Serves `daemon`'s HTTP server on `port` with `webhooks`.
+async fn serve(daemon: &DaemonHandle, port: u16, webhooks: Webhooks) -> HttpServer {
     genq::http::serve(
         &format!("127.0.0.1:{port}"),
         HttpState {
             daemon: daemon.control(),
             admin_token: None,
             console: Default::default(),
-            webhooks: Some(webhooks),
+            webhooks: Some(Arc::new(webhooks)),
             events: None,
         },
     )
     .await
     .unwrap()
+}
+
+/// Waits (at most `within`) until the fake Plisio has answered `n` more polls than now.
+pub(crate) async fn more_plisio_polls(env: &GenEnv, n: u64, within: Duration) {
+    let polls = env.fake.stats().plisio_polls;
+    env.fake
+        .wait_for_stats(&format!("{n} more Plisio polls"), within, |s| {
+            s.plisio_polls >= polls + n
+        })
+        .await;
 }
 
 pub(crate) async fn events(env: &GenEnv, id: Uuid) -> Vec<(String, bool, Option<i64>, bool)> {

@@ -9,24 +9,8 @@ async fn plisio_callbacks_grant_credits_once_and_send_mismatches_to_review(
     co: PgConnectOptions,
 ) {
     let (env, port) = hook_env(po, co).await;
-    let webhooks = Arc::new(
-        Webhooks::with_secrets(&env.config.webhooks, None, None)
-            .unwrap()
-            .with_plisio_secret(Some(PLISIO_SECRET.as_bytes().to_vec())),
-    );
     let daemon = env.daemon();
-    let server = genq::http::serve(
-        &format!("127.0.0.1:{port}"),
-        HttpState {
-            daemon: daemon.control(),
-            admin_token: None,
-            console: Default::default(),
-            webhooks: Some(webhooks),
-            events: None,
-        },
-    )
-    .await
-    .unwrap();
+    let server = serve_plisio(&env, &daemon, port).await;
     for (txn, user, credits) in [
         ("t-ok", "payer", 500_i64),
         ("t-odd", "payer", 300),
@@ -214,12 +198,7 @@ async fn plisio_payments_without_callbacks_are_completed_by_the_poll(
     .await;
     assert_eq!(env.balance("payer").await.available, 200);
     // Later runs poll only what is still open: the completed payment is granted once.
-    let polls = env.fake.stats().plisio_polls;
-    env.fake
-        .wait_for_stats("two more poll runs", Duration::from_secs(20), |s| {
-            s.plisio_polls >= polls + 4
-        })
-        .await;
+    more_plisio_polls(&env, 4, Duration::from_secs(20)).await;
     daemon.shutdown().await;
     assert_eq!(payment(&env, "p-paid").await, ("completed".into(), 1));
     assert_eq!(payment(&env, "p-odd").await, ("review".into(), 1));

@@ -192,12 +192,7 @@ async fn a_failing_plisio_backs_off_and_the_payment_is_granted_once_it_answers(
         poll_state(&env, "outage").await.status == "completed"
     })
     .await;
-    let polls = env.fake.stats().plisio_polls;
-    env.fake
-        .wait_for_stats("two more polls", Duration::from_secs(10), |s| {
-            s.plisio_polls >= polls + 2
-        })
-        .await;
+    more_plisio_polls(&env, 2, Duration::from_secs(10)).await;
     daemon.shutdown().await;
     assert!(poll_state(&env, "outage").await.seen);
     assert_eq!(env.balance("payer").await.available, 120);
@@ -313,25 +308,6 @@ fn start_poll(env: &GenEnv) -> DaemonHandle {
     let mut registry = Registry::new();
     Arc::new(pipeline).register(&mut registry);
     env.db.daemon(env.config.clone(), registry)
-}
-
-/// `daemon`'s HTTP server on `port`, verifying Plisio callbacks.
-async fn serve_plisio(env: &GenEnv, daemon: &DaemonHandle, port: u16) -> HttpServer {
-    let webhooks = Webhooks::with_secrets(&env.config.webhooks, None, None)
-        .unwrap()
-        .with_plisio_secret(Some(PLISIO_SECRET.as_bytes().to_vec()));
-    genq::http::serve(
-        &format!("127.0.0.1:{port}"),
-        HttpState {
-            daemon: daemon.control(),
-            admin_token: None,
-            console: Default::default(),
-            webhooks: Some(Arc::new(webhooks)),
-            events: None,
-        },
-    )
-    .await
-    .unwrap()
 }
 
 /// An invoice of `payer` recorded by the backend, created (and last changed) `age` ago.
