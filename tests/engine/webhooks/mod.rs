@@ -108,6 +108,26 @@ async fn serve(daemon: &DaemonHandle, port: u16, webhooks: Webhooks) -> HttpServ
     .unwrap()
 }
 
+/// An invoice of `payer` recorded by the backend, created (and last changed) `age` ago.
+pub(crate) async fn invoice(env: &GenEnv, txn: &str, credits: i64, age: Duration) {
+    sqlx::query("SELECT genq.record_invoice($1, $2, 'payer', $3)")
+        .bind(txn)
+        .bind(format!("order-{txn}"))
+        .bind(credits)
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE genq.payments SET created_at = now() - make_interval(secs => $2),
+                updated_at = now() - make_interval(secs => $2) WHERE txn_id = $1",
+    )
+    .bind(txn)
+    .bind(age.as_secs_f64())
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+}
+
 /// Waits (at most `within`) until the fake Plisio has answered `n` more polls than now.
 pub(crate) async fn more_plisio_polls(env: &GenEnv, n: u64, within: Duration) {
     let polls = env.fake.stats().plisio_polls;

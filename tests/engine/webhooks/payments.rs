@@ -157,13 +157,7 @@ async fn plisio_payments_without_callbacks_are_completed_by_the_poll(
         ("p-wait", 40),
         ("p-gone", 10),
     ] {
-        sqlx::query("SELECT genq.record_invoice($1, $2, 'payer', $3)")
-            .bind(txn)
-            .bind(format!("order-{txn}"))
-            .bind(credits)
-            .execute(&env.db.pool)
-            .await
-            .unwrap();
+        invoice(&env, txn, credits, Duration::ZERO).await;
     }
     // No callback ever comes; Plisio knows the outcomes (p-gone it does not know at all).
     env.fake.set_plisio_operation(

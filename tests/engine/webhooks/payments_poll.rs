@@ -310,26 +310,6 @@ fn start_poll(env: &GenEnv) -> DaemonHandle {
     env.db.daemon(env.config.clone(), registry)
 }
 
-/// An invoice of `payer` recorded by the backend, created (and last changed) `age` ago.
-async fn invoice(env: &GenEnv, txn: &str, credits: i64, age: Duration) {
-    sqlx::query("SELECT genq.record_invoice($1, $2, 'payer', $3)")
-        .bind(txn)
-        .bind(format!("order-{txn}"))
-        .bind(credits)
-        .execute(&env.db.pool)
-        .await
-        .unwrap();
-    sqlx::query(
-        "UPDATE genq.payments SET created_at = now() - make_interval(secs => $2),
-                updated_at = now() - make_interval(secs => $2) WHERE txn_id = $1",
-    )
-    .bind(txn)
-    .bind(age.as_secs_f64())
-    .execute(&env.db.pool)
-    .await
-    .unwrap();
-}
-
 /// A verified callback's effect, through the callback's own code path.
 async fn apply_callback(env: &GenEnv, txn: &str, status: &str) {
     let mut tx = env.db.pool.begin().await.unwrap();
