@@ -99,16 +99,16 @@ pub async fn run(
                 r.due_at.to_rfc3339()
             );
             if let Some(timeout) = wait {
-                let r = poll(timeout, "the erasure", || async {
+                let (completed_at, subject) = poll(timeout, "the erasure", || async {
                     Ok(erasure::get(&pool, id)
                         .await?
-                        .filter(|r| r.completed_at.is_some()))
+                        .and_then(|r| r.completed_at.map(|at| (at, r.subject))))
                 })
                 .await?;
                 println!(
                     "completed {}; records kept under {}",
-                    r.completed_at.expect("completed").to_rfc3339(),
-                    r.subject.unwrap_or_default()
+                    completed_at.to_rfc3339(),
+                    subject.unwrap_or_default()
                 );
             }
             Ok(ExitCode::SUCCESS)

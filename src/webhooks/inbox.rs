@@ -72,11 +72,9 @@ pub async fn store_generation_event(
         .bind(event.body)
         .fetch_optional(&mut *tx)
         .await?;
-    let result = match inserted {
-        None => "duplicate",
-        Some((_, true)) => "orphan",
-        Some((event_id, false)) => {
-            let id = event.generation_id.expect("not an orphan");
+    let result = match (inserted, event.generation_id) {
+        (None, _) => "duplicate",
+        (Some((event_id, false)), Some(id)) => {
             let job_id = record::enqueue_follow_up(&mut tx, reconcile::KIND, id, 0.0).await?;
             crate::db::query(SET_JOB)
                 .bind(event_id)
@@ -85,6 +83,8 @@ pub async fn store_generation_event(
                 .await?;
             "accepted"
         }
+        // Stored without a generation of ours to reconcile.
+        (Some(_), _) => "orphan",
     };
     tx.commit().await?;
     Ok(result)

@@ -248,6 +248,58 @@ pub async fn notifications(
     got
 }
 
+/// Enqueues `batches` (`enqueue_many_in`, in order) in a transaction that is rolled back, then
+/// in one that commits, and returns the queues woken after the commit, sorted. Asserts that
+/// every job counted as inserted, that nothing was woken before commit or on rollback, and
+/// that the rollback left neither jobs nor queue rows.
+pub async fn bulk_wakeups(
+    db: &TestDb,
+    listener: &mut sqlx::postgres::PgListener,
+    batches: &[Vec<genq::NewJob>],
+) -> Vec<String> {
+    let total: usize = batches.iter().map(Vec::len).sum();
+    let queues: Vec<String> = batches.iter().flatten().map(|j| j.queue.clone()).collect();
+    for commit in [false, true] {
+        let mut tx = db.pool.begin().await.unwrap();
+        let mut inserted = 0;
+        for batch in batches {
+            inserted += genq::queue::enqueue::enqueue_many_in(&mut tx, batch)
+                .await
+                .unwrap();
+        }
+        assert_eq!(inserted, total as i64, "every job inserted");
+        assert!(
+            notifications(listener, Duration::from_millis(300))
+                .await
+                .is_empty(),
+            "nothing before commit"
+        );
+        if commit {
+            tx.commit().await.unwrap();
+        } else {
+            tx.rollback().await.unwrap();
+            assert!(
+                notifications(listener, Duration::from_millis(500))
+                    .await
+                    .is_empty(),
+                "nothing on rollback"
+            );
+            let left: (i64, i64) = sqlx::query_as(
+                "SELECT (SELECT count(*) FROM genq.jobs),
+                        (SELECT count(*) FROM genq.queues WHERE name = ANY($1))",
+            )
+            .bind(&queues)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            assert_eq!(left, (0, 0), "a rollback leaves no jobs and no queue rows");
+        }
+    }
+    let mut woken = notifications(listener, Duration::from_millis(1000)).await;
+    woken.sort();
+    woken
+}
+
 pub mod console;
 pub mod fair_keys;
 pub mod pgbouncer;

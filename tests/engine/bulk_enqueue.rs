@@ -12,7 +12,7 @@ use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
 use crate::common::privileges::{connect, login, Roles};
-use crate::common::{notifications, TestDb};
+use crate::common::{bulk_wakeups, notifications, TestDb};
 
 async fn count(db: &TestDb, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
@@ -173,24 +173,7 @@ async fn bulk_enqueue_wakes_each_due_queue_once_at_commit_and_never_on_rollback(
         NewJob::new("noop", json!({})).queue("later").run_at(later),
     ];
 
-    let mut tx = db.pool.begin().await.unwrap();
-    assert_eq!(enqueue_many_in(&mut tx, &jobs).await.unwrap(), 5);
-    assert!(
-        notifications(&mut listener, Duration::from_millis(300))
-            .await
-            .is_empty(),
-        "nothing before commit"
-    );
-    tx.rollback().await.unwrap();
-    assert!(notifications(&mut listener, Duration::from_millis(500))
-        .await
-        .is_empty());
-
-    let mut tx = db.pool.begin().await.unwrap();
-    enqueue_many_in(&mut tx, &jobs).await.unwrap();
-    tx.commit().await.unwrap();
-    let mut got = notifications(&mut listener, Duration::from_millis(1000)).await;
-    got.sort();
+    let got = bulk_wakeups(&db, &mut listener, &[jobs]).await;
     assert_eq!(got, vec!["q1", "q2"], "one wake-up per due queue");
 
     // The unique-key path: a queue whose only job was skipped is not woken.

@@ -3,8 +3,6 @@
 //! `INSERT`) keep every rule of `genq.enqueue_many`: values, queues, fair keys, wake-ups,
 //! transactions, errors that write nothing.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use genq::queue::enqueue::enqueue_many_in;
 use genq::queue::enqueue_copy::{copy_shape, COPY_MIN_JOBS};
@@ -19,7 +17,7 @@ use crate::common::fair_keys::{
     CLOCK,
 };
 use crate::common::privileges::{assert_denied, connect, login, refused, Roles};
-use crate::common::{genq_output, notifications, TestDb};
+use crate::common::{bulk_wakeups, genq_output, TestDb};
 
 async fn count(db: &TestDb, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
@@ -254,34 +252,7 @@ async fn a_copied_batch_wakes_each_due_queue_once_at_commit_and_never_on_rollbac
         })
         .collect();
 
-    let mut tx = db.pool.begin().await.unwrap();
-    assert_eq!(enqueue_many_in(&mut tx, &due).await.unwrap(), 1000);
-    assert!(
-        notifications(&mut listener, Duration::from_millis(300))
-            .await
-            .is_empty(),
-        "nothing before commit"
-    );
-    tx.rollback().await.unwrap();
-    assert!(notifications(&mut listener, Duration::from_millis(500))
-        .await
-        .is_empty());
-    assert_eq!(count(&db, "SELECT count(*) FROM genq.jobs").await, 0);
-    assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM genq.queues WHERE name IN ('q1', 'q2')"
-        )
-        .await,
-        0
-    );
-
-    let mut tx = db.pool.begin().await.unwrap();
-    enqueue_many_in(&mut tx, &due).await.unwrap();
-    enqueue_many_in(&mut tx, &later).await.unwrap();
-    tx.commit().await.unwrap();
-    let mut woken = notifications(&mut listener, Duration::from_millis(500)).await;
-    woken.sort();
+    let woken = bulk_wakeups(&db, &mut listener, &[due, later]).await;
     assert_eq!(
         woken,
         vec!["q1".to_string(), "q2".to_string()],
